@@ -1,0 +1,178 @@
+/**
+ * The agent: connects to the master, authenticates, reports worker info, runs
+ * the commands the master starts, and reconnects with backoff when the link
+ * drops.
+ */
+import { EventEmitter } from 'node:events';
+import * as os from 'node:os';
+import type { Duplex } from 'node:stream';
+import { TetherError } from '../wire/errors';
+import { DEFAULT_MAX_FRAME, agentHandshake } from '../wire/handshake';
+import { Link } from '../wire/link';
+import { type Message, MsgType } from '../wire/messages';
+import { Session } from '../wire/session';
+import { VERSION } from '../wire/version';
+import { CommandStream } from './command-stream';
+import { type Command, CommandFailure } from './commands/command';
+
+export interface AgentOptions {
+  name: string;
+  secret: string;
+  basedir: string;
+  /** Opens a byte stream to the master (TCP, TLS or serial). */
+  open: () => Promise<Duplex>;
+  /** Describes where the master is, for log lines. */
+  masterLabel: string;
+  commands: Record<string, Command>;
+  admin?: string;
+  host?: string;
+  maxFrame?: number;
+  /** Longest wait between reconnection attempts, in ms. */
+  maxBackoffMs?: number;
+  log?: (line: string) => void;
+}
+
+const MIN_BACKOFF_MS = 500;
+/** A session that lasted this long resets the backoff. */
+const STABLE_SESSION_MS = 10_000;
+
+export function workerInfo(opts: Pick<AgentOptions, 'basedir' | 'admin' | 'host' | 'commands'>): Record<string, unknown> {
+  return {
+    os: process.platform,
+    arch: process.arch,
+    hostname: os.hostname(),
+    basedir: opts.basedir,
+    environ: { ...process.env },
+    version: VERSION,
+    admin: opts.admin ?? '',
+    host: opts.host ?? '',
+    numcpus: os.cpus().length || 1,
+    commands: Object.keys(opts.commands),
+  };
+}
+
+export class Agent extends EventEmitter {
+  private readonly streams = new Map<number, CommandStream>();
+  private session: Session | null = null;
+  private stopping = false;
+  private wake: (() => void) | null = null;
+  private readonly log: (line: string) => void;
+
+  constructor(private readonly opts: AgentOptions) {
+    super();
+    this.log = opts.log ?? (() => undefined);
+  }
+
+  /** Runs until stop() or a SHUTDOWN from the master. */
+  async run(): Promise<void> {
+    let failures = 0;
+    while (!this.stopping) {
+      const started = Date.now();
+      try {
+        await this.connectOnce();
+      } catch (error) {
+        if (this.stopping) break;
+        this.log(`${this.opts.masterLabel}: ${(error as Error).message}`);
+      }
+      if (this.stopping) break;
+      failures = Date.now() - started > STABLE_SESSION_MS ? 1 : failures + 1;
+      const cap = this.opts.maxBackoffMs ?? 60_000;
+      const delay = Math.min(cap, MIN_BACKOFF_MS * 2 ** Math.min(failures - 1, 16)) * (0.5 + Math.random() / 2);
+      this.log(`reconnecting in ${(delay / 1000).toFixed(1)} s`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, delay);
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.wake = null;
+    }
+  }
+
+  stop(): void {
+    this.stopping = true;
+    this.session?.close(new TetherError('SHUTDOWN', 'the agent is stopping'));
+    this.wake?.();
+  }
+
+  private async connectOnce(): Promise<void> {
+    const stream = await this.opts.open();
+    const link = new Link(stream);
+    let established;
+    try {
+      established = await agentHandshake(link, {
+        name: this.opts.name,
+        secret: this.opts.secret,
+        caps: 0,
+        maxFrame: this.opts.maxFrame ?? DEFAULT_MAX_FRAME,
+      });
+    } catch (error) {
+      link.close();
+      throw error;
+    }
+    const { params } = established;
+    const session = new Session(link, { maxBody: params.maxFrame, keepalive: params.keepalive });
+    this.session = session;
+    this.log(`connected to ${this.opts.masterLabel} as '${this.opts.name}'`);
+    this.emit('connected');
+    const closed = new Promise<Error | null>((resolve) => session.once('close', resolve));
+    session.on('message', (m: Message) => this.onMessage(session, params.window, m));
+    session.send({ type: MsgType.INFO, info: workerInfo(this.opts) });
+    const error = await closed;
+    this.session = null;
+    for (const stream of this.streams.values()) stream.lost(error ?? new TetherError('PEER_TIMEOUT', 'connection lost'));
+    this.streams.clear();
+    this.emit('disconnected', error);
+    if (error && !this.stopping) throw error;
+  }
+
+  private onMessage(session: Session, window: number, m: Message): void {
+    switch (m.type) {
+      case MsgType.START:
+        this.start(session, window, m);
+        return;
+      case MsgType.PRINT:
+        this.log(`message from master: ${m.text}`);
+        return;
+      case MsgType.SHUTDOWN:
+        this.log('the master asked this agent to shut down');
+        this.stop();
+        return;
+      case MsgType.REJECT:
+        this.log(`the master rejected a message: ${m.message}`);
+        return;
+    }
+    const stream = 'stream' in m ? this.streams.get(m.stream as number) : undefined;
+    if (stream) {
+      stream.onMessage(m);
+      return;
+    }
+    // Interrupts and credit for a command that just finished cross its COMPLETE on the wire.
+    if (m.type === MsgType.INTERRUPT || m.type === MsgType.CREDIT) return;
+    const why = new TetherError('UNKNOWN_STREAM', `no command runs on stream ${'stream' in m ? String(m.stream) : '-'}`);
+    session.send({ type: MsgType.REJECT, stream: 'stream' in m ? (m.stream as number) : null, code: why.wireCode, message: why.message });
+  }
+
+  private start(session: Session, window: number, m: Extract<Message, { type: typeof MsgType.START }>): void {
+    const command = Object.prototype.hasOwnProperty.call(this.opts.commands, m.command) ? this.opts.commands[m.command] : undefined;
+    if (!command || this.streams.has(m.stream)) {
+      const why = command
+        ? new TetherError('BAD_MESSAGE', `stream ${m.stream} is already in use`)
+        : new TetherError('UNKNOWN_COMMAND', `this agent has no command '${m.command}'`);
+      session.send({ type: MsgType.REJECT, stream: m.stream, code: why.wireCode, message: why.message });
+      return;
+    }
+    const stream = new CommandStream(m.stream, this.opts.basedir, session, window);
+    this.streams.set(m.stream, stream);
+    command(m.args, stream).then(
+      () => stream.complete(null),
+      (error: Error) => {
+        if (!(error instanceof CommandFailure)) this.log(`command ${m.command} failed: ${error.stack ?? error.message}`);
+        stream.complete({ code: new TetherError('INTERNAL', '').wireCode, message: error.message });
+      },
+    ).finally(() => {
+      if (this.streams.get(m.stream) === stream) this.streams.delete(m.stream);
+    });
+  }
+}

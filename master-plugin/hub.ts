@@ -1,0 +1,151 @@
+/**
+ * TetherHub: the master side as a library. It listens for agents,
+ * authenticates them, and hands each one out as a RemoteAgent. The Buildbot
+ * bridge, `tether-master exec` and the demo all use it.
+ */
+import { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
+import { TetherError } from '../wire/errors';
+import {
+
+  DEFAULT_KEEPALIVE_SECONDS,
+  DEFAULT_MAX_FRAME,
+  DEFAULT_WINDOW,
+  masterHandshake,
+  newSessionId,
+} from '../wire/handshake';
+import { Link } from '../wire/link';
+import { Session } from '../wire/session';
+import { type Endpoint, type Listener, describeEndpoint, listen, parseEndpoint } from '../wire/transport';
+import { AgentConnection } from './agent-connection';
+import type { RemoteAgent } from './remote';
+
+export interface HubOptions {
+  /** Worker name → shared secret. */
+  workers: Record<string, string>;
+  /** Seconds between keepalive pings; a peer silent for three is dead. */
+  keepalive?: number;
+  maxFrame?: number;
+  window?: number;
+  /** PEM files for tls:// listeners. */
+  cert?: string;
+  key?: string;
+  log?: (line: string) => void;
+}
+
+const INFO_TIMEOUT_MS = 10_000;
+
+export class TetherHub extends EventEmitter {
+  private readonly servers: Listener[] = [];
+  private readonly agents = new Map<string, AgentConnection>();
+  private readonly links = new Set<Link>();
+  private readonly log: (line: string) => void;
+  private workers: Record<string, string>;
+
+  constructor(private readonly options: HubOptions) {
+    super();
+    this.workers = { ...options.workers };
+    this.log = options.log ?? (() => undefined);
+  }
+
+  /** Starts listening; resolves with the bound address (port 0 picks a free one). */
+  async listen(url: string): Promise<Endpoint> {
+    const endpoint = parseEndpoint(url);
+    const listener = await listen(endpoint, { cert: this.options.cert, key: this.options.key }, (stream, peer) =>
+      this.accept(stream, peer),
+    );
+    this.servers.push(listener);
+    this.log(`listening on ${describeEndpoint(listener.address)}`);
+    return listener.address;
+  }
+
+  /** Replaces the worker table; connected agents that are no longer in it are disconnected. */
+  setWorkers(workers: Record<string, string>): void {
+    this.workers = { ...workers };
+    for (const [name, agent] of this.agents) {
+      if (!(name in this.workers)) agent.close(new TetherError('AUTH_FAILED', `worker '${name}' was removed`));
+    }
+  }
+
+  connected(): RemoteAgent[] {
+    return [...this.agents.values()];
+  }
+
+  /** Resolves with the named agent once it is connected and has reported its info. */
+  waitForAgent(name: string, timeoutMs: number): Promise<RemoteAgent> {
+    const present = this.agents.get(name);
+    if (present) return Promise.resolve(present);
+    return new Promise((resolve, reject) => {
+      const onAgent = (agent: RemoteAgent) => {
+        if (agent.name !== name) return;
+        clearTimeout(timer);
+        this.off('agent', onAgent);
+        resolve(agent);
+      };
+      const timer = setTimeout(() => {
+        this.off('agent', onAgent);
+        reject(new TetherError('PEER_TIMEOUT', `agent '${name}' did not connect within ${Math.round(timeoutMs / 1000)} s`));
+      }, timeoutMs);
+      this.on('agent', onAgent);
+    });
+  }
+
+  /** Accepts a byte stream from any transport (the TCP/TLS listeners, a serial line, a test). */
+  accept(stream: Duplex, peer: string): void {
+    const link = new Link(stream);
+    this.links.add(link);
+    link.once('close', () => this.links.delete(link));
+    masterHandshake(link, {
+      secretFor: (name) => (Object.prototype.hasOwnProperty.call(this.workers, name) ? this.workers[name] : undefined),
+      caps: 0,
+      maxFrame: this.options.maxFrame ?? DEFAULT_MAX_FRAME,
+      keepalive: this.options.keepalive ?? DEFAULT_KEEPALIVE_SECONDS,
+      window: this.options.window ?? DEFAULT_WINDOW,
+      openSession: () => ({ session: newSessionId(), resumed: false, nextSeq: 0 }),
+    }).then(
+      (id) => {
+        const session = new Session(link, { maxBody: id.params.maxFrame, keepalive: id.params.keepalive });
+        const agent = new AgentConnection(id.name, session, id.params.window);
+        this.admit(agent, peer);
+      },
+      (error: Error) => {
+        this.log(`rejected connection from ${peer}: ${error.message}`);
+        this.emit('rejected', peer, error);
+      },
+    );
+  }
+
+  private admit(agent: AgentConnection, peer: string): void {
+    const timer = setTimeout(
+      () => agent.close(new TetherError('HANDSHAKE_TIMEOUT', 'no worker info within 10 s of authentication')),
+      INFO_TIMEOUT_MS,
+    );
+    agent.once('info', () => {
+      clearTimeout(timer);
+      const previous = this.agents.get(agent.name);
+      if (previous) {
+        this.log(`worker '${agent.name}' connected again from ${peer}; closing its previous connection`);
+        previous.close(new TetherError('DUPLICATE_WORKER', 'the same worker connected again'));
+      }
+      this.agents.set(agent.name, agent);
+      this.log(`worker '${agent.name}' connected from ${peer}`);
+      this.emit('agent', agent);
+    });
+    void agent.closed.then(() => {
+      clearTimeout(timer);
+      if (this.agents.get(agent.name) === agent) {
+        this.agents.delete(agent.name);
+        this.log(`worker '${agent.name}' disconnected`);
+        this.emit('agentClosed', agent);
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.servers.splice(0).map((l) => l.close()));
+    for (const agent of this.agents.values()) agent.close(new TetherError('SHUTDOWN', 'the master is shutting down'));
+    for (const link of this.links) link.close();
+    await Promise.all([...this.agents.values()].map((a) => a.closed));
+  }
+}
+

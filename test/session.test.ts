@@ -1,0 +1,108 @@
+import t from 'tap';
+import { randomBytes } from 'node:crypto';
+import type { Command } from '../agent/commands/command';
+import { startPair } from './helpers/pair';
+
+const commands: Record<string, Command> = {
+  async echo(args, io) {
+    const text = Buffer.from(String(args.text));
+    await io.stdout(text);
+    await io.stderr(Buffer.from('err'));
+    io.header('done');
+    io.update('rc', 0);
+  },
+  async blob(args, io) {
+    const size = Number(args.size);
+    const data = randomBytes(size);
+    for (let at = 0; at < size; at += 100_000) await io.stdout(data.subarray(at, at + 100_000));
+    io.update('sha', require('node:crypto').createHash('sha256').update(data).digest('hex'));
+  },
+  async download(_args, io) {
+    let total = 0;
+    for (let chunk = await io.readFile(); chunk; chunk = await io.readFile()) total += chunk.length;
+    io.update('received', total);
+  },
+  async fail() {
+    throw new Error('boom');
+  },
+};
+
+t.test('a command streams output, header and updates in order', async (t) => {
+  const pair = await startPair(commands);
+  t.teardown(() => pair.close());
+  const events: string[] = [];
+  const cmd = pair.remote.run('echo', { text: 'hello' }, {
+    stdout: (c) => void events.push(`out:${c}`),
+    stderr: (c) => void events.push(`err:${c}`),
+    header: (h) => void events.push(`hdr:${h}`),
+    update: (k, v) => void events.push(`upd:${k}=${String(v)}`),
+  });
+  const result = await cmd.result;
+  t.same(result, { failure: null });
+  t.same(events, ['out:hello', 'err:err', 'hdr:done', 'upd:rc=0']);
+  t.equal(pair.remote.info.hostname, require('node:os').hostname());
+});
+
+t.test('a slow consumer holds the agent to its window', async (t) => {
+  const pair = await startPair(commands, { hub: { window: 64 * 1024 } });
+  t.teardown(() => pair.close());
+  const hash = require('node:crypto').createHash('sha256');
+  let sha = '';
+  let maxUnacked = 0;
+  const cmd = pair.remote.run('blob', { size: 4_000_000 }, {
+    stdout: async (c) => {
+      hash.update(c);
+      await new Promise((r) => setImmediate(r));
+    },
+    update: (_k, v) => void (sha = String(v)),
+  });
+  const timer = setInterval(() => (maxUnacked = Math.max(maxUnacked, ((pair.agent as any).session?.unackedByteCount ?? 0))), 1);
+  await cmd.result;
+  clearInterval(timer);
+  t.equal(hash.digest('hex'), sha, 'bytes arrive exactly');
+  t.ok(maxUnacked > 0, 'the agent had data in flight');
+  t.ok(maxUnacked <= 64 * 1024 + 8 * 1024, `agent's unacknowledged bytes stay within one window (max ${maxUnacked})`);
+});
+
+t.test('download data flows to the agent under credit', async (t) => {
+  const pair = await startPair(commands, { hub: { window: 32 * 1024 } });
+  t.teardown(() => pair.close());
+  let received = 0;
+  const cmd = pair.remote.run('download', {}, { update: (_k, v) => void (received = Number(v)) });
+  const block = randomBytes(10_000);
+  for (let i = 0; i < 100; i++) await cmd.writeFile(block);
+  await cmd.endFile();
+  await cmd.result;
+  t.equal(received, 1_000_000);
+});
+
+t.test('failures and unknown commands complete with a reason', async (t) => {
+  const pair = await startPair(commands);
+  t.teardown(() => pair.close());
+  const failed = await pair.remote.run('fail', {}, {}).result;
+  t.match(failed.failure, { message: 'boom' });
+  const unknown = await pair.remote.run('nope', {}, {}).result;
+  t.match(unknown.failure, { code: 'UNKNOWN_COMMAND', message: /no command 'nope'/ });
+});
+
+t.test('a wrong secret is refused on both sides', async (t) => {
+  const { TetherHub } = await import('../master-plugin/hub');
+  const { Agent } = await import('../agent/agent');
+  const { connect } = await import('../wire/transport');
+  const hub = new TetherHub({ workers: { w1: 'right' } });
+  const address = await hub.listen('tcp://127.0.0.1:0');
+  const logs: string[] = [];
+  const agent = new Agent({
+    name: 'w1', secret: 'wrong', basedir: '/tmp', commands, masterLabel: 'm',
+    open: () => connect(address), log: (l) => logs.push(l), maxBackoffMs: 100,
+  });
+  const rejected = new Promise((r) => hub.once('rejected', (_p, e) => r(e)));
+  const running = agent.run();
+  const error = (await rejected) as Error;
+  agent.stop();
+  await running;
+  await hub.close();
+  t.match(error.message, /wrong secret/);
+  t.ok(logs.some((l) => /AUTH_FAILED|wrong secret|failed authentication/.test(l)), logs.join('\n'));
+  t.equal(hub.connected().length, 0);
+});

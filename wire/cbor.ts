@@ -1,0 +1,102 @@
+/**
+ * The CBOR codec: cbor-x, behind a structural check that every frame body
+ * passes before cbor-x sees it. The check admits only what the protocol uses
+ * (definite lengths, no tags, nesting of at most MAX_DEPTH) and makes sure
+ * each declared length fits in the bytes left, so a hostile frame can neither
+ * make the decoder allocate more than the frame's size nor reach cbor-x's
+ * bignum (tags 2 and 3, quadratic time) or record extensions.
+ */
+import { Decoder, Encoder } from 'cbor-x';
+import { TetherError } from './errors';
+
+export const MAX_DEPTH = 16;
+
+const encoder = new Encoder({
+  useRecords: false,
+  tagUint8Array: false,
+  variableMapSize: true,
+  mapsAsObjects: true,
+});
+const decoder = new Decoder({ useRecords: false, mapsAsObjects: true });
+
+function fail(why: string): never {
+  throw new TetherError('BAD_MESSAGE', `malformed CBOR: ${why}`);
+}
+
+/** Reads the argument of the head at `pos`; returns [value, next position]. */
+function readArgument(buf: Uint8Array, pos: number, info: number): [number, number] {
+  if (info < 24) return [info, pos];
+  const size = info === 24 ? 1 : info === 25 ? 2 : info === 26 ? 4 : info === 27 ? 8 : 0;
+  if (size === 0) fail(info === 31 ? 'indefinite length' : `reserved additional information ${info}`);
+  if (pos + size > buf.length) fail('truncated');
+  let value = 0;
+  for (let i = 0; i < size; i++) value = value * 256 + buf[pos + i];
+  return [value, pos + size];
+}
+
+/** Checks one data item starting at `pos`; returns the position after it. */
+function checkItem(buf: Uint8Array, pos: number, depth: number): number {
+  if (depth > MAX_DEPTH) fail('nested too deeply');
+  if (pos >= buf.length) fail('truncated');
+  const initial = buf[pos];
+  const major = initial >> 5;
+  const info = initial & 0x1f;
+  if (major === 7) {
+    // false, true, null, undefined, and half/single/double floats.
+    if (info >= 20 && info <= 23) return pos + 1;
+    const size = info === 25 ? 2 : info === 26 ? 4 : info === 27 ? 8 : 0;
+    if (size === 0) fail(`simple value ${info}`);
+    if (pos + 1 + size > buf.length) fail('truncated');
+    return pos + 1 + size;
+  }
+  if (major === 6) fail('tags are not used by this protocol');
+  const [arg, next] = readArgument(buf, pos + 1, info);
+  switch (major) {
+    case 0:
+    case 1:
+      return next;
+    case 2:
+    case 3:
+      if (arg > buf.length - next) fail('string longer than the frame');
+      return next + arg;
+    case 4: {
+      if (arg > buf.length - next) fail('array longer than the frame');
+      let at = next;
+      for (let i = 0; i < arg; i++) at = checkItem(buf, at, depth + 1);
+      return at;
+    }
+    default: {
+      if (arg * 2 > buf.length - next) fail('map longer than the frame');
+      let at = next;
+      for (let i = 0; i < arg * 2; i++) at = checkItem(buf, at, depth + 1);
+      return at;
+    }
+  }
+}
+
+/** Decodes a CBOR sequence (RFC 8742) after checking it. Throws TetherError BAD_MESSAGE. */
+export function decodeSequence(buf: Uint8Array): unknown[] {
+  let pos = 0;
+  while (pos < buf.length) pos = checkItem(buf, pos, 0);
+  try {
+    return decoder.decodeMultiple(buf) as unknown[];
+  } catch (error) {
+    fail((error as Error).message);
+  }
+}
+
+/** Encodes items as a CBOR sequence: the items of an array, without the array's head. */
+export function encodeSequence(items: unknown[]): Buffer {
+  if (items.length < 24) return encoder.encode(items).subarray(1);
+  return Buffer.concat(items.map((item) => encoder.encode(item)));
+}
+
+export function encodeItem(item: unknown): Buffer {
+  return encoder.encode(item);
+}
+
+export function decodeItem(buf: Uint8Array): unknown {
+  const items = decodeSequence(buf);
+  if (items.length !== 1) fail(`expected one item, found ${items.length}`);
+  return items[0];
+}

@@ -1,0 +1,207 @@
+/**
+ * The handshake: version and capability negotiation, and mutual
+ * authentication by HMAC-SHA256 challenge-response over a per-worker secret.
+ *
+ *   agent  -> master  HELLO      versions, name, agent nonce, capabilities, max frame
+ *   master -> agent   CHALLENGE  chosen parameters (with master nonce), master proof
+ *   agent  -> master  PROOF      agent proof
+ *   master -> agent   WELCOME    session id, resumed?, next sequence number expected
+ *
+ * master proof = HMAC(secret, "tether/1 master" 0x00 || HELLO body || parameters)
+ * agent proof  = HMAC(secret, "tether/1 agent"  0x00 || HELLO body || parameters)
+ *
+ * Both proofs cover both nonces and everything negotiated, so neither can be
+ * replayed or bent to other parameters. The agent checks the master's proof
+ * before it proves anything itself, so an impostor master learns nothing.
+ */
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { TetherError, type ErrorName, errorName } from './errors';
+import type { Link } from './link';
+import {
+  type ChallengeParams,
+  type HelloParams,
+  type Message,
+  MsgType,
+  NONCE_BYTES,
+  SESSION_ID_BYTES,
+  decodeMessage,
+  encodeChallengeParams,
+  encodeMessage,
+} from './messages';
+
+export const PROTOCOL_VERSION = 1;
+export const Capability = { DEFLATE: 1, RESUME: 2 } as const;
+export const DEFAULT_MAX_FRAME = 64 * 1024;
+export const DEFAULT_WINDOW = 256 * 1024;
+export const DEFAULT_KEEPALIVE_SECONDS = 10;
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+
+export function proof(secret: string, role: 'master' | 'agent', helloBody: Buffer, params: Buffer): Buffer {
+  return createHmac('sha256', secret).update(`tether/1 ${role}\0`).update(helloBody).update(params).digest();
+}
+
+function sameProof(a: Buffer, b: Buffer): boolean {
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/** Resolves with the next link message; rejects on close, timeout or a sequenced frame. */
+function nextMessage(link: Link, timeoutMs: number): Promise<Message> {
+  return new Promise((resolve, reject) => {
+    const cleanup = () => {
+      clearTimeout(timer);
+      link.off('frame', onFrame);
+      link.off('close', onClose);
+    };
+    const onFrame = (body: Buffer, sequenced: boolean) => {
+      cleanup();
+      if (sequenced) {
+        reject(new TetherError('NOT_AUTHENTICATED', 'a session message arrived before authentication'));
+        return;
+      }
+      try {
+        resolve(decodeMessage(body));
+      } catch (error) {
+        reject(error);
+      }
+    };
+    const onClose = (error: Error | null) => {
+      cleanup();
+      reject(new TetherError('AUTH_FAILED', `connection closed during the handshake${error ? `: ${error.message}` : ''}`));
+    };
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new TetherError('HANDSHAKE_TIMEOUT', `no handshake reply within ${timeoutMs} ms`));
+    }, timeoutMs);
+    link.on('frame', onFrame);
+    link.once('close', onClose);
+  });
+}
+
+/** Sends ERROR and closes the link; returns the error for throwing. */
+export function failLink(link: Link, error: TetherError): TetherError {
+  if (!link.isClosed) {
+    link.send(encodeMessage({ type: MsgType.ERROR, code: error.wireCode, message: error.message }), null);
+    link.close(error);
+  }
+  return error;
+}
+
+function peerError(m: Extract<Message, { type: typeof MsgType.ERROR }>): TetherError {
+  const name: ErrorName = errorName(m.code) ?? 'INTERNAL';
+  return new TetherError(name, `peer: ${m.message}`);
+}
+
+function expect<T extends Message['type']>(m: Message, type: T, link: Link): Extract<Message, { type: T }> {
+  if (m.type === MsgType.ERROR) throw peerError(m);
+  if (m.type !== type) {
+    throw failLink(link, new TetherError('NOT_AUTHENTICATED', `expected handshake message ${String(type)}, got ${String(m.type)}`));
+  }
+  return m as Extract<Message, { type: T }>;
+}
+
+export interface Established {
+  session: Buffer;
+  resumed: boolean;
+  /** The next sequence number the peer expects from us. */
+  peerNextSeq: number;
+  params: ChallengeParams;
+}
+
+export interface AgentHandshakeOptions {
+  name: string;
+  secret: string;
+  caps: number;
+  maxFrame: number;
+  resume?: { session: Buffer; nextSeq: number };
+  timeoutMs?: number;
+}
+
+export async function agentHandshake(link: Link, opts: AgentHandshakeOptions): Promise<Established> {
+  const timeout = opts.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+  const hello: HelloParams = {
+    versionMin: PROTOCOL_VERSION,
+    versionMax: PROTOCOL_VERSION,
+    name: opts.name,
+    nonce: randomBytes(NONCE_BYTES),
+    caps: opts.caps,
+    maxFrame: opts.maxFrame,
+    resume: opts.resume,
+  };
+  const helloBody = encodeMessage({ type: MsgType.HELLO, params: hello });
+  link.send(helloBody, null);
+  const challenge = expect(await nextMessage(link, timeout), MsgType.CHALLENGE, link);
+  if (!sameProof(challenge.proof, proof(opts.secret, 'master', helloBody, challenge.paramsBytes))) {
+    throw failLink(link, new TetherError('AUTH_FAILED', 'the master failed authentication (wrong secret, or not the real master)'));
+  }
+  const p = challenge.params;
+  if (p.version !== PROTOCOL_VERSION || (p.caps & ~opts.caps) !== 0 || p.maxFrame > opts.maxFrame || p.maxFrame < 64) {
+    throw failLink(link, new TetherError('UNSUPPORTED_VERSION', 'the master chose parameters this agent did not offer'));
+  }
+  link.send(encodeMessage({ type: MsgType.PROOF, proof: proof(opts.secret, 'agent', helloBody, challenge.paramsBytes) }), null);
+  const welcome = expect(await nextMessage(link, timeout), MsgType.WELCOME, link);
+  link.reader.setMaxBody(p.maxFrame);
+  return { session: welcome.session, resumed: welcome.resumed, peerNextSeq: welcome.nextSeq, params: p };
+}
+
+export interface MasterHandshakeOptions {
+  /** The secret of a worker name, or undefined if there is no such worker. */
+  secretFor(name: string): string | undefined;
+  caps: number;
+  maxFrame: number;
+  keepalive: number;
+  window: number;
+  timeoutMs?: number;
+  /** Decides the session once the agent is authenticated (new, or resumed). */
+  openSession(name: string, hello: HelloParams, caps: number): { session: Buffer; resumed: boolean; nextSeq: number };
+}
+
+export interface AgentIdentity extends Established {
+  name: string;
+  hello: HelloParams;
+}
+
+export async function masterHandshake(link: Link, opts: MasterHandshakeOptions): Promise<AgentIdentity> {
+  const timeout = opts.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+  let hello: Extract<Message, { type: typeof MsgType.HELLO }>;
+  try {
+    hello = expect(await nextMessage(link, timeout), MsgType.HELLO, link);
+  } catch (error) {
+    throw error instanceof TetherError ? failLink(link, error) : error;
+  }
+  const h = hello.params;
+  if (h.versionMin > PROTOCOL_VERSION || h.versionMax < PROTOCOL_VERSION) {
+    throw failLink(link, new TetherError('UNSUPPORTED_VERSION', `agent speaks versions ${h.versionMin}-${h.versionMax}, master speaks ${PROTOCOL_VERSION}`));
+  }
+  const secret = opts.secretFor(h.name);
+  if (secret === undefined) {
+    throw failLink(link, new TetherError('AUTH_FAILED', `unknown worker '${h.name}' or wrong secret`));
+  }
+  const params: ChallengeParams = {
+    version: PROTOCOL_VERSION,
+    nonce: randomBytes(NONCE_BYTES),
+    caps: h.caps & opts.caps,
+    maxFrame: Math.max(64, Math.min(h.maxFrame, opts.maxFrame)),
+    keepalive: opts.keepalive,
+    window: opts.window,
+  };
+  const paramsBytes = encodeChallengeParams(params);
+  link.send(encodeMessage({ type: MsgType.CHALLENGE, paramsBytes, proof: proof(secret, 'master', hello.raw, paramsBytes) }), null);
+  let agentProof: Extract<Message, { type: typeof MsgType.PROOF }>;
+  try {
+    agentProof = expect(await nextMessage(link, timeout), MsgType.PROOF, link);
+  } catch (error) {
+    throw error instanceof TetherError ? failLink(link, error) : error;
+  }
+  if (!sameProof(agentProof.proof, proof(secret, 'agent', hello.raw, paramsBytes))) {
+    throw failLink(link, new TetherError('AUTH_FAILED', `unknown worker '${h.name}' or wrong secret`));
+  }
+  const opened = opts.openSession(h.name, h, params.caps);
+  link.send(encodeMessage({ type: MsgType.WELCOME, session: opened.session, resumed: opened.resumed, nextSeq: opened.nextSeq }), null);
+  link.reader.setMaxBody(params.maxFrame);
+  return { name: h.name, hello: h, session: opened.session, resumed: opened.resumed, peerNextSeq: h.resume?.nextSeq ?? 0, params };
+}
+
+export function newSessionId(): Buffer {
+  return randomBytes(SESSION_ID_BYTES);
+}
+

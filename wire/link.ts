@@ -1,0 +1,91 @@
+/**
+ * A link is one byte stream (a TCP or TLS socket, a serial port) carrying
+ * frames. It checks every frame's CRC against the sequence number expected
+ * next and hands on only frames that pass; the rest are counted and dropped
+ * without being decoded.
+ */
+import { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
+import { TetherError } from './errors';
+import { FrameReader, HANDSHAKE_MAX_BODY, checkFrame, encodeFrame } from './framing';
+
+export interface LinkStats {
+  framesIn: number;
+  framesOut: number;
+  bytesIn: number;
+  bytesOut: number;
+  /** Frames dropped for a CRC mismatch (corruption, or a sequence number other than the one expected). */
+  crcErrors: number;
+  /** Frames dropped for bad COBS, oversize or a body too short to hold a CRC. */
+  badFrames: number;
+}
+
+export class Link extends EventEmitter {
+  readonly reader: FrameReader;
+  readonly stats: LinkStats = { framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0, crcErrors: 0, badFrames: 0 };
+  /** Sequence number of the next sequenced frame to accept. */
+  expectedSeq = 0;
+  private closed = false;
+
+  constructor(readonly stream: Duplex, maxBody = HANDSHAKE_MAX_BODY) {
+    super();
+    this.reader = new FrameReader(maxBody);
+    this.reader.on('frame', (frame: Buffer) => this.onFrame(frame));
+    this.reader.on('invalid', (reason: string) => {
+      this.stats.badFrames++;
+      this.emit('corrupt', reason);
+    });
+    stream.on('data', (chunk: Buffer) => {
+      this.stats.bytesIn += chunk.length;
+      this.reader.feed(chunk);
+    });
+    stream.once('close', () => this.finish(null));
+    stream.on('end', () => this.finish(null));
+    stream.on('error', (error: Error) => this.finish(error));
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  private onFrame(frame: Buffer): void {
+    if (this.closed) return;
+    const check = checkFrame(frame, this.expectedSeq);
+    if (!check.ok) {
+      if (check.reason === 'crc') this.stats.crcErrors++;
+      else this.stats.badFrames++;
+      this.emit('corrupt', check.reason);
+      return;
+    }
+    this.stats.framesIn++;
+    this.emit('frame', check.body, check.sequenced);
+  }
+
+  /** Writes one frame; `seq` null for a link frame. Returns false when the stream wants a pause. */
+  send(body: Buffer, seq: number | null): boolean {
+    return this.writeRaw(encodeFrame(body, seq));
+  }
+
+  /** Writes an already encoded frame (a retransmission). */
+  writeRaw(frame: Buffer): boolean {
+    if (this.closed) return false;
+    this.stats.framesOut++;
+    this.stats.bytesOut += frame.length;
+    return this.stream.write(frame);
+  }
+
+  /** Ends the link: flushes what was written, then closes the stream. */
+  close(error: TetherError | Error | null = null): void {
+    if (this.closed) return;
+    this.stream.end();
+    const timer = setTimeout(() => this.stream.destroy(), 2000);
+    timer.unref();
+    this.finish(error);
+  }
+
+  private finish(error: Error | null): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.emit('close', error);
+  }
+}
