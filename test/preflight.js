@@ -1,0 +1,29 @@
+#!/usr/bin/env node
+// Checks the system packages the test suite needs (a real Buildbot master and
+// worker, socat for serial ptys, git for the Git step). As root it installs the
+// missing ones; otherwise it stops with the one command to run. Never skips.
+'use strict';
+const { execFileSync, spawnSync } = require('node:child_process');
+const { existsSync } = require('node:fs');
+
+const needs = [
+  { file: '/usr/bin/buildbot', pkg: 'buildbot' },
+  { file: '/usr/bin/buildbot-worker', pkg: 'buildbot-worker' },
+  { file: '/usr/bin/socat', pkg: 'socat' },
+  { file: '/usr/bin/git', pkg: 'git' },
+];
+const missing = needs.filter((n) => !existsSync(n.file)).map((n) => n.pkg);
+if (missing.length === 0) process.exit(0);
+
+const command = `apt-get install -y ${missing.join(' ')}`;
+if (process.getuid && process.getuid() === 0) {
+  process.stderr.write(`preflight: installing ${missing.join(', ')}\n`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
+  const r = spawnSync('apt-get', ['install', '-y', '-qq', ...missing], { stdio: 'inherit', env });
+  if (r.status === 0) process.exit(0);
+  process.stderr.write(`preflight: '${command}' failed\n`);
+  process.exit(1);
+}
+process.stderr.write(`preflight: the tests need ${missing.join(', ')}: run 'sudo ${command}'\n`);
+process.exit(1);

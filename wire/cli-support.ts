@@ -1,0 +1,39 @@
+/** What both command-line programs share: option parsing errors and one-line failures. */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { TetherError } from './errors';
+import { UsageError } from './transport';
+
+export type OptionSpec = NonNullable<ParseArgsConfig['options']>;
+
+/** Parses argv strictly; unknown flags become a UsageError naming the flag. */
+export function parseCommandLine<T extends OptionSpec>(argv: string[], options: T, allowPositionals = false) {
+  try {
+    return parseArgs({ args: argv, options, allowPositionals, strict: true });
+  } catch (error) {
+    throw new UsageError((error as Error).message.replace(/\. To specify a positional.*$/s, ''));
+  }
+}
+
+/**
+ * Runs a program's main: a known failure prints one line and exits non-zero;
+ * the stack trace only with --verbose.
+ */
+export function runMain(program: string, main: () => Promise<number | void>, verbose: boolean): void {
+  main().then(
+    (code) => {
+      if (typeof code === 'number') process.exitCode = code;
+    },
+    (error: Error) => {
+      const known = error instanceof UsageError || error instanceof TetherError;
+      process.stderr.write(`${program}: ${error.message}\n`);
+      if (verbose && error.stack) process.stderr.write(`${error.stack}\n`);
+      else if (!known) process.stderr.write(`${program}: run with --verbose for details\n`);
+      process.exitCode = error instanceof UsageError ? 2 : 1;
+    },
+  );
+}
+
+/** Prints a timestamped log line to stderr. */
+export function logLine(program: string): (line: string) => void {
+  return (line) => process.stderr.write(`${new Date().toISOString()} ${program}: ${line}\n`);
+}
