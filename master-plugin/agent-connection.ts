@@ -232,6 +232,10 @@ export class AgentConnection extends EventEmitter implements RemoteAgent {
     this.sendIfOpen({ type: MsgType.SHUTDOWN });
   }
 
+  disconnect(reason: string): void {
+    this.session.close(new TetherError('SHUTDOWN', reason));
+  }
+
   close(error: TetherError | null = null): void {
     this.session.close(error);
   }

@@ -121,7 +121,7 @@ export async function main(argv: string[]): Promise<number> {
         () => log(`worker '${agent.name}' attached to Buildbot at ${buildbotUrl}`),
         (error: Error) => {
           log(`worker '${agent.name}': Buildbot refused the connection: ${error.message}`);
-          agent.shutdown();
+          agent.disconnect(`Buildbot refused worker '${agent.name}': ${error.message}`);
         },
       );
     });

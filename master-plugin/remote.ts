@@ -55,6 +55,8 @@ export interface RemoteAgent {
   print(text: string): void;
   /** Asks the agent to shut down (buildbot's shutdown). */
   shutdown(): void;
+  /** Ends the session with a reason the agent logs; the agent reconnects later. */
+  disconnect(reason: string): void;
   /** Resolves when the agent's session ends. */
   readonly closed: Promise<void>;
 }

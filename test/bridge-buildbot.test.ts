@@ -111,6 +111,7 @@ class LocalAgent implements RemoteAgent {
     this.closed = new Promise((r) => (this.end = r));
   }
   print(): void {}
+  disconnect(): void {}
   shutdown(): void {}
 
   /** Agent paths must be relative to the basedir. */

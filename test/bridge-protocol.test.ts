@@ -180,6 +180,7 @@ class FakeAgent implements RemoteAgent {
   print(text: string): void {
     this.prints.push(text);
   }
+  disconnect(): void {}
   shutdown(): void {
     this.shutdowns++;
   }

@@ -1,0 +1,632 @@
+/**
+ * buildbot_worker/runprocess.py's RunProcess: runs one child process for the
+ * shell, rmdir and cpdir commands and reports it the way buildbot-worker does.
+ *
+ * Updates, in order (texts as runprocess writes them):
+ *   header  "WARNING: disabling usePTY for this command"   (usePTY with stdin; no newline, sic)
+ *   header  "<command line>\n"                      (argv shell-quoted, or the string)
+ *   header  " in dir <workdir> (timeout N secs) (maxTime N secs)\n"
+ *   header  " watching logfiles {<python repr>}\n"
+ *   header  " argv: [b'...', ...]\n"                (python repr of the byte strings)
+ *   header  " environment:\n  K=V\n..."             (when logEnviron, sorted)
+ *   header  " writing N bytes to stdin\n"           (when initial_stdin)
+ *   header  " using PTY: True|False\n"
+ *   stdout / stderr / log (raw bytes)
+ *   header  "\ncommand timed out: N seconds without output running <argv repr>, attempting to kill\n"
+ *   header  "\ncommand timed out: N seconds elapsed running <argv repr>, attempting to kill\n"
+ *   header  "\ncommand interrupted, attempting to kill\n"
+ *   header  "process killed by signal N\n"          (sendRC only)
+ *   rc      exit code; -1 when killed by a signal, or when we killed it and it still exited 0
+ *   header  "elapsedTime=S.SSSSSS\n"
+ * ("program finished with exit code N" is written by the master on 'rc', not by the worker.)
+ *
+ * Process handling: the child gets its own process group (spawned detached;
+ * Node calls setsid() where twisted calls setpgid(0, 0)) and signals go to the
+ * whole group, falling back to the child alone. kill(): SIGTERM first when
+ * sigtermTime is set, then the interrupt signal (default KILL) after
+ * sigtermTime seconds if the group is still alive; the pipes are then closed
+ * and if the process has not ended BACKUP_TIMEOUT (5) seconds later the
+ * command fails ("SIGKILL failed to kill process", fake rc=-1). Completion
+ * waits for the exit and for stdout/stderr to close, as twisted's
+ * processEnded does (a background grandchild holding the pipe keeps the
+ * command running, until a timeout kills the group).
+ *
+ * Flow control: a pipe's next chunk is read only once io.stdout/stderr/log
+ * resolved for the previous one, so a slow master slows the child (blocked
+ * on a full pipe) instead of growing a buffer. While output waits for credit
+ * the no-output timeout is suspended (it measures the command's silence, not
+ * the master's); maxTime keeps running.
+ *
+ * Where this differs from buildbot-worker 3.7:
+ *  - after sigtermTime, runprocess sends the final signal to the leader only
+ *    (its successful killpg(TERM) cleared the pgid) and only if the leader is
+ *    alive; here it goes to the whole group whenever any member is alive;
+ *  - a program that cannot be executed: twisted's child prints a Python
+ *    traceback and exits 1; here stderr gets its first and last lines
+ *    ("Upon execvpe b'prog' [b'prog', ...] in environment id 0\n:FileNotFoundError:
+ *    [Errno 2] No such file or directory: b'prog'\n", argv words as the fake
+ *    ones of obfuscated arguments) and rc is 1;
+ *  - usePTY: see startCommand (script(1) stands in for twisted's PTY);
+ *  - arguments and environment go to the child as UTF-8 text (Node's spawn
+ *    takes strings), so argv bytes that are not UTF-8 cannot be passed.
+ */
+import { spawn, type ChildProcess } from 'child_process';
+import * as os from 'os';
+import * as path from 'path';
+import type { Readable, Writable } from 'stream';
+import type { CommandIO } from './command';
+import { CommandFailure } from './command';
+import { LogFileWatcher } from './logwatcher';
+import { toPyOSError } from './oserror';
+import { isDir, makedirs, pathJoin, which } from './paths';
+import { pyRepr, pyStr, reprBytes, reprStr, shQuote, shellQuote } from './pyrepr';
+
+export interface RunProcessOptions {
+  /** A string (run with /bin/sh -c) or an argv list; list items may be ['obfuscated', real, fake]. */
+  command: unknown;
+  workdir: string;
+  environ?: unknown;
+  sendStdout?: boolean;
+  sendStderr?: boolean;
+  sendRC?: boolean;
+  timeout?: number | null;
+  maxTime?: number | null;
+  sigtermTime?: number | null;
+  initialStdin?: unknown;
+  /** Feed io.readStdin() to the child's stdin until it returns null (after initialStdin). */
+  feedStdin?: boolean;
+  logEnviron?: boolean;
+  logfiles?: unknown;
+  usePTY?: unknown;
+  interruptSignal?: string;
+}
+
+type Word = Buffer | unknown;
+
+function toBytes(value: unknown): Word {
+  if (typeof value === 'string') return Buffer.from(value, 'utf8');
+  if (value instanceof Uint8Array) return Buffer.from(value);
+  return value;
+}
+
+function isObfuscated(w: unknown): w is [string, unknown, unknown] {
+  return Array.isArray(w) && w.length === 3 && w[0] === 'obfuscated';
+}
+
+const ENV_SUBST = /\$\{([0-9a-zA-Z_]*)\}/g;
+
+/**
+ * RunProcess's environment: list values joined with ':', PYTHONPATH extended
+ * with ":${PYTHONPATH}", ${VAR} expanded from the agent's environment (unset
+ * -> ''), a null value removes the variable; no env (or {}) means the agent's.
+ */
+export function buildEnviron(environ: unknown): Record<string, string> {
+  const base = process.env as Record<string, string>;
+  if (!environ || typeof environ !== 'object' || Object.keys(environ).length === 0) {
+    return { ...base };
+  }
+  const env: Record<string, unknown> = { ...(environ as Record<string, unknown>) };
+  for (const [key, v] of Object.entries(env)) {
+    if (Array.isArray(v)) {
+      v.forEach((item, i) => {
+        if (typeof item !== 'string') {
+          throw new CommandFailure(
+            `TypeError: sequence item ${i}: expected str instance, ${pyTypeName(item)} found`,
+          );
+        }
+      });
+      env[key] = v.join(':');
+    }
+  }
+  if ('PYTHONPATH' in env) {
+    if (typeof env.PYTHONPATH !== 'string') {
+      throw new CommandFailure(
+        `TypeError: unsupported operand type(s) for +=: '${pyTypeName(env.PYTHONPATH)}' and 'str'`,
+      );
+    }
+    env.PYTHONPATH += ':${PYTHONPATH}';
+  }
+  const subst = (s: string) => s.replace(ENV_SUBST, (_m, name: string) => base[name] ?? '');
+  const out: Record<string, string> = {};
+  for (const key of Object.keys(base)) {
+    if (!(key in env) || (env[key] !== null && env[key] !== undefined)) out[key] = base[key];
+  }
+  for (const [key, v] of Object.entries(env)) {
+    if (v === null || v === undefined) continue;
+    if (typeof v !== 'string') {
+      throw new CommandFailure(
+        `RuntimeError: 'env' values must be strings or lists; key '${key}' is incorrect`,
+      );
+    }
+    out[key] = subst(v);
+  }
+  return out;
+}
+
+function pyTypeName(v: unknown): string {
+  if (v === null || v === undefined) return 'NoneType';
+  if (typeof v === 'number') return Number.isInteger(v) ? 'int' : 'float';
+  if (typeof v === 'boolean') return 'bool';
+  if (typeof v === 'string') return 'str';
+  if (v instanceof Uint8Array) return 'bytes';
+  if (Array.isArray(v)) return 'list';
+  return 'dict';
+}
+
+export class RunProcess {
+  /** Seconds to wait, after the kill signal, for the process to end before giving up. */
+  static BACKUP_TIMEOUT = 5;
+
+  interruptSignal = 'KILL';
+
+  private readonly real: Word[] | Word;
+  private readonly fake: Word[] | Word;
+  private readonly isList: boolean;
+  private readonly environ: Record<string, string>;
+  private readonly sendStdout: boolean;
+  private readonly sendStderr: boolean;
+  private readonly sendRC: boolean;
+  private readonly timeout: number | null;
+  private readonly maxTime: number | null;
+  private readonly sigtermTime: number | null;
+  private readonly initialStdin: Buffer | null;
+  private readonly feedStdin: boolean;
+  private readonly logEnviron: boolean;
+  private readonly logfiles: unknown;
+  private usePTY: boolean;
+  private readonly watchers: LogFileWatcher[] = [];
+
+  private child: ChildProcess | null = null;
+  private pgid: number | null = null;
+  private startTime = 0;
+  private killed = false;
+  private ending = false;
+  private settled = false;
+  private resolveRC!: (rc: number) => void;
+  private rejectRC!: (err: Error) => void;
+  private readonly pending = new Set<Promise<void>>();
+
+  private ioTimerArmed = false;
+  private ioTimer: NodeJS.Timeout | null = null;
+  private holds = 0;
+  private maxTimer: NodeJS.Timeout | null = null;
+  private sigtermTimer: NodeJS.Timeout | null = null;
+  private killTimer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly io: CommandIO,
+    readonly workdir: string,
+    opts: Omit<RunProcessOptions, 'workdir'>,
+  ) {
+    const command = opts.command;
+    if (Array.isArray(command)) {
+      this.isList = true;
+      this.real = command.map((w) => toBytes(isObfuscated(w) ? w[1] : w));
+      this.fake = command.map((w) => toBytes(isObfuscated(w) ? w[2] : w));
+    } else {
+      this.isList = false;
+      this.real = toBytes(command);
+      this.fake = this.real;
+    }
+    this.sendStdout = opts.sendStdout ?? true;
+    this.sendStderr = opts.sendStderr ?? true;
+    this.sendRC = opts.sendRC ?? true;
+    this.logfiles = opts.logfiles ?? {};
+    if (!isDir(workdir)) makedirs(workdir);
+    this.environ = buildEnviron(opts.environ);
+    const stdin = opts.initialStdin;
+    this.initialStdin =
+      stdin === null || stdin === undefined ? null : (toBytes(stdin) as Buffer);
+    if (this.initialStdin !== null && !Buffer.isBuffer(this.initialStdin)) {
+      throw new CommandFailure("TypeError: 'initial_stdin' must be str or bytes");
+    }
+    this.feedStdin = opts.feedStdin ?? false;
+    this.logEnviron = opts.logEnviron ?? true;
+    this.timeout = opts.timeout ?? null;
+    this.maxTime = opts.maxTime ?? null;
+    this.sigtermTime = opts.sigtermTime ?? null;
+    if (opts.interruptSignal) this.interruptSignal = opts.interruptSignal;
+
+    const usePTY = opts.usePTY ?? false;
+    if (usePTY !== true && usePTY !== false && usePTY !== 0 && usePTY !== 1) {
+      throw new CommandFailure(
+        `AssertionError: Unexpected usePTY argument value: ${pyRepr(usePTY)}. Expected boolean.`,
+      );
+    }
+    this.usePTY = Boolean(usePTY);
+    // for the stdin to be closable it must be a pipe, not a PTY
+    if ((stdin !== null && stdin !== undefined) || this.feedStdin) {
+      if (this.usePTY) this.hdr('WARNING: disabling usePTY for this command');
+      this.usePTY = false;
+    }
+
+    const logfiles = this.logfiles;
+    if (logfiles && typeof logfiles === 'object') {
+      for (const [name, value] of Object.entries(logfiles as Record<string, unknown>)) {
+        let filename = value;
+        let follow = false;
+        if (value && typeof value === 'object' && !(value instanceof Uint8Array)) {
+          const opt = value as Record<string, unknown>;
+          if (!('filename' in opt)) throw new CommandFailure("KeyError: 'filename'");
+          filename = opt.filename;
+          follow = Boolean(opt.follow ?? false);
+        }
+        if (typeof filename !== 'string') {
+          throw new CommandFailure(`TypeError: logfile ${reprStr(name)} must name a file`);
+        }
+        this.watchers.push(
+          new LogFileWatcher(
+            { addLogfile: (n, data) => this.addOutput(() => this.io.log(n, data)) },
+            name,
+            pathJoin(workdir, filename),
+            follow,
+          ),
+        );
+      }
+    }
+  }
+
+  /** The argv (or command string) as runprocess reprs it in headers: fake_command. */
+  get fakeCommandRepr(): string {
+    return pyRepr(this.fake);
+  }
+
+  /** Runs the process; resolves with its rc. Rejects as RunProcess's deferred errbacks. */
+  async start(): Promise<number> {
+    const done = new Promise<number>((resolve, reject) => {
+      this.resolveRC = resolve;
+      this.rejectRC = reject;
+    });
+    try {
+      this.startCommand();
+    } catch (err) {
+      const text = err instanceof Error ? err.message : String(err);
+      this.settled = true;
+      this.cancelTimers();
+      await this.addOutput(() =>
+        this.io.stderr(Buffer.from(`error in RunProcess._startCommand (${text})\n`)),
+      );
+      if (err instanceof Error && err.stack) {
+        const stack = err.stack;
+        await this.addOutput(() => this.io.stderr(Buffer.from(stack + '\n')));
+      }
+      // "pretend it was a shell error"
+      throw new CommandFailure(`AbandonChain: (-1, 'Got exception (${text})')`);
+    }
+    return done;
+  }
+
+  private words(list: Word[]): string[] {
+    return list.map((w) => {
+      if (Buffer.isBuffer(w)) return w.toString('utf8');
+      throw new TypeError(`expected str, bytes or os.PathLike object, not ${pyTypeName(w)}`);
+    });
+  }
+
+  private startCommand(): void {
+    if (!isDir(this.workdir)) makedirs(this.workdir);
+
+    let argv: string[];
+    let display: string;
+    if (this.isList) {
+      argv = this.words(this.real as Word[]);
+      display = shellQuote(this.words(this.fake as Word[]));
+    } else {
+      const [cmd] = this.words([this.real]);
+      [display] = this.words([this.fake]);
+      argv = ['/bin/sh', '-c', cmd];
+    }
+
+    if (this.environ.MACHTYPE !== 'i686-pc-msys') this.environ.PWD = path.resolve(this.workdir);
+
+    const header = (text: string) => this.hdr(text);
+    header(display + '\n');
+    let msg = ` in dir ${this.workdir}`;
+    if (this.timeout) msg += ` (timeout ${pyStr(this.timeout)} ${this.timeout === 1 ? 'sec' : 'secs'})`;
+    if (this.maxTime) msg += ` (maxTime ${pyStr(this.maxTime)} ${this.maxTime === 1 ? 'sec' : 'secs'})`;
+    header(msg + '\n');
+    header(` watching logfiles ${pyRepr(this.logfiles)}\n`);
+    header(` argv: ${this.fakeCommandRepr}\n`);
+    if (this.logEnviron) {
+      let env = ' environment:\n';
+      for (const name of Object.keys(this.environ).sort()) env += `  ${name}=${this.environ[name]}\n`;
+      header(env);
+    }
+    if (this.initialStdin && this.initialStdin.length) {
+      header(` writing ${this.initialStdin.length} bytes to stdin\n`);
+    }
+    let spawnArgv = argv;
+    if (this.usePTY) {
+      // Node has no PTY: util-linux script(1) runs the command on one.
+      const script = which('script', this.environ.PATH);
+      if (script) {
+        spawnArgv = [script, '-qfec', 'exec ' + argv.map(shQuote).join(' '), '/dev/null'];
+      } else {
+        this.usePTY = false;
+        header('WARNING: usePTY requested, but this agent has no script(1) to provide a PTY\n');
+      }
+    }
+    header(` using PTY: ${this.usePTY ? 'True' : 'False'}\n`);
+
+    if (argv.length === 0) throw new IndexError('list index out of range'); // argv[0]
+    this.startTime = performance.now();
+    const child = spawn(spawnArgv[0], spawnArgv.slice(1), {
+      cwd: this.workdir,
+      env: this.environ,
+      detached: true,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    this.child = child;
+    if (child.pid !== undefined) this.pgid = child.pid;
+
+    let spawnError: Error | null = null;
+    child.on('error', (err) => {
+      if (child.pid === undefined) spawnError = err;
+    });
+    child.on('close', (code, signal) => {
+      if (spawnError) {
+        // twisted forks, the exec fails in the child, which writes this and exits 1
+        void this.reportExecFailure(spawnError, argv);
+        this.processEnded(null, 1);
+        return;
+      }
+      const sig = signal ? (os.constants.signals as Record<string, number>)[signal] ?? -1 : null;
+      this.processEnded(sig, code ?? -1);
+    });
+
+    const stdin = child.stdin as Writable;
+    stdin.on('error', () => {
+      // EPIPE: the child did not read its stdin
+    });
+    if (this.initialStdin && this.initialStdin.length) stdin.write(this.initialStdin);
+    if (this.feedStdin) void this.pumpStdin(stdin);
+    else stdin.end();
+
+    this.pipeOutput(child.stdout as Readable, (c) => this.io.stdout(c), this.sendStdout);
+    this.pipeOutput(child.stderr as Readable, (c) => this.io.stderr(c), this.sendStderr);
+
+    if (this.timeout) {
+      this.ioTimerArmed = true;
+      this.armIoTimer();
+    }
+    if (this.maxTime) {
+      this.maxTimer = setTimeout(() => this.doMaxTimeout(), this.maxTime * 1000);
+    }
+    for (const w of this.watchers) w.start();
+  }
+
+  private async reportExecFailure(err: Error, argv: string[]): Promise<void> {
+    if (!this.sendStderr) return;
+    const py = toPyOSError(err);
+    const argv0 = Buffer.from(argv[0]);
+    const fakeArgv = this.isList ? pyRepr(this.fake) : pyRepr(argv.map((a) => Buffer.from(a)));
+    const reason = py
+      ? `${py.className}: [Errno ${py.errno}] ${py.strerror}: ${reprBytes(argv0)}`
+      : `OSError: ${err.message}`;
+    const text = `Upon execvpe ${reprBytes(argv0)} ${fakeArgv} in environment id 0\n:${reason}\n`;
+    await this.addOutput(() => this.io.stderr(Buffer.from(text)));
+  }
+
+  private async pumpStdin(stdin: Writable): Promise<void> {
+    try {
+      for (;;) {
+        const chunk = await this.io.readStdin();
+        if (chunk === null || stdin.destroyed || this.ending) break;
+        if (!stdin.write(chunk)) {
+          await new Promise<void>((resolve) => {
+            const done = () => {
+              stdin.off('drain', done);
+              stdin.off('close', done);
+              resolve();
+            };
+            stdin.on('drain', done);
+            stdin.on('close', done);
+          });
+        }
+      }
+    } catch {
+      // the master's stdin went away: close the child's
+    }
+    if (!stdin.destroyed) stdin.end();
+  }
+
+  /** Sends one piece of output; the io timeout counts from when the master accepted it. */
+  private addOutput(send: () => Promise<void>): Promise<void> {
+    this.armIoTimer(); // output seen: reset the no-output timer
+    this.holds++;
+    this.clearIoTimer();
+    const p = send()
+      .catch(() => {
+        // the update could not be delivered; buildbot-worker only logs that
+      })
+      .finally(() => {
+        this.holds--;
+        this.armIoTimer();
+        this.pending.delete(p);
+      });
+    this.pending.add(p);
+    return p;
+  }
+
+  /**
+   * Reads one pipe chunk by chunk, each sent before the next is read. (An
+   * async iterator rather than pause()/resume(): Node resumes a child's
+   * pipes by itself when the child exits.)
+   */
+  private pipeOutput(stream: Readable, send: (c: Buffer) => Promise<void>, want: boolean): void {
+    const pump = async () => {
+      try {
+        for await (const chunk of stream) {
+          if (!want) this.armIoTimer(); // output seen, though not sent
+          else await this.addOutput(() => send(chunk as Buffer));
+        }
+      } catch {
+        // the pipe was closed by cleanUp()
+      }
+    };
+    const p = pump().finally(() => this.pending.delete(p));
+    this.pending.add(p);
+  }
+
+  /** send_update for a header: delivery failures are only logged by buildbot-worker. */
+  private hdr(text: string): void {
+    try {
+      this.io.header(text);
+    } catch {
+      // the link is gone; the agent notices on its own
+    }
+  }
+
+  private upd(key: string, value: unknown): void {
+    try {
+      this.io.update(key, value);
+    } catch {
+      // as hdr()
+    }
+  }
+
+  private clearIoTimer(): void {
+    if (this.ioTimer) clearTimeout(this.ioTimer);
+    this.ioTimer = null;
+  }
+
+  private armIoTimer(): void {
+    this.clearIoTimer();
+    if (this.ioTimerArmed && this.holds === 0 && this.timeout) {
+      this.ioTimer = setTimeout(() => this.doTimeout(), this.timeout * 1000);
+    }
+  }
+
+  private processEnded(sig: number | null, rc: number): void {
+    if (this.killed && rc === 0) rc = -1; // killed, but exited 0: fake a failure
+    void this.finished(sig, rc);
+  }
+
+  private async finished(sig: number | null, rc: number): Promise<void> {
+    if (this.ending) return;
+    this.ending = true;
+    if (this.settled) return; // the backup timeout gave up on it already
+    const elapsedTime = (performance.now() - this.startTime) / 1000;
+    this.cancelTimers();
+    while (this.pending.size) await Promise.all([...this.pending]);
+    for (const w of this.watchers) await w.stop(); // sends the final updates
+    while (this.pending.size) await Promise.all([...this.pending]);
+    if (this.settled) return; // the backup timeout gave up on it already
+    if (sig !== null) rc = -1;
+    if (this.sendRC) {
+      if (sig !== null) this.hdr(`process killed by signal ${sig}\n`);
+      this.upd('rc', rc);
+    }
+    this.hdr(`elapsedTime=${elapsedTime.toFixed(6)}\n`);
+    this.settled = true;
+    this.resolveRC(rc);
+  }
+
+  private doTimeout(): void {
+    this.ioTimer = null;
+    this.ioTimerArmed = false;
+    this.kill(
+      `command timed out: ${pyStr(this.timeout)} seconds without output running ${this.fakeCommandRepr}`,
+    );
+  }
+
+  private doMaxTimeout(): void {
+    this.maxTimer = null;
+    this.kill(
+      `command timed out: ${pyStr(this.maxTime)} seconds elapsed running ${this.fakeCommandRepr}`,
+    );
+  }
+
+  private leaderAlive(): boolean {
+    const c = this.child;
+    return !!c && c.pid !== undefined && c.exitCode === null && c.signalCode === null;
+  }
+
+  private groupAlive(): boolean {
+    if (this.pgid === null) return false;
+    try {
+      process.kill(-this.pgid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Signals the process group, else the process itself; true when one was hit. */
+  private sendSig(name: string): boolean {
+    const signum = (os.constants.signals as Record<string, number>)['SIG' + name];
+    if (signum !== undefined && this.pgid !== null) {
+      try {
+        process.kill(-this.pgid, signum);
+        return true;
+      } catch {
+        // no such process group (any more)
+      }
+    }
+    if (!this.leaderAlive()) return false;
+    try {
+      return (this.child as ChildProcess).kill((signum ?? name) as NodeJS.Signals | number);
+    } catch {
+      return false; // unknown signal name
+    }
+  }
+
+  /** Kills the process: msg goes in the header, as runprocess's kill(msg). */
+  kill(msg: string): void {
+    if (this.ending || this.settled || !this.child) return;
+    this.cancelTimers();
+    msg += ', attempting to kill';
+    this.hdr('\n' + msg + '\n');
+    this.killed = true;
+    if (this.sigtermTime !== null) {
+      this.sendSig('TERM');
+      this.sigtermTimer = setTimeout(() => this.checkProcess(), this.sigtermTime * 1000);
+    } else {
+      this.cleanUp(this.sendSig(this.interruptSignal));
+    }
+  }
+
+  private checkProcess(): void {
+    this.sigtermTimer = null;
+    const hit = this.leaderAlive() || this.groupAlive() ? this.sendSig(this.interruptSignal) : true;
+    this.cleanUp(hit);
+  }
+
+  private cleanUp(_hit: boolean): void {
+    // twisted's transport.loseConnection(): stop reading, so that a
+    // grandchild that keeps the pipes open cannot hold the command
+    const c = this.child as ChildProcess;
+    c.stdin?.destroy();
+    c.stdout?.destroy();
+    c.stderr?.destroy();
+    if (!this.ending && !this.settled) {
+      this.killTimer = setTimeout(() => this.doBackupTimeout(), RunProcess.BACKUP_TIMEOUT * 1000);
+    }
+  }
+
+  private doBackupTimeout(): void {
+    this.killTimer = null;
+    if (this.ending || this.settled) return;
+    const signalName = 'SIG' + this.interruptSignal;
+    this.hdr(signalName + ' failed to kill process\n');
+    if (this.sendRC) {
+      this.hdr('using fake rc=-1\n');
+      this.upd('rc', -1);
+    }
+    this.settled = true;
+    this.cancelTimers();
+    for (const w of this.watchers) w.cancel();
+    this.rejectRC(new CommandFailure(`RuntimeError: ${signalName} failed to kill process`));
+  }
+
+  private cancelTimers(): void {
+    this.ioTimerArmed = false;
+    this.clearIoTimer();
+    for (const t of [this.maxTimer, this.sigtermTimer, this.killTimer]) if (t) clearTimeout(t);
+    this.maxTimer = this.sigtermTimer = this.killTimer = null;
+  }
+}
+
+class IndexError extends Error {
+  override name = 'IndexError';
+}
