@@ -1,10 +1,9 @@
 /** tether-agent: the command line of the agent. */
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { parseCommandLine, logLine, runMain } from '../wire/cli-support';
+import { parseCommandLine, printedInfo, logLine, runMain } from '../wire/cli-support';
 import { DEFAULT_MAX_FRAME } from '../wire/handshake';
 import { UsageError, connect, describeEndpoint, parseEndpoint } from '../wire/transport';
-import { VERSION } from '../wire/version';
 import { Agent } from './agent';
 import { commands } from './commands/registry';
 
@@ -64,14 +63,7 @@ function readSecret(values: { secret?: string; 'secret-file'?: string }): string
 
 export async function main(argv: string[]): Promise<number> {
   const { values } = parseCommandLine(argv, OPTIONS);
-  if (values.help) {
-    process.stdout.write(HELP);
-    return 0;
-  }
-  if (values.version) {
-    process.stdout.write(`tether-agent ${VERSION}\n`);
-    return 0;
-  }
+  if (printedInfo('tether-agent', HELP, values)) return 0;
   for (const required of ['master', 'name', 'basedir'] as const) {
     if (!values[required]) throw new UsageError(`--${required} is required (see --help)`);
   }

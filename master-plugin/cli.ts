@@ -1,9 +1,8 @@
 /** tether-master: the command line of the master plugin. */
 import { readFileSync } from 'node:fs';
-import { parseCommandLine, logLine } from '../wire/cli-support';
+import { parseCommandLine, printedInfo, logLine } from '../wire/cli-support';
 import { DEFAULT_KEEPALIVE_SECONDS, DEFAULT_MAX_FRAME, DEFAULT_WINDOW } from '../wire/handshake';
 import { UsageError } from '../wire/transport';
-import { VERSION } from '../wire/version';
 import { BuildbotBridge } from './buildbot-bridge';
 import { TetherHub } from './hub';
 import type { RemoteAgent } from './remote';
@@ -90,14 +89,7 @@ export function parseWorkers(values: { worker?: string[]; 'workers-file'?: strin
 
 export async function main(argv: string[]): Promise<number> {
   const { values } = parseCommandLine(argv, OPTIONS);
-  if (values.help) {
-    process.stdout.write(HELP);
-    return 0;
-  }
-  if (values.version) {
-    process.stdout.write(`tether-master ${VERSION}\n`);
-    return 0;
-  }
+  if (printedInfo('tether-master', HELP, values)) return 0;
   if (!values.listen?.length) throw new UsageError('--listen is required (see --help)');
   if (values.buildbot && !/^wss?:\/\/[^/]+/.test(values.buildbot)) {
     throw new UsageError(`--buildbot takes ws://HOST:PORT, not '${values.buildbot}'`);

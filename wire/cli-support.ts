@@ -2,6 +2,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { TetherError } from './errors';
 import { UsageError } from './transport';
+import { VERSION } from './version';
 
 export type OptionSpec = NonNullable<ParseArgsConfig['options']>;
 
@@ -36,4 +37,11 @@ export function runMain(program: string, main: () => Promise<number | void>, ver
 /** Prints a timestamped log line to stderr. */
 export function logLine(program: string): (line: string) => void {
   return (line) => process.stderr.write(`${new Date().toISOString()} ${program}: ${line}\n`);
+}
+
+/** Handles --help and --version; returns true when one was printed. */
+export function printedInfo(program: string, help: string, values: { help?: boolean; version?: boolean }): boolean {
+  if (values.help) process.stdout.write(help);
+  else if (values.version) process.stdout.write(`${program} ${VERSION}\n`);
+  return Boolean(values.help || values.version);
 }
