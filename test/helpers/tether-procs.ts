@@ -1,0 +1,70 @@
+/** tether-master and tether-agent run as real child processes, the way users run them. */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { type BuildbotProcess, ForegroundProcess, REPO_ROOT, makeTempDir, sleep, waitFor } from './buildbot';
+
+export const AGENT_BIN = path.join(REPO_ROOT, 'bin', 'tether-agent.js');
+export const MASTER_BIN = path.join(REPO_ROOT, 'bin', 'tether-master.js');
+
+export class TetherProcess implements BuildbotProcess {
+  private readonly fg = new ForegroundProcess();
+
+  constructor(
+    readonly name: string,
+    readonly dir: string,
+    private readonly argv: string[],
+  ) {}
+
+  get pid(): number | undefined {
+    return this.fg.pid;
+  }
+
+  get output(): string {
+    return this.fg.output;
+  }
+
+  logTail(): string {
+    return this.fg.output.slice(-20_000);
+  }
+
+  async start(): Promise<void> {
+    this.fg.spawnChild(process.execPath, this.argv, { ...process.env }, this.dir);
+    await sleep(100);
+    const early = this.fg.exitedEarly();
+    if (early) throw new Error(`${this.name} ${early}`);
+  }
+
+  /** Waits until the process printed a line matching `pattern`. */
+  async waitForOutput(pattern: RegExp, timeoutMs = 20_000): Promise<void> {
+    await waitFor(`${this.name} to print ${pattern}`, () => pattern.test(this.fg.output), { timeoutMs });
+  }
+
+  stop(): Promise<void> {
+    return this.fg.stopProcess(10_000);
+  }
+}
+
+/** A tether-master process bridging to Buildbot's msgpack port; secrets via a 0600 workers file. */
+export async function tetherMaster(opts: { buildbotPort: number; listenPort: number; workers: Record<string, string> }): Promise<TetherProcess> {
+  const dir = await makeTempDir('tether-master-');
+  const workersFile = path.join(dir, 'workers.json');
+  const workers = Object.entries(opts.workers).map(([name, secret]) => ({ name, secret }));
+  fs.writeFileSync(workersFile, JSON.stringify({ workers }), { mode: 0o600 });
+  return new TetherProcess('tether-master', dir, [
+    MASTER_BIN, '--buildbot', `ws://127.0.0.1:${opts.buildbotPort}`,
+    '--listen', `tcp://127.0.0.1:${opts.listenPort}`, '--workers-file', workersFile,
+  ]);
+}
+
+/** A tether-agent process; its basedir is `dir`/basedir, its secret in a file. */
+export async function tetherAgent(opts: { port: number; name: string; secret: string }): Promise<TetherProcess & { basedir: string }> {
+  const dir = await makeTempDir('tether-agent-');
+  const secretFile = path.join(dir, 'secret');
+  fs.writeFileSync(secretFile, `${opts.secret}\n`, { mode: 0o600 });
+  const basedir = path.join(dir, 'basedir');
+  const proc = new TetherProcess(`tether-agent ${opts.name}`, dir, [
+    AGENT_BIN, '--master', `tcp://127.0.0.1:${opts.port}`, '--name', opts.name,
+    '--secret-file', secretFile, '--basedir', basedir,
+  ]);
+  return Object.assign(proc, { basedir });
+}

@@ -1,0 +1,166 @@
+/**
+ * firmware-notes/vectors.json: every vector re-derived with the real encoder
+ * and compared byte for byte, then every frame decoded back — once with the
+ * wire code and once with the independent, naive CRC and COBS below (what a
+ * firmware engineer would write from PROTOCOL.md).
+ */
+import t from 'tap';
+import { readFileSync } from 'node:fs';
+import { createHmac } from 'node:crypto';
+import {
+  type Vector,
+  type VectorFile,
+  VECTORS_PATH,
+  buildVectors,
+  messageFromJson,
+  messageToJson,
+  renderVectors,
+} from '../firmware-notes/make-vectors';
+import { FrameReader, checkFrame, encodeFrame } from '../wire/framing';
+import { decodeChallengeParams, decodeMessage, encodeMessage } from '../wire/messages';
+
+const file = JSON.parse(readFileSync(VECTORS_PATH, 'utf8')) as VectorFile;
+
+/** Bit-at-a-time CRC-32C, straight from the definition. */
+function naiveCrc32c(data: Uint8Array): number {
+  let crc = 0xffffffff;
+  for (const byte of data) {
+    crc ^= byte;
+    for (let k = 0; k < 8; k++) crc = crc & 1 ? (crc >>> 1) ^ 0x82f63b78 : crc >>> 1;
+  }
+  return (crc ^ 0xffffffff) >>> 0;
+}
+
+/** COBS decoding of one frame (delimiter removed), straight from the definition. */
+function naiveCobsDecode(enc: Buffer): Buffer {
+  const out: number[] = [];
+  let i = 0;
+  while (i < enc.length) {
+    const code = enc[i++];
+    if (code === 0 || i + code - 1 > enc.length) throw new Error('bad COBS');
+    for (let k = 1; k < code; k++) out.push(enc[i++]);
+    if (code < 0xff && i < enc.length) out.push(0);
+  }
+  return Buffer.from(out);
+}
+
+function seqBytes(seq: number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(BigInt(seq));
+  return b;
+}
+
+t.test('vectors.json is exactly what make-vectors.ts generates', async (t) => {
+  t.equal(readFileSync(VECTORS_PATH, 'utf8'), renderVectors(), 'the file is up to date (regenerate with make-vectors.ts)');
+  const built = buildVectors();
+  t.equal(built.vectors.length, file.vectors.length);
+  for (const [i, v] of built.vectors.entries()) {
+    t.equal(v.hex, file.vectors[i].hex, `${v.name}: same bytes`);
+  }
+});
+
+t.test('the required vectors are present', async (t) => {
+  const names = new Set(file.vectors.map((v) => v.name));
+  for (const name of [
+    'stdout-10-bytes', 'stderr-stream-3', 'hello', 'challenge', 'proof', 'welcome', 'ack', 'nak', 'ping', 'pong',
+    'error', 'start-shell', 'update-rc', 'complete-ok', 'complete-failed', 'interrupt', 'data', 'eof-times', 'credit',
+    'log', 'header', 'print', 'shutdown', 'reject-stream', 'stdin', 'stdin-end', 'data-with-zeros', 'body-300-bytes',
+  ]) {
+    t.ok(names.has(name), name);
+  }
+  const types = new Set(file.vectors.map((v) => v.message.type));
+  for (const type of ['HELLO', 'CHALLENGE', 'PROOF', 'WELCOME', 'ACK', 'NAK', 'PING', 'PONG', 'ERROR', 'INFO', 'START', 'UPDATE',
+    'COMPLETE', 'INTERRUPT', 'DATA', 'EOF', 'CREDIT', 'LOG', 'HEADER', 'PRINT', 'SHUTDOWN', 'REJECT', 'STDIN', 'OUTPUT']) {
+    t.ok(types.has(type), `a vector of ${type}`);
+  }
+});
+
+for (const v of file.vectors) {
+  t.test(`vector ${v.name}`, async (t) => {
+    const wire = Buffer.from(v.hex, 'hex');
+    const body = Buffer.from(v.body, 'hex');
+    t.equal(wire.length, v.wireBytes, 'wireBytes');
+
+    // Re-encoded from its JSON description, byte for byte.
+    const message = messageFromJson(v.message);
+    t.equal(encodeMessage(message).toString('hex'), v.body, 'the JSON message encodes to the body');
+    t.equal(encodeFrame(body, v.seq).toString('hex'), v.hex, 'the body frames to the wire bytes');
+
+    // Decoded back with the wire code.
+    const reader = new FrameReader(1024);
+    const frames: Buffer[] = [];
+    reader.on('frame', (f: Buffer) => frames.push(f));
+    reader.feed(wire);
+    t.equal(frames.length, 1, 'one frame');
+    const check = checkFrame(frames[0], v.seq ?? 0);
+    t.ok(check.ok, 'its CRC checks at its sequence number');
+    if (!check.ok) return;
+    t.equal(check.sequenced, v.seq !== null, v.seq === null ? 'a link frame' : 'a sequenced frame');
+    t.equal(check.body.toString('hex'), v.body, 'the body');
+    const decoded = decodeMessage(check.body);
+    t.same(messageToJson(decoded), v.message, 'decodes to the described fields');
+    if (v.seq !== null) {
+      t.notOk(checkFrame(frames[0], v.seq + 1).ok, 'fails at the next sequence number');
+      if (v.seq > 0) t.notOk(checkFrame(frames[0], v.seq - 1).ok, 'fails at the previous sequence number');
+    }
+
+    // Decoded back independently: delimiter, naive COBS, naive CRC over seq || body.
+    t.equal(wire[wire.length - 1], 0, 'ends with the delimiter');
+    t.equal(wire.subarray(0, -1).indexOf(0), -1, 'no other 0x00');
+    const raw = naiveCobsDecode(wire.subarray(0, -1));
+    t.equal(raw.subarray(0, -4).toString('hex'), v.body, 'naive COBS gives body || CRC');
+    const crcInput = v.seq === null ? body : Buffer.concat([seqBytes(v.seq), body]);
+    t.equal(raw.readUInt32LE(raw.length - 4), naiveCrc32c(crcInput), 'naive CRC-32C over [seq LE64 ||] body, little-endian');
+    t.equal(v.crc, '0x' + naiveCrc32c(crcInput).toString(16).padStart(8, '0'), 'crc field');
+    t.equal(body[0] < 0x0a, v.seq === null, 'first body byte < 0x0a exactly for link frames');
+  });
+}
+
+function vec(name: string): Vector {
+  return file.vectors.find((v) => v.name === name)!;
+}
+
+t.test('a 10-byte stdout chunk costs 8 bytes of overhead: 18 on the wire', async (t) => {
+  const v = vec('stdout-10-bytes');
+  t.equal(v.seq, 0);
+  t.equal(Buffer.from(v.body, 'hex').length, 12, 'body: 1 head + 1 length + 10 data');
+  t.equal(v.wireBytes, 18, '18 bytes on the wire');
+  t.equal(file.wireCost.stdout10Bytes, 18);
+  t.equal(v.hex.slice(2, 4), '20', 'output head of stream 0 stdout is 0x20 (-1)');
+  t.equal(vec('stderr-stream-3').body.slice(0, 2), '27', 'stream 3 stderr: head -8 = 0x27');
+});
+
+t.test('the 300-byte body crosses a COBS block boundary', async (t) => {
+  const v = vec('body-300-bytes');
+  t.equal(v.body.length / 2, 300);
+  t.equal(v.wireBytes, 307, '304 bytes + 2 code bytes + delimiter');
+  t.equal(v.hex.slice(0, 2), 'ff', 'first block: code 0xff, 254 bytes');
+  t.equal(v.hex.slice(255 * 2, 256 * 2), '33', 'second block: code 0x33, 50 bytes');
+});
+
+t.test('the zero-filled body is COBS-stuffed', async (t) => {
+  const v = vec('data-with-zeros');
+  t.ok(Buffer.from(v.body, 'hex').includes(0), 'the body has 0x00 bytes');
+  t.equal(Buffer.from(v.hex, 'hex').subarray(0, -1).indexOf(0), -1, 'the frame has none but the delimiter');
+});
+
+t.test('the handshake vectors are reproducible from the documented inputs', async (t) => {
+  const h = file.handshake as Record<string, string>;
+  const hmac = (input: string) => createHmac('sha256', Buffer.from(h.secretBytes, 'hex')).update(Buffer.from(input, 'hex')).digest('hex');
+  t.equal(Buffer.from(h.secretBytes, 'hex').toString(), 'sesame');
+  t.equal(h.masterInput, Buffer.from('tether/1 master\0').toString('hex') + h.helloBody + h.challengeParams);
+  t.equal(h.agentInput, Buffer.from('tether/1 agent\0').toString('hex') + h.helloBody + h.challengeParams);
+  t.equal(hmac(h.masterInput), h.masterProof, 'master proof = HMAC-SHA256(secret, masterInput)');
+  t.equal(hmac(h.agentInput), h.agentProof, 'agent proof = HMAC-SHA256(secret, agentInput)');
+  t.equal(vec('hello').body, h.helloBody, 'HELLO body, type byte included');
+  const challenge = decodeMessage(Buffer.from(vec('challenge').body, 'hex'));
+  if (challenge.type !== 2) throw new Error('not a challenge');
+  t.equal(challenge.paramsBytes.toString('hex'), h.challengeParams);
+  t.equal(challenge.proof.toString('hex'), h.masterProof);
+  t.same(decodeChallengeParams(challenge.paramsBytes), challenge.params);
+  t.equal(challenge.params.nonce.toString('hex'), h.masterNonce);
+  t.equal((vec('proof').message.proof as { hex: string }).hex, h.agentProof);
+  const cost = file.wireCost as Record<string, number>;
+  t.equal(cost.handshakeTotal, ['hello', 'challenge', 'proof', 'welcome'].reduce((n, name) => n + vec(name).wireBytes, 0));
+  t.comment(`handshake on the wire: ${JSON.stringify(cost)}`);
+});

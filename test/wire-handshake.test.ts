@@ -1,0 +1,390 @@
+/**
+ * The handshake under attack and misconfiguration, over real loopback
+ * sockets: wrong secrets both ways, an impostor master, a replayed handshake,
+ * messages before authentication, oversize frames, unknown workers, version
+ * mismatches and timeouts. Each gets a clear error and a closed connection,
+ * and the agent that is connected to the same hub all along keeps working.
+ */
+import t, { type Test } from 'tap';
+import { randomBytes } from 'node:crypto';
+import { TetherError } from '../wire/errors';
+import { encodeFrame } from '../wire/framing';
+import { type ChallengeParams, agentHandshake, masterHandshake, proof } from '../wire/handshake';
+import { Link } from '../wire/link';
+import { type HelloParams, type Message, MsgType, type OutgoingMessage, encodeChallengeParams, encodeMessage } from '../wire/messages';
+import {
+  type AgentFixture,
+  Peer,
+  delay,
+  echo,
+  fakeMaster,
+  socketPair,
+  startAgent,
+  startHub,
+  teeProxy,
+  withTimeout,
+} from './helpers/wire-net';
+
+type Hello = Extract<Message, { type: typeof MsgType.HELLO }>;
+type Challenge = Extract<Message, { type: typeof MsgType.CHALLENGE }>;
+
+const SECRETS = { good: 'sesame', other: 'open-sesame' };
+
+const is = (type: Message['type']) => (m: Message) => m.type === type;
+const errorCode = (m: Message | undefined) => (m && m.type === MsgType.ERROR ? m.code : undefined);
+
+function helloParams(over: Partial<HelloParams> = {}): HelloParams {
+  return { versionMin: 1, versionMax: 1, name: 'other', nonce: randomBytes(32), caps: 0, maxFrame: 65536, ...over };
+}
+
+function challengeParams(over: Partial<ChallengeParams> = {}): ChallengeParams {
+  return { version: 1, nonce: randomBytes(32), caps: 0, maxFrame: 65536, keepalive: 10, window: 262144, ...over };
+}
+
+/** A CHALLENGE answering `hello`, its proof made with `secret`. */
+function challengeFor(hello: Hello, secret: string, over: Partial<ChallengeParams> = {}): OutgoingMessage {
+  const paramsBytes = encodeChallengeParams(challengeParams(over));
+  return { type: MsgType.CHALLENGE, paramsBytes, proof: proof(secret, 'master', hello.raw, paramsBytes) };
+}
+
+/** Runs an async handler for every connection of a fake master, ignoring its failures (the peer may vanish). */
+function handler(fn: (peer: Peer) => Promise<void>): (peer: Peer) => void {
+  return (peer) => void fn(peer).catch(() => undefined);
+}
+
+/** Stops an agent that talks to a fake master: stop first, then drop the sockets, then wait. */
+async function stopAgainst(agent: AgentFixture, fake: { close(): Promise<void> }): Promise<void> {
+  agent.agent.stop();
+  await fake.close();
+  await withTimeout(agent.stop(), 5000, 'the agent to stop');
+}
+
+t.test('handshake', async (t) => {
+  const fx = await startHub(SECRETS);
+  const good = startAgent(fx.port, 'good', SECRETS.good);
+  t.teardown(async () => {
+    await good.stop();
+    await fx.close();
+  });
+  const remote = await fx.hub.waitForAgent('good', 5000);
+  let round = 0;
+  /** The agent connected all along still runs a command. */
+  async function stillWorks(t: Test): Promise<void> {
+    const text = `still here ${++round}`;
+    t.equal(await echo(remote, text), text, 'the connected agent still runs a command');
+    t.same(fx.hub.connected().map((a) => a.name).sort(), ['good'], 'only the legitimate agent is connected');
+    t.equal(remote, fx.hub.connected()[0], 'on the same connection as before');
+  }
+
+  t.test('an agent with the wrong secret refuses the master, which refuses it', async (t) => {
+    const rejection = fx.nextRejection(5000);
+    const agent = startAgent(fx.port, 'other', 'not the secret');
+    const error = await rejection;
+    await agent.stop();
+    t.equal(error.code, 'AUTH_FAILED', 'the hub reports AUTH_FAILED');
+    t.match(agent.logs.join('\n'), /failed authentication/, 'the agent says the master failed authentication');
+    await stillWorks(t);
+  });
+
+  t.test('a PROOF made with the wrong secret is refused with AUTH_FAILED', async (t) => {
+    const rejection = fx.nextRejection(5000);
+    const peer = await Peer.connect(fx.port);
+    const hello = encodeMessage({ type: MsgType.HELLO, params: helloParams() });
+    peer.link.send(hello, null);
+    const challenge = (await peer.waitFor(is(MsgType.CHALLENGE), 5000, 'CHALLENGE')) as Challenge;
+    t.ok(challenge.proof.equals(proof(SECRETS.other, 'master', hello, challenge.paramsBytes)), 'the real master proves itself');
+    peer.sendLink({ type: MsgType.PROOF, proof: proof('guessed', 'agent', hello, challenge.paramsBytes) });
+    const error = await peer.waitFor(is(MsgType.ERROR), 5000, 'ERROR');
+    t.equal(errorCode(error), 7, 'ERROR 7 AUTH_FAILED');
+    await peer.waitClosed(5000);
+    t.notOk(peer.received.some(is(MsgType.WELCOME)), 'no WELCOME');
+    t.equal((await rejection).code, 'AUTH_FAILED');
+    await stillWorks(t);
+  });
+
+  t.test('an impostor master that does not know the secret never gets a PROOF', async (t) => {
+    const fake = await fakeMaster(
+      handler(async (peer) => {
+        const hello = (await peer.waitFor(is(MsgType.HELLO), 5000)) as Hello;
+        peer.sendLink(challengeFor(hello, 'a guess'));
+      }),
+    );
+    const agent = startAgent(fake.port, 'good', SECRETS.good);
+    const first = await withTimeout(new Promise<Peer>((resolve) => {
+      const poll = setInterval(() => fake.peers[0] && (clearInterval(poll), resolve(fake.peers[0])), 5);
+    }), 5000, 'a connection');
+    const error = await first.waitFor(is(MsgType.ERROR), 5000, 'ERROR from the agent');
+    await first.waitClosed(5000, 'the agent to close');
+    t.equal(errorCode(error), 7, 'the agent sends ERROR 7 AUTH_FAILED');
+    t.same(first.received.map((m) => m.type), [MsgType.HELLO, MsgType.ERROR], 'HELLO, then ERROR: nothing else');
+    await delay(300); // let it retry a few times
+    await stopAgainst(agent, fake);
+    t.ok(fake.peers.length >= 1);
+    t.notOk(fake.peers.some((p) => p.received.some(is(MsgType.PROOF))), `no PROOF on any of ${fake.peers.length} connections`);
+    t.same(agent.ran, [], 'no command ran');
+    t.match(agent.logs.join('\n'), /failed authentication/);
+  });
+
+  t.test("an impostor master replaying an earlier session's CHALLENGE is refused", async (t) => {
+    let recorded: OutgoingMessage | null = null;
+    const fake = await fakeMaster(
+      handler(async (peer) => {
+        const hello = (await peer.waitFor(is(MsgType.HELLO), 5000)) as Hello;
+        // The first connection sees the real master's answer (made with the secret); later ones get it replayed.
+        recorded ??= challengeFor(hello, SECRETS.good);
+        peer.sendLink(recorded);
+      }),
+    );
+    const agent = startAgent(fake.port, 'good', SECRETS.good);
+    await withTimeout(new Promise<void>((resolve) => {
+      const poll = setInterval(() => fake.peers.length >= 2 && fake.peers[1].received.some(is(MsgType.ERROR)) && (clearInterval(poll), resolve()), 5);
+    }), 5000, 'a second connection');
+    await stopAgainst(agent, fake);
+    t.ok(fake.peers[0].received.some(is(MsgType.PROOF)), 'the genuine CHALLENGE gets a PROOF');
+    const replayed = fake.peers[1];
+    t.equal(errorCode(replayed.received.find(is(MsgType.ERROR))), 7, 'the replayed one gets ERROR 7 AUTH_FAILED');
+    t.notOk(replayed.received.some(is(MsgType.PROOF)), 'and no PROOF');
+  });
+
+  t.test("a replayed agent handshake is refused: the master's nonce differs", async (t) => {
+    const proxy = await teeProxy(fx.port);
+    const other = startAgent(proxy.port, 'other', SECRETS.other);
+    const otherRemote = await fx.hub.waitForAgent('other', 5000);
+    t.teardown(async () => {
+      await other.stop();
+      await proxy.close();
+    });
+    // The agent's first two frames on the wire: HELLO and PROOF, byte for byte.
+    const upstream = Buffer.concat(proxy.upstream);
+    const frames: Buffer[] = [];
+    for (let at = 0; frames.length < 2; ) {
+      const end = upstream.indexOf(0, at);
+      frames.push(upstream.subarray(at, end + 1));
+      at = end + 1;
+    }
+    const recorder = new Link(new (require('node:stream').PassThrough)());
+    const seen: number[] = [];
+    recorder.on('frame', (body: Buffer) => seen.push(body[0]));
+    recorder.reader.feed(Buffer.concat(frames));
+    t.same(seen, [MsgType.HELLO, MsgType.PROOF], 'recorded HELLO and PROOF');
+
+    const rejection = fx.nextRejection(5000);
+    const replay = await Peer.connect(fx.port);
+    replay.write(frames[0]);
+    const challenge = (await replay.waitFor(is(MsgType.CHALLENGE), 5000, 'CHALLENGE')) as Challenge;
+    replay.write(frames[1]);
+    const error = await replay.waitFor(is(MsgType.ERROR), 5000, 'ERROR');
+    await replay.waitClosed(5000);
+    t.equal(errorCode(error), 7, 'ERROR 7 AUTH_FAILED');
+    t.notOk(replay.received.some(is(MsgType.WELCOME)), 'no WELCOME');
+    t.equal((await rejection).code, 'AUTH_FAILED');
+    t.equal(challenge.params.nonce.length, 32, 'a fresh master nonce');
+    t.equal(await echo(otherRemote, 'original'), 'original', 'the agent whose handshake was recorded is unaffected');
+    t.equal(fx.hub.connected().find((a) => a.name === 'other'), otherRemote);
+    await other.stop();
+    await delay(50);
+    await stillWorks(t);
+  });
+
+  t.test('a sequenced frame before authentication: NOT_AUTHENTICATED, nothing runs', async (t) => {
+    for (const first of [
+      { type: MsgType.START, stream: 0, command: 'echo', args: { text: 'pwned' } },
+      { type: MsgType.INFO, info: { os: 'x' } },
+    ] as OutgoingMessage[]) {
+      const rejection = fx.nextRejection(5000);
+      const peer = await Peer.connect(fx.port);
+      peer.sendSequenced(first);
+      const error = await peer.waitFor(is(MsgType.ERROR), 5000, 'ERROR');
+      await peer.waitClosed(5000);
+      t.equal(errorCode(error), 8, `${String(first.type)} first: ERROR 8 NOT_AUTHENTICATED from the hub`);
+      t.equal((await rejection).code, 'NOT_AUTHENTICATED');
+    }
+    t.notOk(good.ran.includes('echo:pwned'));
+    await stillWorks(t);
+  });
+
+  t.test('a master that sends START instead of CHALLENGE: the agent closes, nothing runs', async (t) => {
+    const fake = await fakeMaster(
+      handler(async (peer) => {
+        await peer.waitFor(is(MsgType.HELLO), 5000);
+        peer.sendSequenced({ type: MsgType.START, stream: 0, command: 'echo', args: { text: 'pwned' } });
+      }),
+    );
+    const agent = startAgent(fake.port, 'good', SECRETS.good);
+    await withTimeout(new Promise<void>((resolve) => {
+      const poll = setInterval(() => fake.peers[0]?.isClosed && (clearInterval(poll), resolve()), 5);
+    }), 5000, 'the agent to close the connection');
+    const first = fake.peers[0];
+    await stopAgainst(agent, fake);
+    t.same(agent.ran, [], 'no command ran');
+    t.notOk(first.received.some(is(MsgType.PROOF)), 'no PROOF');
+    t.match(agent.logs.join('\n'), /before authentication/, 'the agent logs why');
+    t.equal(errorCode(first.received.find(is(MsgType.ERROR))), 8, 'the agent tells the master: ERROR 8 NOT_AUTHENTICATED', {
+      todo: 'wire/handshake.ts agentHandshake: failures from nextMessage (NOT_AUTHENTICATED, BAD_MESSAGE, HANDSHAKE_TIMEOUT) close without ERROR',
+    });
+  });
+
+  t.test('an oversize frame in the handshake is dropped, never decoded; the reader resynchronises', async (t) => {
+    const peer = await Peer.connect(fx.port);
+    // A valid HELLO but 3000 bytes long: over the 1024-byte pre-handshake limit.
+    peer.link.send(encodeMessage({ type: MsgType.HELLO, params: helloParams({ name: 'x'.repeat(3000) }) }), null);
+    await delay(200);
+    t.same(peer.received, [], 'no answer: not decoded (it would get ERROR AUTH_FAILED for that name)');
+    t.notOk(peer.isClosed, 'the connection stays open');
+    peer.sendLink({ type: MsgType.HELLO, params: helloParams() });
+    await peer.waitFor(is(MsgType.CHALLENGE), 5000, 'CHALLENGE');
+    t.pass('the next frame is read: CHALLENGE');
+    peer.destroy();
+    await stillWorks(t);
+  });
+
+  t.test('an oversize frame then silence: HANDSHAKE_TIMEOUT, ERROR 9, closed', async (t) => {
+    const [client, server] = await socketPair();
+    const peer = new Peer(client);
+    const link = new Link(server);
+    const handshake = masterHandshake(link, {
+      secretFor: () => 'x',
+      caps: 0,
+      maxFrame: 65536,
+      keepalive: 10,
+      window: 65536,
+      timeoutMs: 300,
+      openSession: () => ({ session: randomBytes(16), resumed: false, nextSeq: 0 }),
+    });
+    peer.write(encodeFrame(Buffer.alloc(5000, 0x01), null));
+    const error = await handshake.then(() => null, (e: TetherError) => e);
+    t.equal(error?.code, 'HANDSHAKE_TIMEOUT');
+    await peer.waitClosed(3000);
+    t.equal(errorCode(peer.received.find(is(MsgType.ERROR))), 9, 'ERROR 9 HANDSHAKE_TIMEOUT, then closed');
+    t.equal(link.stats.badFrames, 1, 'the oversize frame was counted');
+    peer.destroy();
+  });
+
+  t.test('the agent side times out too', async (t) => {
+    const [client, server] = await socketPair();
+    const masterSide = new Peer(server);
+    const link = new Link(client);
+    const handshake = agentHandshake(link, { name: 'good', secret: 'sesame', caps: 0, maxFrame: 65536, timeoutMs: 300 });
+    await masterSide.waitFor(is(MsgType.HELLO), 3000);
+    masterSide.write(encodeFrame(Buffer.alloc(5000, 0x02), null)); // oversize: dropped
+    const error = await handshake.then(() => null, (e: TetherError) => e);
+    t.equal(error?.code, 'HANDSHAKE_TIMEOUT');
+    t.equal(link.stats.badFrames, 1);
+    link.close();
+    masterSide.destroy();
+  });
+
+  t.test('an unknown worker name is refused with AUTH_FAILED before any CHALLENGE', async (t) => {
+    const rejection = fx.nextRejection(5000);
+    const peer = await Peer.connect(fx.port);
+    peer.sendLink({ type: MsgType.HELLO, params: helloParams({ name: 'nobody' }) });
+    const error = await peer.waitFor(is(MsgType.ERROR), 5000, 'ERROR');
+    await peer.waitClosed(5000);
+    t.equal(errorCode(error), 7, 'ERROR 7 AUTH_FAILED');
+    t.match(error, { message: /unknown worker 'nobody'/ });
+    t.notOk(peer.received.some(is(MsgType.CHALLENGE)), 'no CHALLENGE');
+    t.equal((await rejection).code, 'AUTH_FAILED');
+    for (const name of ['__proto__', 'constructor', 'hasOwnProperty', '']) {
+      const p = await Peer.connect(fx.port);
+      p.sendLink({ type: MsgType.HELLO, params: helloParams({ name }) });
+      t.equal(errorCode(await p.waitFor(is(MsgType.ERROR), 5000)), 7, `name '${name}' is no worker either`);
+      p.destroy();
+    }
+    await stillWorks(t);
+  });
+
+  t.test('version mismatch: UNSUPPORTED_VERSION from the hub', async (t) => {
+    for (const [min, max] of [[2, 5], [0, 0]]) {
+      const rejection = fx.nextRejection(5000);
+      const peer = await Peer.connect(fx.port);
+      peer.sendLink({ type: MsgType.HELLO, params: helloParams({ versionMin: min, versionMax: max }) });
+      const error = await peer.waitFor(is(MsgType.ERROR), 5000, 'ERROR');
+      await peer.waitClosed(5000);
+      t.equal(errorCode(error), 6, `versions ${min}-${max}: ERROR 6 UNSUPPORTED_VERSION`);
+      t.equal((await rejection).code, 'UNSUPPORTED_VERSION');
+    }
+    const peer = await Peer.connect(fx.port);
+    peer.sendLink({ type: MsgType.HELLO, params: helloParams({ versionMin: 1, versionMax: 7 }) });
+    const challenge = (await peer.waitFor(is(MsgType.CHALLENGE), 5000)) as Challenge;
+    t.equal(challenge.params.version, 1, 'an agent speaking 1-7 gets version 1');
+    peer.destroy();
+    await stillWorks(t);
+  });
+
+  t.test('parameters the agent did not offer: UNSUPPORTED_VERSION from the agent, no PROOF', async (t) => {
+    const cases: Array<[string, Partial<ChallengeParams>]> = [
+      ['version 2', { version: 2 }],
+      ['a capability not offered', { caps: 1 }],
+      ['a bigger max frame than offered', { maxFrame: 1 << 20 }],
+      ['a max frame under 64', { maxFrame: 32 }],
+    ];
+    for (const [what, over] of cases) {
+      const fake = await fakeMaster(
+        handler(async (peer) => {
+          const hello = (await peer.waitFor(is(MsgType.HELLO), 5000)) as Hello;
+          peer.sendLink(challengeFor(hello, SECRETS.good, over)); // a real master, with the secret, misconfigured
+        }),
+      );
+      const agent = startAgent(fake.port, 'good', SECRETS.good);
+      await withTimeout(new Promise<void>((resolve) => {
+        const poll = setInterval(() => fake.peers[0]?.isClosed && (clearInterval(poll), resolve()), 5);
+      }), 5000, 'the agent to close');
+      const first = fake.peers[0];
+      await stopAgainst(agent, fake);
+      t.equal(errorCode(first.received.find(is(MsgType.ERROR))), 6, `${what}: ERROR 6 UNSUPPORTED_VERSION`);
+      t.notOk(first.received.some(is(MsgType.PROOF)), `${what}: no PROOF`);
+    }
+  });
+
+  t.test('a link message other than HELLO first: NOT_AUTHENTICATED; an ERROR first ends it', async (t) => {
+    for (const first of [{ type: MsgType.PING, token: 1 }, { type: MsgType.PROOF, proof: randomBytes(32) }, { type: MsgType.ERROR, code: 15, message: 'bye' }] as OutgoingMessage[]) {
+      const peer = await Peer.connect(fx.port);
+      peer.sendLink(first);
+      await peer.waitClosed(5000, `the hub to close after ${String(first.type)}`);
+      const error = peer.received.find(is(MsgType.ERROR));
+      t.ok(error, `${String(first.type)} first: ERROR then closed`);
+      if (first.type !== MsgType.ERROR) t.equal(errorCode(error), 8, 'NOT_AUTHENTICATED');
+    }
+    await stillWorks(t);
+  });
+
+  t.test('a sequenced frame in the same read as WELCOME', async (t) => {
+    for (const coalesced of [false, true]) {
+      const fake = await fakeMaster(
+        handler(async (peer) => {
+          const hello = (await peer.waitFor(is(MsgType.HELLO), 5000)) as Hello;
+          peer.sendLink(challengeFor(hello, SECRETS.good));
+          await peer.waitFor(is(MsgType.PROOF), 5000);
+          peer.link.reader.setMaxBody(65536);
+          const welcome = encodeFrame(encodeMessage({ type: MsgType.WELCOME, session: randomBytes(16), resumed: false, nextSeq: 0 }), null);
+          const start = encodeFrame(encodeMessage({ type: MsgType.START, stream: 0, command: 'echo', args: { text: 'hi' } }), 0);
+          if (coalesced) peer.write(Buffer.concat([welcome, start]));
+          else {
+            peer.write(welcome);
+            await delay(50);
+            peer.write(start);
+          }
+        }),
+      );
+      const agent = startAgent(fake.port, 'good', SECRETS.good);
+      await withTimeout(new Promise<void>((resolve) => {
+        const poll = setInterval(() => (agent.ran.length > 0 || fake.peers[0]?.received.some(is(MsgType.INFO))) && (clearInterval(poll), resolve()), 5);
+      }), 5000, 'the session to start');
+      await delay(300);
+      await stopAgainst(agent, fake);
+      if (coalesced) {
+        t.same(agent.ran, ['echo:hi'], 'START arriving with WELCOME runs', {
+          todo: 'wire/handshake.ts nextMessage: frames after WELCOME in the same read are emitted before the Session listens, and lost; every later sequenced frame then fails its CRC',
+        });
+      } else {
+        t.same(agent.ran, ['echo:hi'], 'START after WELCOME runs');
+      }
+    }
+  });
+
+  t.test('after all that, the hub and the agent are fine', async (t) => {
+    await stillWorks(t);
+    t.ok(fx.rejected.length >= 10, `${fx.rejected.length} connections were rejected`);
+    t.ok(fx.rejected.every((r) => r.error instanceof TetherError), 'each with a TetherError');
+  });
+});
