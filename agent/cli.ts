@@ -7,7 +7,7 @@ import { UsageError, connect, describeEndpoint, parseEndpoint } from '../wire/tr
 import { Agent } from './agent';
 import { commands } from './commands/registry';
 
-const HELP = `Usage: tether-agent --master URL --name NAME --basedir DIR [options]
+export const HELP = `Usage: tether-agent --master URL --name NAME --basedir DIR [options]
 
 Runs Buildbot build steps for a Tether master (tether-master).
 
@@ -26,7 +26,7 @@ Runs Buildbot build steps for a Tether master (tether-master).
   -h, --help          print this help and exit
 `;
 
-const OPTIONS = {
+export const OPTIONS = {
   master: { type: 'string' },
   name: { type: 'string' },
   secret: { type: 'string' },

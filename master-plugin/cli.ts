@@ -7,7 +7,7 @@ import { BuildbotBridge } from './buildbot-bridge';
 import { TetherHub } from './hub';
 import type { RemoteAgent } from './remote';
 
-const HELP = `Usage: tether-master --listen URL (--worker NAME:SECRET | --workers-file F) [--buildbot ws://HOST:PORT] [options]
+export const HELP = `Usage: tether-master --listen URL (--worker NAME:SECRET | --workers-file F) [--buildbot ws://HOST:PORT] [options]
 
 Accepts Tether agents and presents each one to a Buildbot master as an
 ordinary worker (over Buildbot's msgpack worker protocol). Without --buildbot
@@ -33,7 +33,7 @@ it only accepts agents (standalone mode).
   -h, --help            print this help and exit
 `;
 
-const OPTIONS = {
+export const OPTIONS = {
   listen: { type: 'string', multiple: true },
   worker: { type: 'string', multiple: true },
   'workers-file': { type: 'string' },

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Checks the system packages the test suite needs (a real Buildbot master and
-// worker, socat for serial ptys, git for the Git step). As root it installs the
+// worker, socat for serial ptys, git for the Git step, openssl for TLS certificates). As root it installs the
 // missing ones; otherwise it stops with the one command to run. Never skips.
 'use strict';
 const { execFileSync, spawnSync } = require('node:child_process');
@@ -11,6 +11,7 @@ const needs = [
   { file: '/usr/bin/buildbot-worker', pkg: 'buildbot-worker' },
   { file: '/usr/bin/socat', pkg: 'socat' },
   { file: '/usr/bin/git', pkg: 'git' },
+  { file: '/usr/bin/openssl', pkg: 'openssl' },
 ];
 const missing = needs.filter((n) => !existsSync(n.file)).map((n) => n.pkg);
 if (missing.length === 0) process.exit(0);

@@ -1,0 +1,58 @@
+/** Dead-peer detection: a link that silently stops carrying bytes is found by keepalive. */
+import t from 'tap';
+import * as net from 'node:net';
+import { Agent } from '../agent/agent';
+import { TetherHub } from '../master-plugin/hub';
+import { connect } from '../wire/transport';
+
+/** A TCP relay that can be told to swallow everything (a half-open connection). */
+async function blackholeRelay(target: number): Promise<{ port: number; cut(): void; close(): void }> {
+  let silent = false;
+  const sockets: net.Socket[] = [];
+  const server = net.createServer((client) => {
+    const upstream = net.connect(target, '127.0.0.1');
+    sockets.push(client, upstream);
+    client.on('data', (d) => !silent && upstream.write(d));
+    upstream.on('data', (d) => !silent && client.write(d));
+    client.on('error', () => undefined);
+    upstream.on('error', () => undefined);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    cut: () => (silent = true),
+    close: () => {
+      for (const s of sockets) s.destroy();
+      server.close();
+    },
+  };
+}
+
+t.test('both sides notice a silent peer within three keepalive intervals', async (t) => {
+  const hub = new TetherHub({ workers: { w: 'k' }, keepalive: 1 });
+  const address = await hub.listen('tcp://127.0.0.1:0');
+  const relay = await blackholeRelay(address.port);
+  const disconnects: Array<Error | null> = [];
+  const agent = new Agent({
+    name: 'w', secret: 'k', basedir: '/tmp', commands: {}, masterLabel: 'relay', maxBackoffMs: 60_000,
+    open: () => connect({ kind: 'tcp', host: '127.0.0.1', port: relay.port }),
+  });
+  agent.on('disconnected', (e: Error | null) => disconnects.push(e));
+  const running = agent.run();
+  t.teardown(async () => {
+    agent.stop();
+    await running;
+    relay.close();
+    await hub.close();
+  });
+  const remote = await hub.waitForAgent('w', 5000);
+  const cutAt = Date.now();
+  relay.cut();
+  await remote.closed;
+  const masterNoticed = Date.now() - cutAt;
+  while (disconnects.length === 0 && Date.now() - cutAt < 10_000) await new Promise((r) => setTimeout(r, 50));
+  const agentNoticed = Date.now() - cutAt;
+  t.ok(masterNoticed >= 2000 && masterNoticed < 5000, `master noticed after ${masterNoticed} ms`);
+  t.ok(disconnects.length === 1 && agentNoticed < 5000, `agent noticed after ${agentNoticed} ms`);
+  t.match(String(disconnects[0]), /no frame from the peer/);
+});
