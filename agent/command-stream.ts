@@ -64,7 +64,6 @@ export class CommandStream implements CommandIO {
   private readonly gate: CreditGate;
   private readonly download: InboundQueue;
   private readonly stdinQueue: InboundQueue;
-  private readonly limit: number;
 
   constructor(
     readonly stream: number,
@@ -73,7 +72,6 @@ export class CommandStream implements CommandIO {
     private readonly window: number,
   ) {
     this.gate = new CreditGate(window);
-    this.limit = payloadLimit(session.maxBody, window);
     const grant = (bytes: number) => this.send({ type: MsgType.CREDIT, stream, bytes });
     this.download = new InboundQueue(window, grant);
     this.stdinQueue = new InboundQueue(window, grant);
@@ -88,9 +86,11 @@ export class CommandStream implements CommandIO {
     this.session.send(m);
   }
 
-  private async sendPayload(data: Buffer, make: (chunk: Buffer) => OutgoingMessage): Promise<void> {
-    for (let at = 0; at < data.length; at += this.limit) {
-      const chunk = data.subarray(at, at + this.limit);
+  /** Sends `data` in frame-sized chunks, each once credit allows; `fieldBytes` is room for other fields. */
+  private async sendPayload(data: Buffer, make: (chunk: Buffer) => OutgoingMessage, fieldBytes = 0): Promise<void> {
+    const limit = payloadLimit(this.session.maxBody, this.window, fieldBytes);
+    for (let at = 0; at < data.length; at += limit) {
+      const chunk = data.subarray(at, at + limit);
       await this.gate.take(chunk.length, this.window);
       this.send(make(chunk));
     }
@@ -117,7 +117,8 @@ export class CommandStream implements CommandIO {
   }
 
   log(name: string, chunk: Buffer): Promise<void> {
-    return this.sendPayload(chunk, (data) => ({ type: MsgType.LOG, stream: this.stream, name, data }));
+    const nameBytes = Buffer.byteLength(name) + 9;
+    return this.sendPayload(chunk, (data) => ({ type: MsgType.LOG, stream: this.stream, name, data }), nameBytes);
   }
 
   writeFile(chunk: Buffer): Promise<void> {

@@ -176,34 +176,29 @@ export class AgentConnection extends EventEmitter implements RemoteAgent {
     this.session.close(error);
   }
 
+  /** Throws TetherError for a message the agent should not have sent; the session answers it. */
   private onMessage(m: Message): void {
-    try {
-      if (m.type === MsgType.INFO) {
-        this.info = m.info;
-        this.emit('info', m.info);
-        return;
-      }
-      if (m.type === MsgType.REJECT) {
-        this.emit('reject', m);
-        const stream = m.stream === null ? undefined : this.streams.get(m.stream);
-        stream?.complete({ code: errorName(m.code) ?? String(m.code), message: m.message });
-        if (m.stream !== null) this.streams.delete(m.stream);
-        return;
-      }
-      if (!('stream' in m)) throw new TetherError('BAD_MESSAGE', `message ${String(m.type)} is not for the master`);
-      const stream = this.streams.get(m.stream);
-      if (!stream) {
-        // Late credit for a finished stream is normal; anything else is the agent's error.
-        if (m.type === MsgType.CREDIT) return;
-        throw new TetherError('UNKNOWN_STREAM', `no command runs on stream ${m.stream}`);
-      }
-      stream.onMessage(m);
-      if (m.type === MsgType.COMPLETE) this.streams.delete(m.stream);
-    } catch (error) {
-      const e = error instanceof TetherError ? error : new TetherError('INTERNAL', String(error));
-      if (e.code === 'FLOW_CONTROL') this.abort(e);
-      else this.sendIfOpen({ type: MsgType.REJECT, stream: 'stream' in m ? (m.stream as number) : null, code: e.wireCode, message: e.message });
+    if (m.type === MsgType.INFO) {
+      this.info = m.info;
+      this.emit('info', m.info);
+      return;
     }
+    if (m.type === MsgType.REJECT) {
+      this.emit('reject', m);
+      const stream = m.stream === null ? undefined : this.streams.get(m.stream);
+      stream?.complete({ code: errorName(m.code) ?? String(m.code), message: m.message });
+      if (m.stream !== null) this.streams.delete(m.stream);
+      return;
+    }
+    if (!('stream' in m)) throw new TetherError('BAD_MESSAGE', `message ${String(m.type)} is not for the master`);
+    const stream = this.streams.get(m.stream);
+    if (!stream) {
+      // Late credit for a finished stream is normal; anything else is the agent's error.
+      if (m.type === MsgType.CREDIT) return;
+      throw new TetherError('UNKNOWN_STREAM', `no command runs on stream ${m.stream}`);
+    }
+    stream.onMessage(m);
+    if (m.type === MsgType.COMPLETE) this.streams.delete(m.stream);
   }
 
   private allocateStream(): number {

@@ -106,3 +106,15 @@ t.test('a wrong secret is refused on both sides', async (t) => {
   t.ok(logs.some((l) => /AUTH_FAILED|wrong secret|failed authentication/.test(l)), logs.join('\n'));
   t.equal(hub.connected().length, 0);
 });
+
+t.test('the agent reconnects after the master drops it', async (t) => {
+  const pair = await startPair(commands);
+  t.teardown(() => pair.close());
+  const first = pair.remote;
+  first.disconnect('test: dropping the agent');
+  await first.closed;
+  const again = await pair.hub.waitForAgent('w1', 10_000);
+  t.not(again, first, 'a new session');
+  const result = await again.run('echo', { text: 'back' }, {}).result;
+  t.same(result, { failure: null }, 'commands run on the new session');
+});

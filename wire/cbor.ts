@@ -11,11 +11,13 @@ import { TetherError } from './errors';
 
 export const MAX_DEPTH = 16;
 
+// Maps encode as plain CBOR maps (no tag 259), so a Map with integer keys
+// gives the compact integer-keyed maps of the handshake.
 const encoder = new Encoder({
   useRecords: false,
   tagUint8Array: false,
   variableMapSize: true,
-  mapsAsObjects: true,
+  mapsAsObjects: false,
 });
 const decoder = new Decoder({ useRecords: false, mapsAsObjects: true });
 

@@ -6,9 +6,13 @@
  */
 import { TetherError } from './errors';
 
-/** Payload bytes per frame: the frame limit less room for the message head, and never above one window. */
-export function payloadLimit(maxBody: number, window: number): number {
-  return Math.min(maxBody - 16, window);
+/**
+ * Payload bytes per frame: the frame limit less room for the message head
+ * (type, stream, length: at most 16 bytes) and for `fieldBytes` of other
+ * fields such as a log's name, and never above one window.
+ */
+export function payloadLimit(maxBody: number, window: number, fieldBytes = 0): number {
+  return Math.max(1, Math.min(maxBody - 16 - fieldBytes, window));
 }
 
 /** Sender side: awaits credit before each send. */

@@ -36,10 +36,14 @@ export class TetherError extends Error {
   /** Stable name, e.g. 'AUTH_FAILED'. */
   readonly code: ErrorName;
 
-  constructor(code: ErrorName, message: string) {
+  /** True when the peer reported this error (in an ERROR message), so it is not echoed back. */
+  readonly fromPeer: boolean;
+
+  constructor(code: ErrorName, message: string, fromPeer = false) {
     super(message);
     this.name = 'TetherError';
     this.code = code;
+    this.fromPeer = fromPeer;
   }
 
   get wireCode(): number {

@@ -157,6 +157,12 @@ export class FrameReader extends Writable {
       this.emit('invalid', 'malformed');
       return;
     }
+    if (decoded > this.limit + CRC_BYTES) {
+      // The encoded size bound lets a few bytes more through when the body holds zeros.
+      this.stats.oversize++;
+      this.emit('invalid', 'oversize');
+      return;
+    }
     this.stats.frames++;
     this.emit('frame', Buffer.from(this.buffer.subarray(0, decoded)));
   }

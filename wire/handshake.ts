@@ -74,27 +74,37 @@ function nextMessage(link: Link, timeoutMs: number): Promise<Message> {
     }, timeoutMs);
     link.on('frame', onFrame);
     link.once('close', onClose);
+    link.deliverBacklog();
   });
 }
 
-/** Sends ERROR and closes the link; returns the error for throwing. */
+/** Sends ERROR (unless the peer sent it) and closes the link; returns the error for throwing. */
 export function failLink(link: Link, error: TetherError): TetherError {
-  if (!link.isClosed) {
+  if (!link.isClosed && !error.fromPeer) {
     link.send(encodeMessage({ type: MsgType.ERROR, code: error.wireCode, message: error.message }), null);
-    link.close(error);
   }
+  link.close(error);
   return error;
+}
+
+/** Runs handshake steps; any protocol failure is reported to the peer and closes the link. */
+async function closingOnFailure<T>(link: Link, steps: () => Promise<T>): Promise<T> {
+  try {
+    return await steps();
+  } catch (error) {
+    throw error instanceof TetherError ? failLink(link, error) : error;
+  }
 }
 
 function peerError(m: Extract<Message, { type: typeof MsgType.ERROR }>): TetherError {
   const name: ErrorName = errorName(m.code) ?? 'INTERNAL';
-  return new TetherError(name, `peer: ${m.message}`);
+  return new TetherError(name, `peer: ${m.message}`, true);
 }
 
-function expect<T extends Message['type']>(m: Message, type: T, link: Link): Extract<Message, { type: T }> {
+function expect<T extends Message['type']>(m: Message, type: T): Extract<Message, { type: T }> {
   if (m.type === MsgType.ERROR) throw peerError(m);
   if (m.type !== type) {
-    throw failLink(link, new TetherError('NOT_AUTHENTICATED', `expected handshake message ${String(type)}, got ${String(m.type)}`));
+    throw new TetherError('NOT_AUTHENTICATED', `expected handshake message ${String(type)}, got ${String(m.type)}`);
   }
   return m as Extract<Message, { type: T }>;
 }
@@ -116,7 +126,11 @@ export interface AgentHandshakeOptions {
   timeoutMs?: number;
 }
 
-export async function agentHandshake(link: Link, opts: AgentHandshakeOptions): Promise<Established> {
+export function agentHandshake(link: Link, opts: AgentHandshakeOptions): Promise<Established> {
+  return closingOnFailure(link, () => agentSteps(link, opts));
+}
+
+async function agentSteps(link: Link, opts: AgentHandshakeOptions): Promise<Established> {
   const timeout = opts.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
   const hello: HelloParams = {
     versionMin: PROTOCOL_VERSION,
@@ -129,16 +143,16 @@ export async function agentHandshake(link: Link, opts: AgentHandshakeOptions): P
   };
   const helloBody = encodeMessage({ type: MsgType.HELLO, params: hello });
   link.send(helloBody, null);
-  const challenge = expect(await nextMessage(link, timeout), MsgType.CHALLENGE, link);
+  const challenge = expect(await nextMessage(link, timeout), MsgType.CHALLENGE);
   if (!sameProof(challenge.proof, proof(opts.secret, 'master', helloBody, challenge.paramsBytes))) {
-    throw failLink(link, new TetherError('AUTH_FAILED', 'the master failed authentication (wrong secret, or not the real master)'));
+    throw new TetherError('AUTH_FAILED', 'the master failed authentication (wrong secret, or not the real master)');
   }
   const p = challenge.params;
   if (p.version !== PROTOCOL_VERSION || (p.caps & ~opts.caps) !== 0 || p.maxFrame > opts.maxFrame || p.maxFrame < 64) {
-    throw failLink(link, new TetherError('UNSUPPORTED_VERSION', 'the master chose parameters this agent did not offer'));
+    throw new TetherError('UNSUPPORTED_VERSION', 'the master chose parameters this agent did not offer');
   }
   link.send(encodeMessage({ type: MsgType.PROOF, proof: proof(opts.secret, 'agent', helloBody, challenge.paramsBytes) }), null);
-  const welcome = expect(await nextMessage(link, timeout), MsgType.WELCOME, link);
+  const welcome = expect(await nextMessage(link, timeout), MsgType.WELCOME);
   link.reader.setMaxBody(p.maxFrame);
   return { session: welcome.session, resumed: welcome.resumed, peerNextSeq: welcome.nextSeq, params: p };
 }
@@ -160,21 +174,20 @@ export interface AgentIdentity extends Established {
   hello: HelloParams;
 }
 
-export async function masterHandshake(link: Link, opts: MasterHandshakeOptions): Promise<AgentIdentity> {
+export function masterHandshake(link: Link, opts: MasterHandshakeOptions): Promise<AgentIdentity> {
+  return closingOnFailure(link, () => masterSteps(link, opts));
+}
+
+async function masterSteps(link: Link, opts: MasterHandshakeOptions): Promise<AgentIdentity> {
   const timeout = opts.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
-  let hello: Extract<Message, { type: typeof MsgType.HELLO }>;
-  try {
-    hello = expect(await nextMessage(link, timeout), MsgType.HELLO, link);
-  } catch (error) {
-    throw error instanceof TetherError ? failLink(link, error) : error;
-  }
+  const hello = expect(await nextMessage(link, timeout), MsgType.HELLO);
   const h = hello.params;
   if (h.versionMin > PROTOCOL_VERSION || h.versionMax < PROTOCOL_VERSION) {
-    throw failLink(link, new TetherError('UNSUPPORTED_VERSION', `agent speaks versions ${h.versionMin}-${h.versionMax}, master speaks ${PROTOCOL_VERSION}`));
+    throw new TetherError('UNSUPPORTED_VERSION', `agent speaks versions ${h.versionMin}-${h.versionMax}, master speaks ${PROTOCOL_VERSION}`);
   }
   const secret = opts.secretFor(h.name);
   if (secret === undefined) {
-    throw failLink(link, new TetherError('AUTH_FAILED', `unknown worker '${h.name}' or wrong secret`));
+    throw new TetherError('AUTH_FAILED', `unknown worker '${h.name}' or wrong secret`);
   }
   const params: ChallengeParams = {
     version: PROTOCOL_VERSION,
@@ -186,14 +199,9 @@ export async function masterHandshake(link: Link, opts: MasterHandshakeOptions):
   };
   const paramsBytes = encodeChallengeParams(params);
   link.send(encodeMessage({ type: MsgType.CHALLENGE, paramsBytes, proof: proof(secret, 'master', hello.raw, paramsBytes) }), null);
-  let agentProof: Extract<Message, { type: typeof MsgType.PROOF }>;
-  try {
-    agentProof = expect(await nextMessage(link, timeout), MsgType.PROOF, link);
-  } catch (error) {
-    throw error instanceof TetherError ? failLink(link, error) : error;
-  }
+  const agentProof = expect(await nextMessage(link, timeout), MsgType.PROOF);
   if (!sameProof(agentProof.proof, proof(secret, 'agent', hello.raw, paramsBytes))) {
-    throw failLink(link, new TetherError('AUTH_FAILED', `unknown worker '${h.name}' or wrong secret`));
+    throw new TetherError('AUTH_FAILED', `unknown worker '${h.name}' or wrong secret`);
   }
   const opened = opts.openSession(h.name, h, params.caps);
   link.send(encodeMessage({ type: MsgType.WELCOME, session: opened.session, resumed: opened.resumed, nextSeq: opened.nextSeq }), null);

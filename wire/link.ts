@@ -20,12 +20,16 @@ export interface LinkStats {
   badFrames: number;
 }
 
+const MAX_BACKLOG = 64;
+
 export class Link extends EventEmitter {
   readonly reader: FrameReader;
   readonly stats: LinkStats = { framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0, crcErrors: 0, badFrames: 0 };
   /** Sequence number of the next sequenced frame to accept. */
   expectedSeq = 0;
   private closed = false;
+  /** Frames that arrived while nobody listened (between handshake steps), not yet checked. */
+  private readonly backlog: Buffer[] = [];
 
   constructor(readonly stream: Duplex, maxBody = HANDSHAKE_MAX_BODY) {
     super();
@@ -50,6 +54,22 @@ export class Link extends EventEmitter {
 
   private onFrame(frame: Buffer): void {
     if (this.closed) return;
+    if (this.listenerCount('frame') === 0) {
+      // The handshake and the session take over between two frames of one read: keep the
+      // frame for whoever listens next, unchecked, since the sequence number may change.
+      if (this.backlog.length >= MAX_BACKLOG) this.close(new TetherError('FLOW_CONTROL', 'too many frames before the session started'));
+      else this.backlog.push(frame);
+      return;
+    }
+    this.checkAndEmit(frame);
+  }
+
+  /** Hands frames that arrived while nobody listened to the listener now attached. */
+  deliverBacklog(): void {
+    while (this.backlog.length > 0 && this.listenerCount('frame') > 0 && !this.closed) this.checkAndEmit(this.backlog.shift()!);
+  }
+
+  private checkAndEmit(frame: Buffer): void {
     const check = checkFrame(frame, this.expectedSeq);
     if (!check.ok) {
       if (check.reason === 'crc') this.stats.crcErrors++;

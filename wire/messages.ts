@@ -103,17 +103,19 @@ export function encodeOutput(stream: number, channel: ChannelId, data: Uint8Arra
   return Buffer.concat([head, lengthHead, data]);
 }
 
-function helloMap(p: HelloParams): Record<number, unknown> {
-  const map: Record<number, unknown> = { 1: p.versionMin, 2: p.versionMax, 3: p.name, 4: p.nonce, 5: p.caps, 6: p.maxFrame };
+function helloMap(p: HelloParams): Map<number, unknown> {
+  const map = new Map<number, unknown>([[1, p.versionMin], [2, p.versionMax], [3, p.name], [4, p.nonce], [5, p.caps], [6, p.maxFrame]]);
   if (p.resume) {
-    map[7] = p.resume.session;
-    map[8] = p.resume.nextSeq;
+    map.set(7, p.resume.session);
+    map.set(8, p.resume.nextSeq);
   }
   return map;
 }
 
 export function encodeChallengeParams(p: ChallengeParams): Buffer {
-  return encodeSequence([{ 1: p.version, 4: p.nonce, 5: p.caps, 6: p.maxFrame, 9: p.keepalive, 10: p.window }]);
+  return encodeSequence([
+    new Map<number, unknown>([[1, p.version], [4, p.nonce], [5, p.caps], [6, p.maxFrame], [9, p.keepalive], [10, p.window]]),
+  ]);
 }
 
 /** A message without the fields that only decoding fills in. */
@@ -236,7 +238,7 @@ export function decodeMessage(body: Buffer): Message {
   if (typeof head !== 'number' || !Number.isSafeInteger(head)) bad('message type must be an integer');
   if (head < 0) {
     const n = -1 - head;
-    return { type: 'output', stream: n >> 1, channel: (n & 1) as ChannelId, data: bytes(f[0], 'output data') };
+    return { type: 'output', stream: Math.floor(n / 2), channel: (n % 2) as ChannelId, data: bytes(f[0], 'output data') };
   }
   const need = MIN_FIELDS[head];
   if (need === undefined) throw new TetherError('UNKNOWN_MESSAGE', `unknown message type ${head}`);

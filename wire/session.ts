@@ -58,6 +58,7 @@ export class Session extends EventEmitter {
     this.link = link;
     link.expectedSeq = options.recvSeq ?? 0;
     this.attach(link);
+    link.deliverBacklog();
     const interval = Math.max(50, options.keepalive * 1000);
     this.keepaliveTimer = setInterval(() => this.keepaliveTick(interval), interval);
     this.keepaliveTimer.unref();
@@ -122,11 +123,19 @@ export class Session extends EventEmitter {
       this.emit('rejected', e);
       return;
     }
-    if (sequenced) {
-      this.emit('message', message);
+    if (!sequenced) {
+      this.onLinkMessage(message);
       return;
     }
-    this.onLinkMessage(message);
+    try {
+      this.emit('message', message);
+    } catch (error) {
+      // A message the peer should not have sent: overrunning its credit ends the session,
+      // anything else gets a REJECT and the session goes on.
+      const e = error instanceof TetherError ? error : new TetherError('INTERNAL', String(error));
+      if (e.code === 'FLOW_CONTROL') this.close(e);
+      else this.send({ type: MsgType.REJECT, stream: 'stream' in message ? (message.stream as number) : null, code: e.wireCode, message: e.message });
+    }
   }
 
   private onLinkMessage(message: Message): void {
