@@ -7,10 +7,11 @@ import { EventEmitter } from 'node:events';
 import * as os from 'node:os';
 import type { Duplex } from 'node:stream';
 import { TetherError } from '../wire/errors';
-import { DEFAULT_MAX_FRAME, agentHandshake } from '../wire/handshake';
+import { Capability, DEFAULT_MAX_FRAME, agentHandshake } from '../wire/handshake';
 import { Link } from '../wire/link';
 import { type Message, MsgType } from '../wire/messages';
 import { Session } from '../wire/session';
+import { type OpenedStream, asOpenedStream } from '../wire/transport';
 import { VERSION } from '../wire/version';
 import { CommandStream } from './command-stream';
 import { type Command, CommandFailure } from './commands/command';
@@ -19,8 +20,12 @@ export interface AgentOptions {
   name: string;
   secret: string;
   basedir: string;
-  /** Opens a byte stream to the master (TCP, TLS or serial). */
-  open: () => Promise<Duplex>;
+  /**
+   * Opens a byte stream to the master (TCP, TLS or serial). A bare stream is
+   * taken as reliable and of unknown rate; an OpenedStream (transport.ts
+   * openEndpoint) says whether the line is lossy and how fast it is.
+   */
+  open: () => Promise<Duplex | OpenedStream>;
   /** Describes where the master is, for log lines. */
   masterLabel: string;
   commands: Record<string, Command>;
@@ -97,14 +102,14 @@ export class Agent extends EventEmitter {
   }
 
   private async connectOnce(): Promise<void> {
-    const stream = await this.opts.open();
-    const link = new Link(stream);
+    const { stream, lossy, bytesPerSecond } = asOpenedStream(await this.opts.open());
+    const link = new Link(stream, { lossy, bytesPerSecond });
     let established;
     try {
       established = await agentHandshake(link, {
         name: this.opts.name,
         secret: this.opts.secret,
-        caps: 0,
+        caps: Capability.DEFLATE,
         maxFrame: this.opts.maxFrame ?? DEFAULT_MAX_FRAME,
       });
     } catch (error) {
@@ -112,7 +117,11 @@ export class Agent extends EventEmitter {
       throw error;
     }
     const { params } = established;
-    const session = new Session(link, { maxBody: params.maxFrame, keepalive: params.keepalive });
+    const session = new Session(link, {
+      maxBody: params.maxFrame,
+      keepalive: params.keepalive,
+      deflate: (params.caps & Capability.DEFLATE) !== 0,
+    });
     this.session = session;
     this.log(`connected to ${this.opts.masterLabel} as '${this.opts.name}'`);
     this.emit('connected');

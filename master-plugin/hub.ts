@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { TetherError } from '../wire/errors';
 import {
-
+  Capability,
   DEFAULT_KEEPALIVE_SECONDS,
   DEFAULT_MAX_FRAME,
   DEFAULT_WINDOW,
@@ -16,7 +16,7 @@ import {
 } from '../wire/handshake';
 import { Link } from '../wire/link';
 import { Session } from '../wire/session';
-import { type Endpoint, type Listener, describeEndpoint, listen, parseEndpoint } from '../wire/transport';
+import { type Endpoint, type Listener, type NetEndpoint, describeEndpoint, listen, parseEndpoint } from '../wire/transport';
 import { AgentConnection } from './agent-connection';
 import type { RemoteAgent } from './remote';
 
@@ -35,6 +35,26 @@ export interface HubOptions {
 
 const INFO_TIMEOUT_MS = 10_000;
 
+/**
+ * The third argument of the hub's 'rejected' event (peer, error, who): the
+ * worker name the agent claimed, when it got that far, and whether that name
+ * is configured (then a failed handshake means a wrong secret).
+ */
+export interface RejectedWorker {
+  worker?: string;
+  known: boolean;
+}
+
+/** What the transport knows about an accepted stream (hub.accept's third argument). */
+export interface AcceptOptions {
+  /** Only this worker may authenticate on the stream (a serial line bound to one worker). */
+  worker?: string;
+  /** The line may lose or corrupt bytes (serial): the session retransmits. */
+  lossy?: boolean;
+  /** The line rate, when the transport knows it. */
+  bytesPerSecond?: number;
+}
+
 export class TetherHub extends EventEmitter {
   private readonly servers: Listener[] = [];
   private readonly agents = new Map<string, AgentConnection>();
@@ -48,12 +68,26 @@ export class TetherHub extends EventEmitter {
     this.log = options.log ?? (() => undefined);
   }
 
-  /** Starts listening; resolves with the bound address (port 0 picks a free one). */
+  /**
+   * Starts listening; resolves with the bound address (port 0 picks a free one).
+   * A serial:DEVICE?baud=N&worker=NAME URL opens the device for that one worker.
+   */
+  listen(url: `tcp://${string}` | `tls://${string}`): Promise<NetEndpoint>;
+  listen(url: string): Promise<Endpoint>;
   async listen(url: string): Promise<Endpoint> {
-    const endpoint = parseEndpoint(url);
-    const listener = await listen(endpoint, { cert: this.options.cert, key: this.options.key }, (stream, peer) =>
-      this.accept(stream, peer),
-    );
+    const endpoint = parseEndpoint(url, 'listen');
+    let listener: Listener;
+    if (endpoint.kind === 'serial') {
+      // Loaded only for serial lines: it brings serialport's native binding.
+      const { listenSerial } = await import('./serial-listener');
+      listener = await listenSerial(endpoint, { log: this.log }, (opened, peer) =>
+        this.accept(opened.stream, peer, { worker: endpoint.worker, lossy: opened.lossy, bytesPerSecond: opened.bytesPerSecond }),
+      );
+    } else {
+      listener = await listen(endpoint, { cert: this.options.cert, key: this.options.key }, (stream, peer) =>
+        this.accept(stream, peer),
+      );
+    }
     this.servers.push(listener);
     this.log(`listening on ${describeEndpoint(listener.address)}`);
     return listener.address;
@@ -91,26 +125,42 @@ export class TetherHub extends EventEmitter {
   }
 
   /** Accepts a byte stream from any transport (the TCP/TLS listeners, a serial line, a test). */
-  accept(stream: Duplex, peer: string): void {
-    const link = new Link(stream);
+  accept(stream: Duplex, peer: string, options: AcceptOptions = {}): void {
+    const link = new Link(stream, { lossy: options.lossy, bytesPerSecond: options.bytesPerSecond });
+    const allowed = (name: string) => options.worker === undefined || name === options.worker;
     this.links.add(link);
     link.once('close', () => this.links.delete(link));
+    let claimed: string | undefined;
     masterHandshake(link, {
-      secretFor: (name) => (Object.prototype.hasOwnProperty.call(this.workers, name) ? this.workers[name] : undefined),
-      caps: 0,
+      secretFor: (name) => {
+        claimed = name;
+        if (!allowed(name)) return undefined;
+        return Object.prototype.hasOwnProperty.call(this.workers, name) ? this.workers[name] : undefined;
+      },
+      // Compression pays on slow lines; on TCP it would only cost CPU.
+      caps: link.lossy ? Capability.DEFLATE : 0,
       maxFrame: this.options.maxFrame ?? DEFAULT_MAX_FRAME,
       keepalive: this.options.keepalive ?? DEFAULT_KEEPALIVE_SECONDS,
       window: this.options.window ?? DEFAULT_WINDOW,
       openSession: () => ({ session: newSessionId(), resumed: false, nextSeq: 0 }),
     }).then(
       (id) => {
-        const session = new Session(link, { maxBody: id.params.maxFrame, keepalive: id.params.keepalive });
+        const session = new Session(link, {
+          maxBody: id.params.maxFrame,
+          keepalive: id.params.keepalive,
+          deflate: (id.params.caps & Capability.DEFLATE) !== 0,
+        });
         const agent = new AgentConnection(id.name, session, id.params.window);
         this.admit(agent, peer);
       },
       (error: Error) => {
-        this.log(`rejected connection from ${peer}: ${error.message}`);
-        this.emit('rejected', peer, error);
+        const elsewhere = claimed !== undefined && !allowed(claimed) ? ` (${peer} is for worker '${options.worker}')` : '';
+        this.log(`rejected connection from ${peer}: ${error.message}${elsewhere}`);
+        const who: RejectedWorker = {
+          worker: claimed,
+          known: claimed !== undefined && allowed(claimed) && Object.prototype.hasOwnProperty.call(this.workers, claimed),
+        };
+        this.emit('rejected', peer, error, who);
       },
     );
   }

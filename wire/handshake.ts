@@ -44,6 +44,11 @@ function sameProof(a: Buffer, b: Buffer): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
+/** Acks and keepalives of an earlier session (first body byte is their type). */
+function isLeftover(body: Buffer): boolean {
+  return body[0] === MsgType.ACK || body[0] === MsgType.NAK || body[0] === MsgType.PING || body[0] === MsgType.PONG;
+}
+
 /** Resolves with the next link message; rejects on close, timeout or a sequenced frame. */
 function nextMessage(link: Link, timeoutMs: number): Promise<Message> {
   return new Promise((resolve, reject) => {
@@ -53,16 +58,21 @@ function nextMessage(link: Link, timeoutMs: number): Promise<Message> {
       link.off('close', onClose);
     };
     const onFrame = (body: Buffer, sequenced: boolean) => {
+      // A serial line may still carry frames of a session that ended: skip them.
+      if (link.lossy && (sequenced || isLeftover(body))) return;
       cleanup();
       if (sequenced) {
         reject(new TetherError('NOT_AUTHENTICATED', 'a session message arrived before authentication'));
         return;
       }
+      let message: Message;
       try {
-        resolve(decodeMessage(body));
+        message = decodeMessage(body);
       } catch (error) {
         reject(error);
+        return;
       }
+      resolve(message);
     };
     const onClose = (error: Error | null) => {
       cleanup();

@@ -22,6 +22,13 @@ export interface LinkStats {
 
 const MAX_BACKLOG = 64;
 
+export interface LinkOptions {
+  lossy?: boolean;
+  bytesPerSecond?: number;
+  /** Largest body accepted until the handshake sets it (default HANDSHAKE_MAX_BODY). */
+  maxBody?: number;
+}
+
 export class Link extends EventEmitter {
   readonly reader: FrameReader;
   readonly stats: LinkStats = { framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0, crcErrors: 0, badFrames: 0 };
@@ -31,8 +38,16 @@ export class Link extends EventEmitter {
   /** Frames that arrived while nobody listened (between handshake steps), not yet checked. */
   private readonly backlog: Buffer[] = [];
 
-  constructor(readonly stream: Duplex, maxBody = HANDSHAKE_MAX_BODY) {
+  /** A lossy link (a serial line) may drop or corrupt frames: the session retransmits. */
+  readonly lossy: boolean;
+  /** The line rate, where the transport knows it (serial). */
+  readonly bytesPerSecond: number | undefined;
+
+  constructor(readonly stream: Duplex, options: LinkOptions = {}) {
     super();
+    this.lossy = options.lossy ?? false;
+    this.bytesPerSecond = options.bytesPerSecond;
+    const maxBody = options.maxBody ?? HANDSHAKE_MAX_BODY;
     this.reader = new FrameReader(maxBody);
     this.reader.on('frame', (frame: Buffer) => this.onFrame(frame));
     this.reader.on('invalid', (reason: string) => {
@@ -86,12 +101,15 @@ export class Link extends EventEmitter {
     return this.writeRaw(encodeFrame(body, seq));
   }
 
-  /** Writes an already encoded frame (a retransmission). */
-  writeRaw(frame: Buffer): boolean {
-    if (this.closed) return false;
+  /** Writes an encoded frame; `flushed` runs once the stream has taken it (or failed to). */
+  writeRaw(frame: Buffer, flushed?: () => void): boolean {
+    if (this.closed) {
+      flushed?.();
+      return false;
+    }
     this.stats.framesOut++;
     this.stats.bytesOut += frame.length;
-    return this.stream.write(frame);
+    return this.stream.write(frame, flushed && (() => flushed()));
   }
 
   /** Ends the link: flushes what was written, then closes the stream. */

@@ -11,14 +11,15 @@ import { TetherError, errorName } from './errors';
 import type { Link } from './link';
 import { type Message, MsgType, type OutgoingMessage, decodeMessage, encodeMessage } from './messages';
 import { encodeFrame } from './framing';
+import { Compressor, Decompressor } from './compression';
 
 export interface SessionOptions {
   /** Largest frame body either side may send. */
   maxBody: number;
   /** Seconds between pings; the peer is dead after three intervals without a frame from it. */
   keepalive: number;
-  /** Lossy links (serial) retransmit on NAK and timeout; TCP and TLS never lose a frame. */
-  lossy?: boolean;
+  /** Compress sequenced bodies (the deflate capability was negotiated). */
+  deflate?: boolean;
   /** The next sequence number the peer expects from us, and we from it. */
   sendSeq?: number;
   recvSeq?: number;
@@ -28,18 +29,27 @@ export interface SessionOptions {
 const ACK_EVERY_FRAMES = 32;
 const ACK_EVERY_BYTES = 32 * 1024;
 const ACK_DELAY_MS = 10;
-const RETRANSMIT_MS = 1000;
+/** Least wait before a lossy link sends a frame again. */
+const MIN_RETRANSMIT_MS = 50;
+/** Bytes handed to a fast stream and not yet flushed before the session queues instead. */
+const FAST_LINK_BUFFER = 256 * 1024;
 
 interface Unacked {
   seq: number;
   frame: Buffer;
 }
 
+/** A message waiting for the link; output to the same stream and channel merges while it waits. */
+type Queued = { body: Buffer } | { output: Extract<OutgoingMessage, { type: 'output' }> };
+
 export class Session extends EventEmitter {
   private link: Link;
   private sendSeq: number;
+  private readonly queue: Queued[] = [];
   private readonly unacked: Unacked[] = [];
   private unackedBytes = 0;
+  /** Bytes written to the stream whose write callback has not run yet. */
+  private buffered = 0;
   private pendingAckFrames = 0;
   private pendingAckBytes = 0;
   private ackTimer: NodeJS.Timeout | null = null;
@@ -47,15 +57,26 @@ export class Session extends EventEmitter {
   private retransmitTimer: NodeJS.Timeout | null = null;
   private lastHeard = Date.now();
   private pingToken = 0;
-  private lastNakAt = 0;
+  private lastNak = { seq: -1, at: 0 };
+  private lastGoBack = { seq: -1, at: 0 };
+  /** Lossy links: bytes allowed in flight, halved on each loss and grown by each ack (AIMD). */
+  private window = Infinity;
+  /** After a go-back: the next unacknowledged frame to send again, and the bytes resent since. */
+  private resendSeq: number | null = null;
+  private resentBytes = 0;
   private closed = false;
+  private readonly compressor: Compressor | null;
+  private readonly decompressor: Decompressor | null;
   readonly maxBody: number;
 
   constructor(link: Link, readonly options: SessionOptions) {
     super();
     this.maxBody = options.maxBody;
     this.sendSeq = options.sendSeq ?? 0;
+    this.compressor = options.deflate ? new Compressor() : null;
+    this.decompressor = options.deflate ? new Decompressor(options.maxBody) : null;
     this.link = link;
+    this.window = this.inflightLimit;
     link.expectedSeq = options.recvSeq ?? 0;
     this.attach(link);
     link.deliverBacklog();
@@ -73,8 +94,31 @@ export class Session extends EventEmitter {
     return this.unackedBytes;
   }
 
+  /** Messages waiting for the link. */
+  get queuedCount(): number {
+    return this.queue.length;
+  }
+
   get stats() {
     return this.link.stats;
+  }
+
+  /** Line time in ms for `bytes` on a link of known rate (0 for fast links). */
+  private lineMs(bytes: number): number {
+    const rate = this.link.bytesPerSecond;
+    return rate ? (bytes * 1000) / rate : 0;
+  }
+
+  /** How much may sit in the stream's buffer: a few frames on a slow line, so waiting output can merge. */
+  private get bufferLimit(): number {
+    const rate = this.link.bytesPerSecond;
+    return rate ? Math.max(2 * this.maxBody, rate / 50) : FAST_LINK_BUFFER;
+  }
+
+  /** On lossy links, unacknowledged bytes are capped so that a go-back costs little. */
+  private get inflightLimit(): number {
+    const rate = this.link.bytesPerSecond;
+    return this.link.lossy ? Math.max(4 * this.maxBody, (rate ?? 0) * 0.3) : Infinity;
   }
 
   private attach(link: Link): void {
@@ -85,19 +129,68 @@ export class Session extends EventEmitter {
     );
   }
 
-  /** Sends a sequenced message. Throws FRAME_TOO_LARGE if it does not fit in a frame. */
+  /**
+   * Queues a sequenced message and sends what the link takes now. Throws
+   * FRAME_TOO_LARGE if it cannot fit in a frame. Output chunks for the same
+   * stream and channel that wait behind a busy link merge into one frame.
+   */
   send(message: OutgoingMessage): void {
     if (this.closed) return;
-    const body = encodeMessage(message);
-    if (body.length > this.maxBody) {
-      throw new TetherError('FRAME_TOO_LARGE', `a ${body.length}-byte message exceeds the ${this.maxBody}-byte frame limit`);
+    if (message.type === 'output') {
+      if (message.data.length + 16 > this.maxBody) this.tooLarge(message.data.length + 16);
+      const last = this.queue[this.queue.length - 1];
+      if (
+        last && 'output' in last && last.output.stream === message.stream && last.output.channel === message.channel &&
+        last.output.data.length + message.data.length + 16 <= this.maxBody
+      ) {
+        last.output = { ...last.output, data: Buffer.concat([last.output.data, message.data]) };
+      } else {
+        this.queue.push({ output: message });
+      }
+    } else {
+      const body = encodeMessage(message);
+      if (body.length > this.maxBody) this.tooLarge(body.length);
+      this.queue.push({ body });
     }
-    const seq = this.sendSeq++;
-    const frame = encodeFrame(body, seq);
-    this.unacked.push({ seq, frame });
-    this.unackedBytes += frame.length;
-    this.link.writeRaw(frame);
-    if (this.options.lossy) this.armRetransmit();
+    this.flush();
+  }
+
+  private tooLarge(size: number): never {
+    throw new TetherError('FRAME_TOO_LARGE', `a ${size}-byte message exceeds the ${this.maxBody}-byte frame limit`);
+  }
+
+  /** Writes retransmissions, then queued messages, while the stream's buffer and the in-flight window allow. */
+  private flush(): void {
+    while (this.resendSeq !== null && !this.closed && this.buffered < this.bufferLimit && this.resentBytes < this.window) {
+      const entry = this.unacked[this.resendSeq - (this.unacked[0]?.seq ?? this.resendSeq)];
+      if (!entry) {
+        this.resendSeq = null;
+        break;
+      }
+      this.resentBytes += entry.frame.length;
+      this.resendSeq = entry.seq + 1;
+      this.write(entry.frame);
+    }
+    if (this.resendSeq !== null && this.resendSeq >= this.sendSeq) this.resendSeq = null;
+    while (this.resendSeq === null && this.queue.length > 0 && !this.closed && this.buffered < this.bufferLimit && this.unackedBytes < this.window) {
+      const item = this.queue.shift()!;
+      let body = 'body' in item ? item.body : encodeMessage(item.output);
+      if (this.compressor) body = this.compressor.pack(body);
+      const seq = this.sendSeq++;
+      const frame = encodeFrame(body, seq);
+      this.unacked.push({ seq, frame });
+      this.unackedBytes += frame.length;
+      this.write(frame);
+    }
+    if (this.link.lossy && this.unacked.length > 0) this.armRetransmit();
+  }
+
+  private write(frame: Buffer): void {
+    this.buffered += frame.length;
+    this.link.writeRaw(frame, () => {
+      this.buffered -= frame.length;
+      if (this.queue.length > 0 || this.resendSeq !== null) this.flush();
+    });
   }
 
   /** Sends a link message (ack, ping, error): not sequenced, never retransmitted. */
@@ -105,13 +198,23 @@ export class Session extends EventEmitter {
     this.link.send(encodeMessage(message), null);
   }
 
-  private onFrame(body: Buffer, sequenced: boolean): void {
+  private onFrame(frameBody: Buffer, sequenced: boolean): void {
     this.lastHeard = Date.now();
+    let body = frameBody;
     if (sequenced) {
       this.link.expectedSeq++;
       this.pendingAckFrames++;
       this.pendingAckBytes += body.length;
       this.scheduleAck();
+      if (this.decompressor) {
+        try {
+          body = this.decompressor.unpack(frameBody);
+        } catch (error) {
+          // The two histories no longer agree: nothing after this can be read.
+          this.close(error as TetherError);
+          return;
+        }
+      }
     }
     let message: Message;
     try {
@@ -145,7 +248,7 @@ export class Session extends EventEmitter {
         return;
       case MsgType.NAK:
         this.onAck(message.nextSeq);
-        this.retransmitFrom(message.nextSeq);
+        this.goBack(message.nextSeq);
         return;
       case MsgType.PING:
         this.sendLink({ type: MsgType.PONG, token: message.token });
@@ -163,40 +266,59 @@ export class Session extends EventEmitter {
   }
 
   private onCorrupt(): void {
-    if (!this.options.lossy) return;
-    // Ask for a retransmission, at most once per half retransmit interval.
+    if (!this.link.lossy || this.closed) return;
+    // Ask for a retransmission at once, but for the same frame only again once the first can have arrived.
     const now = Date.now();
-    if (now - this.lastNakAt < RETRANSMIT_MS / 2) return;
-    this.lastNakAt = now;
-    this.sendLink({ type: MsgType.NAK, nextSeq: this.link.expectedSeq });
+    const seq = this.link.expectedSeq;
+    if (this.lastNak.seq === seq && now - this.lastNak.at < this.retransmitMs()) return;
+    this.lastNak = { seq, at: now };
+    this.sendLink({ type: MsgType.NAK, nextSeq: seq });
   }
 
   private onAck(nextSeq: number): void {
     let dropped = false;
     while (this.unacked.length > 0 && this.unacked[0].seq < nextSeq) {
-      this.unackedBytes -= this.unacked.shift()!.frame.length;
+      const length = this.unacked.shift()!.frame.length;
+      this.unackedBytes -= length;
+      this.resentBytes = Math.max(0, this.resentBytes - length);
       dropped = true;
     }
-    if (dropped && this.options.lossy) {
-      this.clearRetransmit();
-      if (this.unacked.length > 0) this.armRetransmit();
-    }
+    if (this.resendSeq !== null && this.resendSeq < nextSeq) this.resendSeq = this.unacked.length > 0 ? nextSeq : null;
+    if (!dropped) return;
+    this.window = Math.min(this.inflightLimit, this.window + this.maxBody);
+    this.clearRetransmit();
+    this.flush();
+    if (this.link.lossy && this.unacked.length > 0) this.armRetransmit();
   }
 
-  private retransmitFrom(seq: number): void {
-    for (const entry of this.unacked) if (entry.seq >= seq) this.link.writeRaw(entry.frame);
-    if (this.options.lossy) {
-      this.clearRetransmit();
-      if (this.unacked.length > 0) this.armRetransmit();
+  /** Time to wait for an ack: twice the line time of what is in flight, plus a margin of a few frames. */
+  private retransmitMs(): number {
+    const margin = Math.max(MIN_RETRANSMIT_MS, 4 * this.lineMs(this.maxBody)) + ACK_DELAY_MS;
+    return margin + 2 * this.lineMs(Math.min(this.unackedBytes, this.window) + this.buffered);
+  }
+
+  /** Go-back-N: sends every unacknowledged frame from `seq` again, unless a NAK asks for what was just done. */
+  private goBack(seq: number, timedOut = false): void {
+    const now = Date.now();
+    if (!timedOut && this.lastGoBack.seq === seq && now - this.lastGoBack.at < this.retransmitMs()) {
+      this.armRetransmit();
+      return;
     }
+    this.lastGoBack = { seq, at: now };
+    this.window = Math.max(2 * this.maxBody, this.window / 2);
+    if (this.unacked.length === 0 || seq >= this.sendSeq) return;
+    this.resendSeq = Math.max(seq, this.unacked[0].seq);
+    this.resentBytes = 0;
+    this.clearRetransmit();
+    this.flush();
   }
 
   private armRetransmit(): void {
-    if (this.retransmitTimer) return;
+    if (this.retransmitTimer || this.closed) return;
     this.retransmitTimer = setTimeout(() => {
       this.retransmitTimer = null;
-      if (this.unacked.length > 0) this.retransmitFrom(this.unacked[0].seq);
-    }, RETRANSMIT_MS);
+      if (this.unacked.length > 0) this.goBack(this.unacked[0].seq, true);
+    }, this.retransmitMs());
     this.retransmitTimer.unref();
   }
 
