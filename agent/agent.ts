@@ -5,6 +5,7 @@
  */
 import { EventEmitter } from 'node:events';
 import * as os from 'node:os';
+import * as path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { TetherError } from '../wire/errors';
 import { Capability, DEFAULT_MAX_FRAME, agentHandshake } from '../wire/handshake';
@@ -14,6 +15,7 @@ import { Session } from '../wire/session';
 import { type OpenedStream, asOpenedStream } from '../wire/transport';
 import { VERSION } from '../wire/version';
 import { CommandStream } from './command-stream';
+import { SpoolBudget } from './spool';
 import { type Command, CommandFailure } from './commands/command';
 
 export interface AgentOptions {
@@ -32,6 +34,10 @@ export interface AgentOptions {
   admin?: string;
   host?: string;
   maxFrame?: number;
+  /** Offer to resume sessions across dropped links (default true). */
+  resume?: boolean;
+  /** Bytes of command output held in memory while the master cannot take it; more spills to disk. */
+  spoolMemory?: number;
   /** Longest wait between reconnection attempts, in ms. */
   maxBackoffMs?: number;
   log?: (line: string) => void;
@@ -59,6 +65,8 @@ export function workerInfo(opts: Pick<AgentOptions, 'basedir' | 'admin' | 'host'
 export class Agent extends EventEmitter {
   private readonly streams = new Map<number, CommandStream>();
   private session: Session | null = null;
+  private sessionId: Buffer | null = null;
+  private readonly budget: SpoolBudget;
   private stopping = false;
   private wake: (() => void) | null = null;
   private readonly log: (line: string) => void;
@@ -66,6 +74,7 @@ export class Agent extends EventEmitter {
   constructor(private readonly opts: AgentOptions) {
     super();
     this.log = opts.log ?? (() => undefined);
+    this.budget = new SpoolBudget(path.join(opts.basedir, '.tether-spool'), opts.spoolMemory);
   }
 
   /** Runs until stop() or a SHUTDOWN from the master. */
@@ -104,36 +113,65 @@ export class Agent extends EventEmitter {
   private async connectOnce(): Promise<void> {
     const { stream, lossy, bytesPerSecond } = asOpenedStream(await this.opts.open());
     const link = new Link(stream, { lossy, bytesPerSecond });
+    const previous = this.session && !this.session.isClosed ? this.session : null;
+    const resume = this.opts.resume ?? true;
     let established;
     try {
       established = await agentHandshake(link, {
         name: this.opts.name,
         secret: this.opts.secret,
-        caps: Capability.DEFLATE,
+        caps: Capability.DEFLATE | (resume ? Capability.RESUME : 0),
         maxFrame: this.opts.maxFrame ?? DEFAULT_MAX_FRAME,
+        resume: previous && this.sessionId ? { session: this.sessionId, nextSeq: previous.nextRecvSeq } : undefined,
       });
     } catch (error) {
       link.close();
       throw error;
     }
     const { params } = established;
-    const session = new Session(link, {
-      maxBody: params.maxFrame,
-      keepalive: params.keepalive,
-      deflate: (params.caps & Capability.DEFLATE) !== 0,
-    });
-    this.session = session;
-    this.log(`connected to ${this.opts.masterLabel} as '${this.opts.name}'`);
+    let session: Session;
+    if (previous && established.resumed) {
+      previous.resume(link, established.peerNextSeq);
+      session = previous;
+      this.log(`resumed the session with ${this.opts.masterLabel}; ${this.streams.size} command(s) carry on`);
+    } else {
+      if (previous) {
+        this.log(`the master no longer knows this agent's session: stopping its ${this.streams.size} orphaned command(s)`);
+        previous.close(new TetherError('SESSION_EXPIRED', 'the master ended the session'));
+      }
+      session = new Session(link, {
+        maxBody: params.maxFrame,
+        keepalive: params.keepalive,
+        deflate: (params.caps & Capability.DEFLATE) !== 0,
+        resumable: (params.caps & Capability.RESUME) !== 0,
+      });
+      this.session = session;
+      this.sessionId = established.session;
+      session.on('message', (m: Message) => this.onMessage(session, params.window, m));
+      session.once('close', (error: Error | null) => this.dropStreams(error ?? new TetherError('PEER_TIMEOUT', 'connection lost')));
+      session.send({ type: MsgType.INFO, info: workerInfo(this.opts) });
+      this.log(`connected to ${this.opts.masterLabel} as '${this.opts.name}'`);
+    }
     this.emit('connected');
-    const closed = new Promise<Error | null>((resolve) => session.once('close', resolve));
-    session.on('message', (m: Message) => this.onMessage(session, params.window, m));
-    session.send({ type: MsgType.INFO, info: workerInfo(this.opts) });
-    const error = await closed;
-    this.session = null;
-    for (const stream of this.streams.values()) stream.lost(error ?? new TetherError('PEER_TIMEOUT', 'connection lost'));
-    this.streams.clear();
+    const error = await new Promise<Error | null>((resolve) => {
+      const done = (e: Error | null) => {
+        session.off('close', done);
+        session.off('detached', done);
+        resolve(e);
+      };
+      session.on('close', done);
+      session.on('detached', done);
+    });
+    if (!session.isClosed) this.log(`lost the link (${error?.message ?? 'closed'}); ${this.streams.size} command(s) keep running`);
     this.emit('disconnected', error);
     if (error && !this.stopping) throw error;
+  }
+
+  /** The session ended for good: its commands are orphans, stop them and their process trees. */
+  private dropStreams(error: Error): void {
+    if (this.session?.isClosed) this.session = null;
+    for (const stream of this.streams.values()) stream.lost(error);
+    this.streams.clear();
   }
 
   private onMessage(session: Session, window: number, m: Message): void {
@@ -172,7 +210,7 @@ export class Agent extends EventEmitter {
       session.send({ type: MsgType.REJECT, stream: m.stream, code: why.wireCode, message: why.message });
       return;
     }
-    const stream = new CommandStream(m.stream, this.opts.basedir, session, window);
+    const stream = new CommandStream(m.stream, this.opts.basedir, session, window, this.budget);
     this.streams.set(m.stream, stream);
     command(m.args, stream).then(
       () => stream.complete(null),

@@ -7,6 +7,7 @@ import { TetherError } from '../wire/errors';
 import { type ChannelId, Channel, type Message, MsgType, type OutgoingMessage } from '../wire/messages';
 import type { Session } from '../wire/session';
 import type { CommandIO, FileTimes } from './commands/command';
+import { type SpoolBudget, type Stored, StreamSpool } from './spool';
 
 
 /** Bytes the master pushes (download data, stdin): queued up to one window, credit returned as read. */
@@ -59,20 +60,31 @@ class InboundQueue {
   }
 }
 
+/** A message waiting to go out, in order; payload waits in the spool until credit allows. */
+type Outgoing = { message: OutgoingMessage } | { stored: Stored; make: (data: Buffer) => OutgoingMessage };
+
 export class CommandStream implements CommandIO {
   private readonly controller = new AbortController();
   private readonly gate: CreditGate;
   private readonly download: InboundQueue;
   private readonly stdinQueue: InboundQueue;
+  private readonly spool: StreamSpool;
+  private readonly outbox: Outgoing[] = [];
+  private pumping = false;
+  private ended = false;
+  /** Commands waiting because the spool's disk limit is reached. */
+  private spoolWaiters: Array<() => void> = [];
 
   constructor(
     readonly stream: number,
     readonly basedir: string,
     private readonly session: Session,
     private readonly window: number,
+    private readonly budget: SpoolBudget,
   ) {
     this.gate = new CreditGate(window);
-    const grant = (bytes: number) => this.send({ type: MsgType.CREDIT, stream, bytes });
+    this.spool = new StreamSpool(budget);
+    const grant = (bytes: number) => this.enqueue({ message: { type: MsgType.CREDIT, stream, bytes } });
     this.download = new InboundQueue(window, grant);
     this.stdinQueue = new InboundQueue(window, grant);
   }
@@ -81,19 +93,51 @@ export class CommandStream implements CommandIO {
     return this.controller.signal;
   }
 
-  private send(m: OutgoingMessage): void {
-    if (this.session.isClosed) throw new TetherError('PEER_TIMEOUT', 'the connection to the master is gone');
-    this.session.send(m);
+  private enqueue(item: Outgoing): void {
+    if (this.ended) return;
+    this.outbox.push(item);
+    void this.pump();
   }
 
-  /** Sends `data` in frame-sized chunks, each once credit allows; `fieldBytes` is room for other fields. */
+  /** Sends the outbox in order: payload once credit allows, the rest at once. */
+  private async pump(): Promise<void> {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      while (this.outbox.length > 0) {
+        const item = this.outbox[0];
+        if ('message' in item) {
+          this.session.send(item.message);
+        } else {
+          await this.gate.take('data' in item.stored ? item.stored.data.length : item.stored.length, this.window);
+          this.session.send(item.make(this.spool.take(item.stored)));
+        }
+        this.outbox.shift();
+        if (!this.budget.full) for (const wake of this.spoolWaiters.splice(0)) wake();
+      }
+    } catch {
+      // The stream was lost: what is left will never be sent.
+      this.discard();
+    } finally {
+      this.pumping = false;
+    }
+    if (this.ended && this.outbox.length === 0) this.spool.dispose();
+  }
+
+  private discard(): void {
+    for (const item of this.outbox.splice(0)) if (!('message' in item)) this.spool.take(item.stored);
+    this.spool.dispose();
+    for (const wake of this.spoolWaiters.splice(0)) wake();
+  }
+
+  /** Queues `data` in frame-sized chunks; resolves at once unless the spool is full. */
   private async sendPayload(data: Buffer, make: (chunk: Buffer) => OutgoingMessage, fieldBytes = 0): Promise<void> {
+    if (this.session.isClosed) throw new TetherError('PEER_TIMEOUT', 'the connection to the master is gone');
     const limit = payloadLimit(this.session.maxBody, this.window, fieldBytes);
     for (let at = 0; at < data.length; at += limit) {
-      const chunk = data.subarray(at, at + limit);
-      await this.gate.take(chunk.length, this.window);
-      this.send(make(chunk));
+      this.enqueue({ stored: this.spool.store(Buffer.from(data.subarray(at, at + limit))), make });
     }
+    while (this.budget.full && !this.ended) await new Promise<void>((resolve) => this.spoolWaiters.push(resolve));
   }
 
   private output(channel: ChannelId, data: Buffer): Promise<void> {
@@ -101,11 +145,11 @@ export class CommandStream implements CommandIO {
   }
 
   update(key: string, value: unknown): void {
-    this.send({ type: MsgType.UPDATE, stream: this.stream, key, value });
+    this.enqueue({ message: { type: MsgType.UPDATE, stream: this.stream, key, value } });
   }
 
   header(text: string): void {
-    this.send({ type: MsgType.HEADER, stream: this.stream, text });
+    this.enqueue({ message: { type: MsgType.HEADER, stream: this.stream, text } });
   }
 
   stdout(chunk: Buffer): Promise<void> {
@@ -126,7 +170,7 @@ export class CommandStream implements CommandIO {
   }
 
   async closeFile(times?: FileTimes): Promise<void> {
-    this.send({ type: MsgType.EOF, stream: this.stream, times: times ?? null });
+    this.enqueue({ message: { type: MsgType.EOF, stream: this.stream, times: times ?? null } });
   }
 
   readFile(): Promise<Buffer | null> {
@@ -164,16 +208,20 @@ export class CommandStream implements CommandIO {
     if (!this.controller.signal.aborted) this.controller.abort(why);
   }
 
-  /** The link is gone: stop the command and release anything waiting on the master. */
+  /** The session is gone for good: stop the command and drop what waits for the master. */
   lost(error: Error): void {
     this.interrupt(error.message);
+    this.ended = true;
     this.gate.fail(error);
+    if (!this.pumping) this.discard();
     this.download.abort();
     this.stdinQueue.abort();
   }
 
+  /** The command finished: COMPLETE goes out after everything it sent. */
   complete(failure: { code: number; message: string } | null): void {
-    this.gate.fail(new TetherError('UNKNOWN_STREAM', `stream ${this.stream} has completed`));
-    if (!this.session.isClosed) this.session.send({ type: MsgType.COMPLETE, stream: this.stream, failure });
+    this.outbox.push({ message: { type: MsgType.COMPLETE, stream: this.stream, failure } });
+    this.ended = true;
+    void this.pump();
   }
 }

@@ -142,14 +142,30 @@ export class AgentConnection extends EventEmitter implements RemoteAgent {
   info: WorkerInfo = {};
   private closeReason: Error | null = null;
 
+  private graceTimer: NodeJS.Timeout | null = null;
+
   constructor(
     readonly name: string,
     readonly session: Session,
     readonly window: number,
+    graceMs = 0,
+    log: (line: string) => void = () => undefined,
   ) {
     super();
+    // A detached session waits for its agent; Buildbot sees nothing unless the grace runs out.
+    session.on('detached', (error: Error | null) => {
+      log(`worker '${name}' lost its link (${error?.message ?? 'closed'}); keeping its session for ${Math.round(graceMs / 1000)} s`);
+      this.graceTimer = setTimeout(() => {
+        session.close(new TetherError('SESSION_EXPIRED', `worker '${name}' did not reconnect within ${Math.round(graceMs / 1000)} s`));
+      }, graceMs);
+    });
+    session.on('attached', () => {
+      if (this.graceTimer) clearTimeout(this.graceTimer);
+      this.graceTimer = null;
+    });
     this.closed = new Promise((resolve) => {
       session.once('close', (error: Error | null) => {
+        if (this.graceTimer) clearTimeout(this.graceTimer);
         this.closeReason = error ?? new TetherError('PEER_TIMEOUT', 'the agent disconnected');
         for (const stream of this.streams.values()) stream.lost(this.closeReason);
         this.streams.clear();

@@ -8,6 +8,7 @@ import type { Duplex } from 'node:stream';
 import { TetherError } from '../wire/errors';
 import {
   Capability,
+  DEFAULT_GRACE_SECONDS,
   DEFAULT_KEEPALIVE_SECONDS,
   DEFAULT_MAX_FRAME,
   DEFAULT_WINDOW,
@@ -23,6 +24,10 @@ import type { RemoteAgent } from './remote';
 export interface HubOptions {
   /** Worker name → shared secret. */
   workers: Record<string, string>;
+  /** Offer to resume sessions across dropped links (default true). */
+  resume?: boolean;
+  /** Seconds a dropped agent's session (and its Buildbot connection) is kept for it to come back (default 300). */
+  grace?: number;
   /** Seconds between keepalive pings; a peer silent for three is dead. */
   keepalive?: number;
   maxFrame?: number;
@@ -58,6 +63,8 @@ export interface AcceptOptions {
 export class TetherHub extends EventEmitter {
   private readonly servers: Listener[] = [];
   private readonly agents = new Map<string, AgentConnection>();
+  /** Resumable sessions by id (hex), attached or waiting for their agent. */
+  private readonly sessions = new Map<string, AgentConnection>();
   private readonly links = new Set<Link>();
   private readonly log: (line: string) => void;
   private workers: Record<string, string>;
@@ -138,19 +145,37 @@ export class TetherHub extends EventEmitter {
         return Object.prototype.hasOwnProperty.call(this.workers, name) ? this.workers[name] : undefined;
       },
       // Compression pays on slow lines; on TCP it would only cost CPU.
-      caps: link.lossy ? Capability.DEFLATE : 0,
+      caps: (link.lossy ? Capability.DEFLATE : 0) | (this.options.resume === false ? 0 : Capability.RESUME),
       maxFrame: this.options.maxFrame ?? DEFAULT_MAX_FRAME,
       keepalive: this.options.keepalive ?? DEFAULT_KEEPALIVE_SECONDS,
       window: this.options.window ?? DEFAULT_WINDOW,
-      openSession: () => ({ session: newSessionId(), resumed: false, nextSeq: 0 }),
+      openSession: (name, hello, caps) => {
+        const waiting = (caps & Capability.RESUME) !== 0 && hello.resume ? this.detached(name, hello.resume.session) : undefined;
+        if (waiting) return { session: hello.resume!.session, resumed: true, nextSeq: waiting.session.nextRecvSeq };
+        return { session: newSessionId(), resumed: false, nextSeq: 0 };
+      },
     }).then(
       (id) => {
+        const waiting = id.resumed ? this.detached(id.name, id.session) : undefined;
+        if (waiting) {
+          waiting.session.resume(link, id.peerNextSeq);
+          this.log(`worker '${id.name}' resumed its session from ${peer}`);
+          this.emit('agentResumed', waiting);
+          return;
+        }
+        const resumable = (id.params.caps & Capability.RESUME) !== 0;
         const session = new Session(link, {
           maxBody: id.params.maxFrame,
           keepalive: id.params.keepalive,
           deflate: (id.params.caps & Capability.DEFLATE) !== 0,
+          resumable,
         });
-        const agent = new AgentConnection(id.name, session, id.params.window);
+        const agent = new AgentConnection(id.name, session, id.params.window, (this.options.grace ?? DEFAULT_GRACE_SECONDS) * 1000, this.log);
+        if (resumable) {
+          const key = id.session.toString('hex');
+          this.sessions.set(key, agent);
+          void agent.closed.then(() => this.sessions.delete(key));
+        }
         this.admit(agent, peer);
       },
       (error: Error) => {
@@ -165,6 +190,12 @@ export class TetherHub extends EventEmitter {
     );
   }
 
+  /** The agent connection whose session `id` waits, detached, for worker `name` to come back. */
+  private detached(name: string, id: Buffer): AgentConnection | undefined {
+    const agent = this.sessions.get(id.toString('hex'));
+    return agent && agent.name === name && !agent.session.isAttached && !agent.session.isClosed ? agent : undefined;
+  }
+
   private admit(agent: AgentConnection, peer: string): void {
     const timer = setTimeout(
       () => agent.close(new TetherError('HANDSHAKE_TIMEOUT', 'no worker info within 10 s of authentication')),
@@ -174,8 +205,8 @@ export class TetherHub extends EventEmitter {
       clearTimeout(timer);
       const previous = this.agents.get(agent.name);
       if (previous) {
-        this.log(`worker '${agent.name}' connected again from ${peer}; closing its previous connection`);
-        previous.close(new TetherError('DUPLICATE_WORKER', 'the same worker connected again'));
+        this.log(`worker '${agent.name}' started a new session from ${peer}; closing its previous one`);
+        previous.close(new TetherError('DUPLICATE_WORKER', `worker '${agent.name}' restarted or connected again: commands of its previous session are lost`));
       }
       this.agents.set(agent.name, agent);
       this.log(`worker '${agent.name}' connected from ${peer}`);

@@ -34,6 +34,8 @@ export const Capability = { DEFLATE: 1, RESUME: 2 } as const;
 export const DEFAULT_MAX_FRAME = 64 * 1024;
 export const DEFAULT_WINDOW = 256 * 1024;
 export const DEFAULT_KEEPALIVE_SECONDS = 10;
+/** How long a master keeps a dropped agent's session for it to resume. */
+export const DEFAULT_GRACE_SECONDS = 300;
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 
 export function proof(secret: string, role: 'master' | 'agent', helloBody: Buffer, params: Buffer): Buffer {

@@ -23,6 +23,12 @@ export interface SessionOptions {
   /** The next sequence number the peer expects from us, and we from it. */
   sendSeq?: number;
   recvSeq?: number;
+  /**
+   * The resume capability was negotiated: when the link drops the session
+   * detaches instead of closing, keeps its unacknowledged frames and queue,
+   * and can go on over a new link (resume()).
+   */
+  resumable?: boolean;
 }
 
 /** Acknowledge at the latest after this many frames, bytes or milliseconds. */
@@ -65,6 +71,7 @@ export class Session extends EventEmitter {
   private resendSeq: number | null = null;
   private resentBytes = 0;
   private closed = false;
+  private attached = true;
   private readonly compressor: Compressor | null;
   private readonly decompressor: Decompressor | null;
   readonly maxBody: number;
@@ -78,11 +85,59 @@ export class Session extends EventEmitter {
     this.link = link;
     this.window = this.inflightLimit;
     link.expectedSeq = options.recvSeq ?? 0;
-    this.attach(link);
+    this.listen(link);
+    this.startKeepalive();
     link.deliverBacklog();
-    const interval = Math.max(50, options.keepalive * 1000);
+  }
+
+  private startKeepalive(): void {
+    const interval = Math.max(50, this.options.keepalive * 1000);
+    this.lastHeard = Date.now();
     this.keepaliveTimer = setInterval(() => this.keepaliveTick(interval), interval);
     this.keepaliveTimer.unref();
+  }
+
+  /** False while a resumable session waits for a new link. */
+  get isAttached(): boolean {
+    return this.attached && !this.closed;
+  }
+
+  /** The next sequence number this side expects from the peer (sent in a resuming handshake). */
+  get nextRecvSeq(): number {
+    return this.link.expectedSeq;
+  }
+
+  /**
+   * Goes on over a new link after a resuming handshake: frames the peer
+   * already has are dropped, the rest are sent again, then the queue.
+   */
+  resume(link: Link, peerNextSeq: number): void {
+    if (this.closed) throw new TetherError('SESSION_EXPIRED', 'the session has ended');
+    link.expectedSeq = this.link.expectedSeq;
+    this.link = link;
+    this.attached = true;
+    this.buffered = 0;
+    this.listen(link);
+    this.onAck(peerNextSeq);
+    this.window = this.inflightLimit;
+    this.lastGoBack = { seq: -1, at: 0 };
+    this.resendSeq = this.unacked.length > 0 ? this.unacked[0].seq : null;
+    this.resentBytes = 0;
+    this.startKeepalive();
+    link.deliverBacklog();
+    this.flush();
+    this.emit('attached');
+  }
+
+  /** The link is gone but the session may resume: keep everything, stop the timers. */
+  private detach(error: Error | null): void {
+    this.attached = false;
+    for (const timer of [this.ackTimer, this.retransmitTimer]) if (timer) clearTimeout(timer);
+    this.ackTimer = this.retransmitTimer = null;
+    if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
+    this.keepaliveTimer = null;
+    this.pendingAckFrames = this.pendingAckBytes = 0;
+    this.emit('detached', error);
   }
 
   get isClosed(): boolean {
@@ -121,12 +176,15 @@ export class Session extends EventEmitter {
     return this.link.lossy ? Math.max(4 * this.maxBody, (rate ?? 0) * 0.3) : Infinity;
   }
 
-  private attach(link: Link): void {
+  private listen(link: Link): void {
     link.on('frame', (body: Buffer, sequenced: boolean) => this.onFrame(body, sequenced));
     link.on('corrupt', () => this.onCorrupt());
-    link.once('close', (error: Error | null) =>
-      this.finish(error ?? new TetherError('PEER_TIMEOUT', 'the connection closed')),
-    );
+    link.once('close', (error: Error | null) => {
+      if (link !== this.link || this.closed) return;
+      const why = error ?? new TetherError('PEER_TIMEOUT', 'the connection closed');
+      if (this.options.resumable && !(why instanceof TetherError && why.fromPeer)) this.detach(why);
+      else this.finish(why);
+    });
   }
 
   /**
@@ -161,6 +219,7 @@ export class Session extends EventEmitter {
 
   /** Writes retransmissions, then queued messages, while the stream's buffer and the in-flight window allow. */
   private flush(): void {
+    if (!this.attached) return;
     while (this.resendSeq !== null && !this.closed && this.buffered < this.bufferLimit && this.resentBytes < this.window) {
       const entry = this.unacked[this.resendSeq - (this.unacked[0]?.seq ?? this.resendSeq)];
       if (!entry) {
@@ -186,8 +245,10 @@ export class Session extends EventEmitter {
   }
 
   private write(frame: Buffer): void {
+    const link = this.link;
     this.buffered += frame.length;
-    this.link.writeRaw(frame, () => {
+    link.writeRaw(frame, () => {
+      if (link !== this.link) return;
       this.buffered -= frame.length;
       if (this.queue.length > 0 || this.resendSeq !== null) this.flush();
     });
@@ -195,7 +256,7 @@ export class Session extends EventEmitter {
 
   /** Sends a link message (ack, ping, error): not sequenced, never retransmitted. */
   private sendLink(message: OutgoingMessage): void {
-    this.link.send(encodeMessage(message), null);
+    if (this.attached) this.link.send(encodeMessage(message), null);
   }
 
   private onFrame(frameBody: Buffer, sequenced: boolean): void {
@@ -349,7 +410,10 @@ export class Session extends EventEmitter {
 
   private keepaliveTick(interval: number): void {
     if (Date.now() - this.lastHeard > 3 * interval) {
-      this.close(new TetherError('PEER_TIMEOUT', `no frame from the peer for ${Math.round((3 * interval) / 1000)} s`));
+      const error = new TetherError('PEER_TIMEOUT', `no frame from the peer for ${Math.round((3 * interval) / 1000)} s`);
+      // A resumable session only loses this link; the close event detaches it.
+      if (this.options.resumable) this.link.close(error);
+      else this.close(error);
       return;
     }
     this.sendLink({ type: MsgType.PING, token: this.pingToken++ % 0x10000 });
@@ -359,12 +423,13 @@ export class Session extends EventEmitter {
   close(error: TetherError | null = null): void {
     if (this.closed) return;
     if (error) this.sendLink({ type: MsgType.ERROR, code: error.wireCode, message: error.message });
+    this.attached = false;
     this.finish(error);
   }
 
   private finish(error: Error | null): void {
     if (this.closed) return;
-    this.flushAck();
+    if (this.attached) this.flushAck();
     this.closed = true;
     for (const timer of [this.ackTimer, this.retransmitTimer]) if (timer) clearTimeout(timer);
     if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);

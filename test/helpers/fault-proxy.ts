@@ -1,0 +1,63 @@
+/**
+ * A TCP relay on loopback that cuts the connections through it on command:
+ * a reset (RST on both sides), or a silent drop (bytes swallowed, no close:
+ * only keepalive finds it). While `refusing`, new connections are reset at once.
+ */
+import * as net from 'node:net';
+
+export class FaultProxy {
+  private server!: net.Server;
+  private pairs: Array<{ client: net.Socket; upstream: net.Socket; silent: boolean }> = [];
+  refusing = false;
+  connections = 0;
+  port = 0;
+
+  constructor(private readonly targetPort: number) {}
+
+  async start(): Promise<void> {
+    this.server = net.createServer((client) => this.relay(client));
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    this.port = (this.server.address() as net.AddressInfo).port;
+  }
+
+  private relay(client: net.Socket): void {
+    client.on('error', () => undefined);
+    if (this.refusing) {
+      client.resetAndDestroy();
+      return;
+    }
+    this.connections++;
+    const upstream = net.connect(this.targetPort, '127.0.0.1');
+    upstream.on('error', () => undefined);
+    const pair = { client, upstream, silent: false };
+    this.pairs.push(pair);
+    client.on('data', (d) => void (pair.silent || upstream.write(d)));
+    upstream.on('data', (d) => void (pair.silent || client.write(d)));
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+      this.pairs = this.pairs.filter((p) => p !== pair);
+    };
+    client.on('close', end);
+    upstream.on('close', end);
+  }
+
+  /** Resets every connection through the proxy (both ends see ECONNRESET). */
+  reset(): void {
+    for (const { client, upstream } of this.pairs) {
+      client.resetAndDestroy();
+      upstream.resetAndDestroy();
+    }
+    this.pairs = [];
+  }
+
+  /** Swallows everything on the current connections from now on, closing nothing. */
+  silence(): void {
+    for (const pair of this.pairs) pair.silent = true;
+  }
+
+  async close(): Promise<void> {
+    this.reset();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
