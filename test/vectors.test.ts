@@ -6,7 +6,9 @@
  */
 import t from 'tap';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createHmac } from 'node:crypto';
+import { inflateRawSync } from 'node:zlib';
 import {
   type Vector,
   type VectorFile,
@@ -16,8 +18,12 @@ import {
   messageToJson,
   renderVectors,
 } from '../firmware-notes/make-vectors';
-import { FrameReader, checkFrame, encodeFrame } from '../wire/framing';
-import { decodeChallengeParams, decodeMessage, encodeMessage } from '../wire/messages';
+import { MAX_DEPTH } from '../wire/cbor';
+import { Decompressor } from '../wire/compression';
+import { ErrorCodes } from '../wire/errors';
+import { FrameReader, HANDSHAKE_MAX_BODY, checkFrame, encodeFrame } from '../wire/framing';
+import { Capability, PROTOCOL_VERSION } from '../wire/handshake';
+import { MsgType, decodeChallengeParams, decodeMessage, encodeMessage } from '../wire/messages';
 
 const file = JSON.parse(readFileSync(VECTORS_PATH, 'utf8')) as VectorFile;
 
@@ -65,6 +71,7 @@ t.test('the required vectors are present', async (t) => {
     'stdout-10-bytes', 'stderr-stream-3', 'hello', 'challenge', 'proof', 'welcome', 'ack', 'nak', 'ping', 'pong',
     'error', 'start-shell', 'update-rc', 'complete-ok', 'complete-failed', 'interrupt', 'data', 'eof-times', 'credit',
     'log', 'header', 'print', 'shutdown', 'reject-stream', 'stdin', 'stdin-end', 'data-with-zeros', 'body-300-bytes',
+    'deflate-first', 'deflate-with-history',
   ]) {
     t.ok(names.has(name), name);
   }
@@ -83,7 +90,8 @@ for (const v of file.vectors) {
 
     // Re-encoded from its JSON description, byte for byte.
     const message = messageFromJson(v.message);
-    t.equal(encodeMessage(message).toString('hex'), v.body, 'the JSON message encodes to the body');
+    const plainHex = v.deflate ? v.deflate.plainBody : v.body;
+    t.equal(encodeMessage(message).toString('hex'), plainHex, 'the JSON message encodes to the (plain) body');
     t.equal(encodeFrame(body, v.seq).toString('hex'), v.hex, 'the body frames to the wire bytes');
 
     // Decoded back with the wire code.
@@ -97,7 +105,18 @@ for (const v of file.vectors) {
     if (!check.ok) return;
     t.equal(check.sequenced, v.seq !== null, v.seq === null ? 'a link frame' : 'a sequenced frame');
     t.equal(check.body.toString('hex'), v.body, 'the body');
-    const decoded = decodeMessage(check.body);
+    let plain = check.body;
+    if (v.deflate) {
+      const history = Buffer.from(v.deflate.history, 'hex');
+      const inflater = new Decompressor(65536);
+      if (history.length) inflater.unpack(history);
+      plain = inflater.unpack(check.body);
+      t.equal(plain.toString('hex'), v.deflate.plainBody, 'inflates (reference) to the plain body');
+      const naive = inflateRawSync(check.body.subarray(1), history.length ? { dictionary: history } : {});
+      t.equal(naive.toString('hex'), v.deflate.plainBody, 'inflates (plain zlib, history as dictionary) to the plain body');
+      t.equal(check.body[0], 0xff, 'marked 0xff');
+    }
+    const decoded = decodeMessage(plain);
     t.same(messageToJson(decoded), v.message, 'decodes to the described fields');
     if (v.seq !== null) {
       t.notOk(checkFrame(frames[0], v.seq + 1).ok, 'fails at the next sequence number');
@@ -163,4 +182,30 @@ t.test('the handshake vectors are reproducible from the documented inputs', asyn
   const cost = file.wireCost as Record<string, number>;
   t.equal(cost.handshakeTotal, ['hello', 'challenge', 'proof', 'welcome'].reduce((n, name) => n + vec(name).wireBytes, 0));
   t.comment(`handshake on the wire: ${JSON.stringify(cost)}`);
+});
+
+t.test('PROTOCOL.md agrees with the code and the vectors', async (t) => {
+  const dir = join(__dirname, '..', 'firmware-notes');
+  const doc = readFileSync(join(dir, 'PROTOCOL.md'), 'utf8');
+  const cddl = readFileSync(join(dir, 'tether.cddl'), 'utf8');
+  t.ok(doc.includes(cddl.trimEnd()), 'tether.cddl is inlined verbatim');
+  const cost = file.wireCost as Record<string, number>;
+  t.ok(doc.includes(`**${cost.stdout10Bytes}** (8 of overhead)`), `the 10-byte chunk: ${cost.stdout10Bytes} bytes`);
+  t.ok(
+    doc.includes(`HELLO ${cost.hello} + CHALLENGE ${cost.challenge} + PROOF ${cost.proof} + WELCOME ${cost.welcome} | **${cost.handshakeTotal}**`),
+    `the handshake: ${cost.handshakeTotal} bytes`,
+  );
+  for (const [name, code] of Object.entries(ErrorCodes)) {
+    t.ok(doc.includes(`| ${code} | ${name} |`), `error table: ${code} ${name}`);
+    t.match(cddl, new RegExp(`\\b${name}: ${code}\\b`), `CDDL error-code: ${name}`);
+  }
+  for (const [name, type] of Object.entries(MsgType)) {
+    t.ok(doc.includes(`| ${type} | ${name} |`), `message table: ${type} ${name}`);
+    t.match(cddl, new RegExp(`= \\[type: ${type}\\b`), `CDDL rule for ${name}`);
+  }
+  t.ok(doc.includes('0xE3069283'), 'the CRC-32C check value');
+  t.ok(doc.includes(`${HANDSHAKE_MAX_BODY} bytes`), 'the pre-handshake limit');
+  t.equal(MAX_DEPTH, 16);
+  t.equal(PROTOCOL_VERSION, 1);
+  t.same(Capability, { DEFLATE: 1, RESUME: 2 });
 });

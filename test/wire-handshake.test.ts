@@ -7,11 +7,12 @@
  */
 import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
+import { PassThrough } from 'node:stream';
 import { TetherError } from '../wire/errors';
 import { encodeFrame } from '../wire/framing';
-import { type ChallengeParams, agentHandshake, masterHandshake, proof } from '../wire/handshake';
+import { agentHandshake, masterHandshake, proof } from '../wire/handshake';
 import { Link } from '../wire/link';
-import { type HelloParams, type Message, MsgType, type OutgoingMessage, encodeChallengeParams, encodeMessage } from '../wire/messages';
+import { type ChallengeParams, type HelloParams, type Message, MsgType, type OutgoingMessage, encodeChallengeParams, encodeMessage } from '../wire/messages';
 import {
   type AgentFixture,
   Peer,
@@ -131,8 +132,13 @@ t.test('handshake', async (t) => {
       handler(async (peer) => {
         const hello = (await peer.waitFor(is(MsgType.HELLO), 5000)) as Hello;
         // The first connection sees the real master's answer (made with the secret); later ones get it replayed.
+        const genuine = recorded === null;
         recorded ??= challengeFor(hello, SECRETS.good);
         peer.sendLink(recorded);
+        if (genuine) {
+          await peer.waitFor(is(MsgType.PROOF), 5000);
+          peer.destroy(); // that session ends; the agent reconnects
+        }
       }),
     );
     const agent = startAgent(fake.port, 'good', SECRETS.good);
@@ -162,7 +168,7 @@ t.test('handshake', async (t) => {
       frames.push(upstream.subarray(at, end + 1));
       at = end + 1;
     }
-    const recorder = new Link(new (require('node:stream').PassThrough)());
+    const recorder = new Link(new PassThrough());
     const seen: number[] = [];
     recorder.on('frame', (body: Buffer) => seen.push(body[0]));
     recorder.reader.feed(Buffer.concat(frames));
@@ -179,6 +185,12 @@ t.test('handshake', async (t) => {
     t.notOk(replay.received.some(is(MsgType.WELCOME)), 'no WELCOME');
     t.equal((await rejection).code, 'AUTH_FAILED');
     t.equal(challenge.params.nonce.length, 32, 'a fresh master nonce');
+    const rejection2 = fx.nextRejection(5000);
+    const pipelined = await Peer.connect(fx.port);
+    pipelined.write(Buffer.concat(frames));
+    t.equal(errorCode(await pipelined.waitFor(is(MsgType.ERROR), 5000, 'ERROR')), 7, 'HELLO and PROOF replayed in one write: ERROR 7 too');
+    await pipelined.waitClosed(5000);
+    t.equal((await rejection2).code, 'AUTH_FAILED');
     t.equal(await echo(otherRemote, 'original'), 'original', 'the agent whose handshake was recorded is unaffected');
     t.equal(fx.hub.connected().find((a) => a.name === 'other'), otherRemote);
     await other.stop();
@@ -219,9 +231,7 @@ t.test('handshake', async (t) => {
     t.same(agent.ran, [], 'no command ran');
     t.notOk(first.received.some(is(MsgType.PROOF)), 'no PROOF');
     t.match(agent.logs.join('\n'), /before authentication/, 'the agent logs why');
-    t.equal(errorCode(first.received.find(is(MsgType.ERROR))), 8, 'the agent tells the master: ERROR 8 NOT_AUTHENTICATED', {
-      todo: 'wire/handshake.ts agentHandshake: failures from nextMessage (NOT_AUTHENTICATED, BAD_MESSAGE, HANDSHAKE_TIMEOUT) close without ERROR',
-    });
+    t.equal(errorCode(first.received.find(is(MsgType.ERROR))), 8, 'the agent tells the master: ERROR 8 NOT_AUTHENTICATED');
   });
 
   t.test('an oversize frame in the handshake is dropped, never decoded; the reader resynchronises', async (t) => {
@@ -314,7 +324,7 @@ t.test('handshake', async (t) => {
   t.test('parameters the agent did not offer: UNSUPPORTED_VERSION from the agent, no PROOF', async (t) => {
     const cases: Array<[string, Partial<ChallengeParams>]> = [
       ['version 2', { version: 2 }],
-      ['a capability not offered', { caps: 1 }],
+      ['a capability not offered (bit 4)', { caps: 4 }],
       ['a bigger max frame than offered', { maxFrame: 1 << 20 }],
       ['a max frame under 64', { maxFrame: 32 }],
     ];
@@ -342,14 +352,33 @@ t.test('handshake', async (t) => {
       peer.sendLink(first);
       await peer.waitClosed(5000, `the hub to close after ${String(first.type)}`);
       const error = peer.received.find(is(MsgType.ERROR));
-      t.ok(error, `${String(first.type)} first: ERROR then closed`);
-      if (first.type !== MsgType.ERROR) t.equal(errorCode(error), 8, 'NOT_AUTHENTICATED');
+      if (first.type === MsgType.ERROR) t.notOk(error, 'ERROR first: closed, and the ERROR is not answered');
+      else t.equal(errorCode(error), 8, `${String(first.type)} first: ERROR 8 NOT_AUTHENTICATED, then closed`);
     }
     await stillWorks(t);
   });
 
-  t.test('a sequenced frame in the same read as WELCOME', async (t) => {
-    for (const coalesced of [false, true]) {
+  t.test('sequenced frames in the same read as WELCOME', async (t) => {
+    const cases = [
+      { name: 'START after WELCOME', coalesced: false, text: 'hi', todo: undefined },
+      {
+        name: 'START in the same write as WELCOME',
+        coalesced: true,
+        text: 'hi',
+        todo:
+          'wire/session.ts: the Session constructor delivers the Link backlog before agent/agent.ts connectOnce ' +
+          "subscribes to 'message', so the START is emitted to no listener",
+      },
+      {
+        name: 'a 2000-byte START in the same write as WELCOME',
+        coalesced: true,
+        text: 'x'.repeat(2000),
+        todo:
+          'wire/handshake.ts agentSteps raises the reader limit only once WELCOME has been handled, ' +
+          'so a frame over 1024 bytes in the same read is dropped as oversize',
+      },
+    ];
+    for (const c of cases) {
       const fake = await fakeMaster(
         handler(async (peer) => {
           const hello = (await peer.waitFor(is(MsgType.HELLO), 5000)) as Hello;
@@ -357,28 +386,25 @@ t.test('handshake', async (t) => {
           await peer.waitFor(is(MsgType.PROOF), 5000);
           peer.link.reader.setMaxBody(65536);
           const welcome = encodeFrame(encodeMessage({ type: MsgType.WELCOME, session: randomBytes(16), resumed: false, nextSeq: 0 }), null);
-          const start = encodeFrame(encodeMessage({ type: MsgType.START, stream: 0, command: 'echo', args: { text: 'hi' } }), 0);
-          if (coalesced) peer.write(Buffer.concat([welcome, start]));
+          const start = encodeFrame(encodeMessage({ type: MsgType.START, stream: 0, command: 'echo', args: { text: c.text } }), 0);
+          if (c.coalesced) peer.write(Buffer.concat([welcome, start]));
           else {
             peer.write(welcome);
             await delay(50);
             peer.write(start);
           }
+          await delay(100);
+          peer.link.send(encodeMessage({ type: MsgType.START, stream: 1, command: 'echo', args: { text: 'next' } }), 1);
         }),
       );
       const agent = startAgent(fake.port, 'good', SECRETS.good);
       await withTimeout(new Promise<void>((resolve) => {
-        const poll = setInterval(() => (agent.ran.length > 0 || fake.peers[0]?.received.some(is(MsgType.INFO))) && (clearInterval(poll), resolve()), 5);
+        const poll = setInterval(() => fake.peers[0]?.received.some(is(MsgType.INFO)) && (clearInterval(poll), resolve()), 5);
       }), 5000, 'the session to start');
-      await delay(300);
+      await delay(400);
       await stopAgainst(agent, fake);
-      if (coalesced) {
-        t.same(agent.ran, ['echo:hi'], 'START arriving with WELCOME runs', {
-          todo: 'wire/handshake.ts nextMessage: frames after WELCOME in the same read are emitted before the Session listens, and lost; every later sequenced frame then fails its CRC',
-        });
-      } else {
-        t.same(agent.ran, ['echo:hi'], 'START after WELCOME runs');
-      }
+      t.same(agent.ran, [`echo:${c.text}`, 'echo:next'], `${c.name}: both commands run`, c.todo ? { todo: c.todo } : {});
+      t.comment(`${c.name}: ran ${JSON.stringify(agent.ran.map((r) => r.slice(0, 12)))}`);
     }
   });
 
