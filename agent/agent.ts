@@ -10,7 +10,7 @@ import type { Duplex } from 'node:stream';
 import { TetherError } from '../wire/errors';
 import { Capability, DEFAULT_MAX_FRAME, agentHandshake } from '../wire/handshake';
 import { Link } from '../wire/link';
-import { type Message, MsgType } from '../wire/messages';
+import { type Message, MsgType, type OutgoingMessage, encodeMessage } from '../wire/messages';
 import { Session } from '../wire/session';
 import { type OpenedStream, asOpenedStream } from '../wire/transport';
 import { VERSION } from '../wire/version';
@@ -60,6 +60,13 @@ export function workerInfo(opts: Pick<AgentOptions, 'basedir' | 'admin' | 'host'
     numcpus: os.cpus().length || 1,
     commands: Object.keys(opts.commands),
   };
+}
+
+/** The INFO message; a frame too small for the whole environment gets the info without it. */
+function fittingInfo(info: Record<string, unknown>, maxFrame: number): OutgoingMessage {
+  const message: OutgoingMessage = { type: MsgType.INFO, info };
+  if (encodeMessage(message).length <= maxFrame) return message;
+  return { type: MsgType.INFO, info: { ...info, environ: {} } };
 }
 
 export class Agent extends EventEmitter {
@@ -149,7 +156,7 @@ export class Agent extends EventEmitter {
       this.sessionId = established.session;
       session.on('message', (m: Message) => this.onMessage(session, params.window, m));
       session.once('close', (error: Error | null) => this.dropStreams(error ?? new TetherError('PEER_TIMEOUT', 'connection lost')));
-      session.send({ type: MsgType.INFO, info: workerInfo(this.opts) });
+      session.send(fittingInfo(workerInfo(this.opts), params.maxFrame));
       this.log(`connected to ${this.opts.masterLabel} as '${this.opts.name}'`);
     }
     this.emit('connected');
@@ -218,7 +225,9 @@ export class Agent extends EventEmitter {
         if (!(error instanceof CommandFailure)) this.log(`command ${m.command} failed: ${error.stack ?? error.message}`);
         stream.complete({ code: new TetherError('INTERNAL', '').wireCode, message: error.message });
       },
-    ).finally(() => {
+    );
+    // The stream id stays taken until COMPLETE has gone out: credit for spooled output still arrives.
+    void stream.finished.then(() => {
       if (this.streams.get(m.stream) === stream) this.streams.delete(m.stream);
     });
   }

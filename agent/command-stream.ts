@@ -74,6 +74,9 @@ export class CommandStream implements CommandIO {
   private ended = false;
   /** Commands waiting because the spool's disk limit is reached. */
   private spoolWaiters: Array<() => void> = [];
+  /** Settles once COMPLETE went to the session (or the stream was lost): the stream id is free then. */
+  readonly finished: Promise<void>;
+  private markFinished!: () => void;
 
   constructor(
     readonly stream: number,
@@ -84,6 +87,7 @@ export class CommandStream implements CommandIO {
   ) {
     this.gate = new CreditGate(window);
     this.spool = new StreamSpool(budget);
+    this.finished = new Promise((resolve) => (this.markFinished = resolve));
     const grant = (bytes: number) => this.enqueue({ message: { type: MsgType.CREDIT, stream, bytes } });
     this.download = new InboundQueue(window, grant);
     this.stdinQueue = new InboundQueue(window, grant);
@@ -121,13 +125,17 @@ export class CommandStream implements CommandIO {
     } finally {
       this.pumping = false;
     }
-    if (this.ended && this.outbox.length === 0) this.spool.dispose();
+    if (this.ended && this.outbox.length === 0) {
+      this.spool.dispose();
+      this.markFinished();
+    }
   }
 
   private discard(): void {
     for (const item of this.outbox.splice(0)) if (!('message' in item)) this.spool.take(item.stored);
     this.spool.dispose();
     for (const wake of this.spoolWaiters.splice(0)) wake();
+    this.markFinished();
   }
 
   /** Queues `data` in frame-sized chunks; resolves at once unless the spool is full. */

@@ -1,20 +1,24 @@
 /** tether-master: the command line of the master plugin. */
 import { readFileSync } from 'node:fs';
 import { parseCommandLine, printedInfo, logLine } from '../wire/cli-support';
-import { DEFAULT_KEEPALIVE_SECONDS, DEFAULT_MAX_FRAME, DEFAULT_WINDOW } from '../wire/handshake';
+import { DEFAULT_GRACE_SECONDS, DEFAULT_KEEPALIVE_SECONDS, DEFAULT_MAX_FRAME, DEFAULT_WINDOW } from '../wire/handshake';
 import { UsageError } from '../wire/transport';
 import { BuildbotBridge } from './buildbot-bridge';
+import { SUBCOMMANDS, type Subcommand, subcommand } from './exec';
 import { TetherHub } from './hub';
+import { listenAll } from './listeners';
 import type { RemoteAgent } from './remote';
 
 export const HELP = `Usage: tether-master --listen URL (--worker NAME:SECRET | --workers-file F) [--buildbot ws://HOST:PORT] [options]
+       tether-master exec|put|get --listen URL --worker NAME:SECRET ... (see tether-master exec --help)
 
 Accepts Tether agents and presents each one to a Buildbot master as an
 ordinary worker (over Buildbot's msgpack worker protocol). Without --buildbot
 it only accepts agents (standalone mode).
 
-  --listen URL          where agents connect: tcp://HOST:PORT or tls://HOST:PORT
-                        (repeatable)
+  --listen URL          where agents connect: tcp://HOST:PORT or tls://HOST:PORT,
+                        or a serial line for one worker,
+                        serial:DEVICE?baud=N&worker=NAME (repeatable)
   --worker NAME:SECRET  a worker and its shared secret (repeatable; visible in
                         ps, prefer --workers-file)
   --workers-file F      JSON {"workers": [{"name": N, "secret": S}, ...]};
@@ -24,6 +28,10 @@ it only accepts agents (standalone mode).
                         the worker's Buildbot password is its Tether secret
   --cert FILE           tls: PEM certificate for tls:// listeners
   --key FILE            tls: PEM private key for tls:// listeners
+  --grace SECONDS       how long a dropped agent's session, running commands and
+                        Buildbot connection are kept for it to reconnect
+                        (default ${DEFAULT_GRACE_SECONDS})
+  --no-resume           do not resume sessions: a dropped link ends the session
   --keepalive SECONDS   ping interval; a peer silent for 3 intervals is dead
                         (default ${DEFAULT_KEEPALIVE_SECONDS})
   --max-frame BYTES     largest frame to accept (default ${DEFAULT_MAX_FRAME})
@@ -31,6 +39,12 @@ it only accepts agents (standalone mode).
   --verbose             print stack traces with errors
   --version             print the version and exit
   -h, --help            print this help and exit
+
+Without Buildbot:
+  exec [options] -- CMD [ARGS...]   run a command on an agent, streaming its
+                                    output, with its exit code
+  put [options] LOCAL REMOTE        copy a file to an agent
+  get [options] REMOTE LOCAL        copy a file from an agent
 `;
 
 export const OPTIONS = {
@@ -41,6 +55,8 @@ export const OPTIONS = {
   cert: { type: 'string' },
   key: { type: 'string' },
   keepalive: { type: 'string' },
+  grace: { type: 'string' },
+  'no-resume': { type: 'boolean' },
   'max-frame': { type: 'string' },
   window: { type: 'string' },
   verbose: { type: 'boolean' },
@@ -48,7 +64,7 @@ export const OPTIONS = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-function positiveInt(value: string | undefined, flag: string, fallback: number, min = 1): number {
+export function positiveInt(value: string | undefined, flag: string, fallback: number, min = 1): number {
   if (value === undefined) return fallback;
   const n = Number(value);
   if (!Number.isInteger(n) || n < min) throw new UsageError(`${flag} must be an integer of at least ${min}`);
@@ -88,6 +104,8 @@ export function parseWorkers(values: { worker?: string[]; 'workers-file'?: strin
 }
 
 export async function main(argv: string[]): Promise<number> {
+  const sub = argv[0] as Subcommand;
+  if ((SUBCOMMANDS as readonly string[]).includes(sub)) return subcommand(sub, argv.slice(1));
   const { values } = parseCommandLine(argv, OPTIONS);
   if (printedInfo('tether-master', HELP, values)) return 0;
   if (!values.listen?.length) throw new UsageError('--listen is required (see --help)');
@@ -99,6 +117,8 @@ export async function main(argv: string[]): Promise<number> {
   const hub = new TetherHub({
     workers,
     keepalive: positiveInt(values.keepalive, '--keepalive', DEFAULT_KEEPALIVE_SECONDS),
+    grace: positiveInt(values.grace, '--grace', DEFAULT_GRACE_SECONDS),
+    resume: !values['no-resume'],
     maxFrame: positiveInt(values['max-frame'], '--max-frame', DEFAULT_MAX_FRAME, 256),
     window: positiveInt(values.window, '--window', DEFAULT_WINDOW, 1024),
     cert: values.cert,
@@ -118,7 +138,7 @@ export async function main(argv: string[]): Promise<number> {
       );
     });
   }
-  for (const url of values.listen) await hub.listen(url);
+  await listenAll(hub, values.listen);
   await new Promise<void>((resolve) => {
     for (const signal of ['SIGINT', 'SIGTERM'] as const) {
       process.once(signal, () => {

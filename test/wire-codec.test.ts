@@ -250,7 +250,7 @@ t.test('room to extend: fields after the defined ones are ignored', async (t) =>
 t.test('lenient decoding the spec does not promise (recorded so a change is noticed)', async (t) => {
   t.same(decodeMessage(hex('05 f9 4500')), { type: MsgType.ACK, nextSeq: 5 }, 'an integral float where an integer is expected');
   t.same(decodeMessage(hex('05 1a 00000005')), { type: MsgType.ACK, nextSeq: 5 }, 'a non-preferred 4-byte argument');
-  refusedAs(t, hex('05 1b 0000000000000005'), 'BAD_MESSAGE', 'an 8-byte argument (decoded as a BigInt)', /unsigned integer/);
+  t.same(decodeMessage(hex('05 1b 0000000000000005')), { type: MsgType.ACK, nextSeq: 5 }, 'an 8-byte argument decodes as a number');
   t.same(decodeMessage(hex('fb 4014000000000000 18 20')), { type: MsgType.ACK, nextSeq: 32 }, 'a message type written as a float');
   t.match(decodeMessage(hex('18 05 18 20')), { type: MsgType.ACK }, 'a link type in a non-preferred form (first byte 0x18: classified as sequenced)');
 });
@@ -259,7 +259,7 @@ t.test('output heads beyond 32 bits', async (t) => {
   t.match(decodeMessage(hex('3a 80000000 41 aa')), { type: 'output', stream: 2 ** 30, channel: 0 }, 'head -1-2^31: stream 2^30, stdout');
   t.match(decodeMessage(hex('3a 7fffffff 41 aa')), { type: 'output', stream: 2 ** 30 - 1, channel: 1 }, 'head -2^31: stream 2^30-1, stderr');
   t.match(decodeMessage(hex('3a fffffffe 41 aa')), { type: 'output', stream: 2 ** 31 - 1, channel: 0 }, 'head -2^32+1: stream 2^31-1, stdout');
-  refusedAs(t, hex('3b 0000000100000001 41 aa'), 'BAD_MESSAGE', 'an 8-byte head (cbor-x reads it as a BigInt)', /message type must be an integer/);
+  t.match(decodeMessage(hex('3b 0000000100000001 41 aa')), { type: 'output', stream: 2 ** 31, channel: 1 }, 'an 8-byte head: -1-(2^32+1), stream 2^31, stderr');
 });
 
 t.test('encoder and profile: what the encoder can emit that the decoder refuses', async (t) => {

@@ -365,17 +365,13 @@ t.test('handshake', async (t) => {
         name: 'START in the same write as WELCOME',
         coalesced: true,
         text: 'hi',
-        todo:
-          'wire/session.ts: the Session constructor delivers the Link backlog before agent/agent.ts connectOnce ' +
-          "subscribes to 'message', so the START is emitted to no listener",
+        todo: undefined,
       },
       {
         name: 'a 2000-byte START in the same write as WELCOME',
         coalesced: true,
         text: 'x'.repeat(2000),
-        todo:
-          'wire/handshake.ts agentSteps raises the reader limit only once WELCOME has been handled, ' +
-          'so a frame over 1024 bytes in the same read is dropped as oversize',
+        todo: undefined,
       },
     ];
     for (const c of cases) {

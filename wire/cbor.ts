@@ -19,7 +19,8 @@ const encoder = new Encoder({
   variableMapSize: true,
   mapsAsObjects: false,
 });
-const decoder = new Decoder({ useRecords: false, mapsAsObjects: true });
+// 8-byte integers (sequence numbers past 2^32) decode as numbers, not BigInt.
+const decoder = new Decoder({ useRecords: false, mapsAsObjects: true, int64AsNumber: true } as ConstructorParameters<typeof Decoder>[0]);
 
 function fail(why: string): never {
   throw new TetherError('BAD_MESSAGE', `malformed CBOR: ${why}`);

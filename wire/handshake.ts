@@ -163,9 +163,14 @@ async function agentSteps(link: Link, opts: AgentHandshakeOptions): Promise<Esta
   if (p.version !== PROTOCOL_VERSION || (p.caps & ~opts.caps) !== 0 || p.maxFrame > opts.maxFrame || p.maxFrame < 64) {
     throw new TetherError('UNSUPPORTED_VERSION', 'the master chose parameters this agent did not offer');
   }
+  if (p.keepalive < 1 || p.window < 1024) {
+    throw new TetherError('UNSUPPORTED_VERSION', `unusable parameters from the master: keepalive ${p.keepalive} s, window ${p.window} bytes`);
+  }
+  // The master is authentic: frames after WELCOME (a resumed session's retransmissions)
+  // may come in the same read, so take them at the agreed size from now on.
+  link.reader.setMaxBody(p.maxFrame);
   link.send(encodeMessage({ type: MsgType.PROOF, proof: proof(opts.secret, 'agent', helloBody, challenge.paramsBytes) }), null);
   const welcome = expect(await nextMessage(link, timeout), MsgType.WELCOME);
-  link.reader.setMaxBody(p.maxFrame);
   return { session: welcome.session, resumed: welcome.resumed, peerNextSeq: welcome.nextSeq, params: p };
 }
 

@@ -87,7 +87,9 @@ export class Session extends EventEmitter {
     link.expectedSeq = options.recvSeq ?? 0;
     this.listen(link);
     this.startKeepalive();
-    link.deliverBacklog();
+    // Frames that came in the same read as the handshake's last message wait until the
+    // owner, in the same tick as this constructor, has subscribed to 'message'.
+    queueMicrotask(() => link.deliverBacklog());
   }
 
   private startKeepalive(): void {

@@ -10,6 +10,9 @@ export class FaultProxy {
   private pairs: Array<{ client: net.Socket; upstream: net.Socket; silent: boolean }> = [];
   refusing = false;
   connections = 0;
+  /** Bytes relayed, both directions, over every connection. */
+  relayed = 0;
+  private triggers: Array<{ at: number; cut: () => void }> = [];
   port = 0;
 
   constructor(private readonly targetPort: number) {}
@@ -31,8 +34,14 @@ export class FaultProxy {
     upstream.on('error', () => undefined);
     const pair = { client, upstream, silent: false };
     this.pairs.push(pair);
-    client.on('data', (d) => void (pair.silent || upstream.write(d)));
-    upstream.on('data', (d) => void (pair.silent || client.write(d)));
+    const forward = (to: net.Socket) => (d: Buffer) => {
+      if (pair.silent) return;
+      to.write(d);
+      this.relayed += d.length;
+      while (this.triggers.length > 0 && this.relayed >= this.triggers[0].at) this.triggers.shift()!.cut();
+    };
+    client.on('data', forward(upstream));
+    upstream.on('data', forward(client));
     const end = () => {
       client.destroy();
       upstream.destroy();
@@ -54,6 +63,13 @@ export class FaultProxy {
   /** Swallows everything on the current connections from now on, closing nothing. */
   silence(): void {
     for (const pair of this.pairs) pair.silent = true;
+  }
+
+  /** Cuts (reset or silence, alternating) when the relayed byte count passes each threshold. */
+  cutAtBytes(thresholds: number[]): void {
+    this.triggers = thresholds
+      .sort((a, b) => a - b)
+      .map((at, i) => ({ at, cut: () => (i % 2 === 0 ? this.reset() : this.silence()) }));
   }
 
   async close(): Promise<void> {

@@ -13,6 +13,8 @@ export class TetherProcess implements BuildbotProcess {
     readonly name: string,
     readonly dir: string,
     private readonly argv: string[],
+    /** The program to run with `argv` (default: this Node; the single binary passes itself). */
+    private readonly command: string = process.execPath,
   ) {}
 
   get pid(): number | undefined {
@@ -28,7 +30,7 @@ export class TetherProcess implements BuildbotProcess {
   }
 
   async start(): Promise<void> {
-    this.fg.spawnChild(process.execPath, this.argv, { ...process.env }, this.dir);
+    this.fg.spawnChild(this.command, this.argv, { ...process.env }, this.dir);
     await sleep(100);
     const early = this.fg.exitedEarly();
     if (early) throw new Error(`${this.name} ${early}`);
@@ -45,26 +47,33 @@ export class TetherProcess implements BuildbotProcess {
 }
 
 /** A tether-master process bridging to Buildbot's msgpack port; secrets via a 0600 workers file. */
-export async function tetherMaster(opts: { buildbotPort: number; listenPort: number; workers: Record<string, string> }): Promise<TetherProcess> {
+export async function tetherMaster(opts: { buildbotPort: number; listenPort: number; workers: Record<string, string>; extraArgs?: string[] }): Promise<TetherProcess> {
   const dir = await makeTempDir('tether-master-');
   const workersFile = path.join(dir, 'workers.json');
   const workers = Object.entries(opts.workers).map(([name, secret]) => ({ name, secret }));
   fs.writeFileSync(workersFile, JSON.stringify({ workers }), { mode: 0o600 });
   return new TetherProcess('tether-master', dir, [
     MASTER_BIN, '--buildbot', `ws://127.0.0.1:${opts.buildbotPort}`,
-    '--listen', `tcp://127.0.0.1:${opts.listenPort}`, '--workers-file', workersFile,
+    '--listen', `tcp://127.0.0.1:${opts.listenPort}`, '--workers-file', workersFile, ...(opts.extraArgs ?? []),
   ]);
 }
 
-/** A tether-agent process; its basedir is `dir`/basedir, its secret in a file. */
-export async function tetherAgent(opts: { port: number; name: string; secret: string }): Promise<TetherProcess & { basedir: string }> {
+/**
+ * A tether-agent process; its basedir is `dir`/basedir, its secret in a file.
+ * `binary`: run this single executable (npm run build:binary) instead of
+ * bin/tether-agent.js under this Node.
+ */
+export async function tetherAgent(opts: { port: number; name: string; secret: string; binary?: string }): Promise<TetherProcess & { basedir: string }> {
   const dir = await makeTempDir('tether-agent-');
   const secretFile = path.join(dir, 'secret');
   fs.writeFileSync(secretFile, `${opts.secret}\n`, { mode: 0o600 });
   const basedir = path.join(dir, 'basedir');
-  const proc = new TetherProcess(`tether-agent ${opts.name}`, dir, [
-    AGENT_BIN, '--master', `tcp://127.0.0.1:${opts.port}`, '--name', opts.name,
+  const args = [
+    '--master', `tcp://127.0.0.1:${opts.port}`, '--name', opts.name,
     '--secret-file', secretFile, '--basedir', basedir,
-  ]);
+  ];
+  const proc = opts.binary
+    ? new TetherProcess(`tether-agent ${opts.name} (${path.basename(opts.binary)})`, dir, args, opts.binary)
+    : new TetherProcess(`tether-agent ${opts.name}`, dir, [AGENT_BIN, ...args]);
   return Object.assign(proc, { basedir });
 }
