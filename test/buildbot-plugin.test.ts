@@ -78,7 +78,7 @@ t.test('TetherService runs, restarts, reconfigures and stops tether-master', asy
   const serviceKwargs = (extra: string[] = []) => [
     `listen=${pyValue(listen)}`,
     `command=${pyValue([process.execPath, STANDIN, '--record', recordFile, ...extra])}`,
-    "cert='/etc/tether/cert.pem'", "key='/etc/tether/key.pem'", 'keepalive=30', 'stop_timeout=2',
+    "cert='/etc/tether/cert.pem'", "key='/etc/tether/key.pem'", 'keepalive=30', 'grace=120', 'stop_timeout=2',
   ].join(', ');
   const options: MasterOptions = { workers: WORKERS, builders: BUILDERS, extraConfig: tetherServiceConfig(serviceKwargs()) };
   const master = await createMaster(options);
@@ -98,7 +98,7 @@ t.test('TetherService runs, restarts, reconfigures and stops tether-master', asy
     '--listen', listen[0], '--listen', listen[1],
     '--workers-file', '-',
     '--cert', '/etc/tether/cert.pem', '--key', '/etc/tether/key.pem',
-    '--keepalive', '30',
+    '--keepalive', '30', '--grace', '120',
   ], 'command line');
   t.same(JSON.parse(first.stdin!), {
     workers: [{ name: 'dev-a', secret: 'secret-alpha-1234' }, { name: 'dev-b', secret: 'secret-beta-5678' }],

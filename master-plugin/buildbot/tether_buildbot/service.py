@@ -137,6 +137,7 @@ class TetherService(service.BuildbotService):
     node:       node binary for the default command (default 'node', looked up on PATH)
     cert, key:  TLS certificate and key files, passed as --cert / --key
     keepalive:  whole seconds, passed as --keepalive
+    grace:      whole seconds a dropped agent's session is kept, passed as --grace
     extra_args: more arguments appended to the command line
     env:        extra environment variables for tether-master
     stop_timeout: seconds to wait after SIGTERM before SIGKILL
@@ -145,7 +146,7 @@ class TetherService(service.BuildbotService):
     name = 'tether'
 
     def checkConfig(self, listen=None, command=None, node='node', cert=None, key=None,
-                    keepalive=None, extra_args=None, env=None, stop_timeout=5, **kwargs):
+                    keepalive=None, grace=None, extra_args=None, env=None, stop_timeout=5, **kwargs):
         if kwargs:
             config.error(f"TetherService: unknown argument(s) {', '.join(sorted(kwargs))}")
         def str_list(v):
@@ -163,9 +164,9 @@ class TetherService(service.BuildbotService):
         for name, value in (('cert', cert), ('key', key)):
             if value is not None and not isinstance(value, str):
                 config.error(f"TetherService: {name} must be a file name")
-        if keepalive is not None and (isinstance(keepalive, bool) or
-                                      not isinstance(keepalive, int) or keepalive <= 0):
-            config.error("TetherService: keepalive must be a positive whole number of seconds")
+        for name, value in (('keepalive', keepalive), ('grace', grace)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                config.error(f"TetherService: {name} must be a positive whole number of seconds")
         if extra_args is not None and not str_list(extra_args):
             config.error("TetherService: extra_args must be a list of strings")
         if env is not None and (not isinstance(env, dict) or not all(
@@ -197,9 +198,9 @@ class TetherService(service.BuildbotService):
     # configuration
 
     def reconfigService(self, listen=None, command=None, node='node', cert=None, key=None,
-                        keepalive=None, extra_args=None, env=None, stop_timeout=5):
+                        keepalive=None, grace=None, extra_args=None, env=None, stop_timeout=5):
         self._settings = dict(listen=list(listen), command=list(command) if command else None,
-                              node=node, cert=cert, key=key, keepalive=keepalive,
+                              node=node, cert=cert, key=key, keepalive=keepalive, grace=grace,
                               extra_args=list(extra_args or []), env=dict(env or {}),
                               stop_timeout=stop_timeout)
         return defer.succeed(None)
@@ -259,8 +260,9 @@ class TetherService(service.BuildbotService):
         argv += ['--workers-file', '-']
         if s['cert'] is not None:
             argv += ['--cert', s['cert'], '--key', s['key']]
-        if s['keepalive'] is not None:
-            argv += ['--keepalive', str(s['keepalive'])]
+        for option in ('keepalive', 'grace'):
+            if s[option] is not None:
+                argv += [f'--{option}', str(s[option])]
         argv += s['extra_args']
         workers = yield self._workers()
         stdin = json.dumps({'workers': workers}).encode('utf-8') + b'\n'
