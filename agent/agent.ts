@@ -44,8 +44,8 @@ export interface AgentOptions {
 }
 
 const MIN_BACKOFF_MS = 500;
-/** A session that lasted this long resets the backoff. */
-const STABLE_SESSION_MS = 10_000;
+/** A session that lasted this long after its handshake resets the backoff. */
+const SETTLED_SESSION_MS = 1000;
 
 export function workerInfo(opts: Pick<AgentOptions, 'basedir' | 'admin' | 'host' | 'commands'>): Record<string, unknown> {
   return {
@@ -73,6 +73,8 @@ export class Agent extends EventEmitter {
   private readonly streams = new Map<number, CommandStream>();
   private session: Session | null = null;
   private sessionId: Buffer | null = null;
+  /** When the last handshake succeeded. */
+  private authenticatedSince = 0;
   private readonly budget: SpoolBudget;
   private stopping = false;
   private wake: (() => void) | null = null;
@@ -96,7 +98,10 @@ export class Agent extends EventEmitter {
         this.log(`${this.opts.masterLabel}: ${(error as Error).message}`);
       }
       if (this.stopping) break;
-      failures = Date.now() - started > STABLE_SESSION_MS ? 1 : failures + 1;
+      // A session that got going starts the backoff afresh, so a dropped link is retried at once;
+      // one the master ends right after the handshake counts as a failure.
+      const wasUp = this.authenticatedSince >= started && Date.now() - this.authenticatedSince > SETTLED_SESSION_MS;
+      failures = wasUp ? 1 : failures + 1;
       const cap = this.opts.maxBackoffMs ?? 60_000;
       const delay = Math.min(cap, MIN_BACKOFF_MS * 2 ** Math.min(failures - 1, 16)) * (0.5 + Math.random() / 2);
       this.log(`reconnecting in ${(delay / 1000).toFixed(1)} s`);
@@ -136,6 +141,7 @@ export class Agent extends EventEmitter {
       throw error;
     }
     const { params } = established;
+    this.authenticatedSince = Date.now();
     let session: Session;
     if (previous && established.resumed) {
       previous.resume(link, established.peerNextSeq);

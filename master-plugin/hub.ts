@@ -222,11 +222,13 @@ export class TetherHub extends EventEmitter {
     });
   }
 
+  /** Ends every session with SHUTDOWN (so agents do not try to resume), then stops listening. */
   async close(): Promise<void> {
-    await Promise.all(this.servers.splice(0).map((l) => l.close()));
-    for (const agent of this.agents.values()) agent.close(new TetherError('SHUTDOWN', 'the master is shutting down'));
+    const all = new Set([...this.agents.values(), ...this.sessions.values()]);
+    for (const agent of all) agent.close(new TetherError('SHUTDOWN', 'the master is shutting down'));
     for (const link of this.links) link.close();
-    await Promise.all([...this.agents.values()].map((a) => a.closed));
+    await Promise.all([...all].map((a) => a.closed));
+    await Promise.all(this.servers.splice(0).map((l) => l.close()));
   }
 }
 

@@ -198,10 +198,17 @@ export function listen(endpoint: Endpoint, options: ListenOptions, onStream: (st
       const bound = server.address() as net.AddressInfo;
       resolve({
         address: { ...endpoint, port: bound.port },
+        // Sockets end gracefully, so a last ERROR frame still reaches the agent; stragglers are cut.
         close: () =>
           new Promise<void>((done) => {
-            for (const socket of sockets) socket.destroy();
-            server.close(() => done());
+            for (const socket of sockets) socket.end();
+            const stragglers = setTimeout(() => {
+              for (const socket of sockets) socket.destroy();
+            }, 1000);
+            server.close(() => {
+              clearTimeout(stragglers);
+              done();
+            });
           }),
       });
     });

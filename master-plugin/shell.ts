@@ -1,0 +1,245 @@
+/**
+ * runShell: one shell command on an agent, as an async iterable of output
+ * plus a promise of its exit status. Built on RemoteAgent.run('shell', ...)
+ * with the arguments Buildbot's ShellCommand sends, so it runs exactly what a
+ * Buildbot step would.
+ */
+import type { CommandSink, RemoteAgent, RemoteCommand } from './remote';
+
+export interface ShellOptions {
+  /** Directory to run in, relative to the agent's basedir (created if missing). Default '.'. */
+  workdir?: string;
+  /** Variables added to the agent's environment; null removes one, a list is joined with ':'. */
+  env?: Record<string, string | string[] | null>;
+  /** Kill the command after this many seconds without output (Buildbot's timeout). Default: never. */
+  timeout?: number | null;
+  /** Kill the command after this many seconds in all (Buildbot's maxTime). Default: never. */
+  maxTime?: number | null;
+  /** When set, SIGTERM first and the interrupt signal this many seconds later. */
+  sigtermTime?: number | null;
+  /** Signal an interrupt sends (default 'KILL', to the command's whole process group). */
+  interruptSignal?: string;
+  /** Feed what write() sends to the command's stdin until end(); otherwise stdin is closed at once. */
+  stdin?: boolean;
+  /** Bytes to write to stdin first (Buildbot's initial_stdin). */
+  initialStdin?: string | Buffer;
+  /**
+   * Receive output here instead of through `output` (which then yields
+   * nothing). A returned promise holds the command back until it settles.
+   */
+  onOutput?: (chunk: OutputChunk) => void | Promise<void>;
+  /** Header lines of the agent (the command line, "elapsedTime=...", kill notices). */
+  onHeader?: (text: string) => void;
+  /** Unread bytes that may wait in `output` before the agent is held back. Default 1 MiB. */
+  highWaterMark?: number;
+}
+
+export interface OutputChunk {
+  stream: 'stdout' | 'stderr';
+  data: Buffer;
+}
+
+export interface ShellResult {
+  /** The exit code; -1 when the process was killed by a signal (or the agent sent none). */
+  rc: number;
+  /** The signal that killed the process, when one did. */
+  signal?: number;
+  /** Seconds the process ran, as the agent measured it. */
+  elapsed?: number;
+  /** Set when the agent could not run the command to the end (Buildbot's step exception). */
+  failure?: { code: string; message: string };
+}
+
+export interface RemoteShell {
+  /**
+   * stdout and stderr, in the order the agent sent them. Iterate it (or pass
+   * onOutput): once highWaterMark bytes wait unread, the agent is held back.
+   * Ends when the command does; throws if the agent's connection is lost.
+   */
+  readonly output: AsyncIterable<OutputChunk>;
+  /** Settles once the command has ended and all output was delivered. Rejects if the link to the agent is lost. */
+  readonly result: Promise<ShellResult>;
+  /** The underlying command stream. */
+  readonly command: RemoteCommand;
+  /** Writes to the command's stdin (needs `stdin: true`); resolves when flow control allows more. */
+  write(data: Buffer | string): Promise<void>;
+  /** Closes the command's stdin. */
+  end(): Promise<void>;
+  /** Kills the command's process tree (interruptSignal, default KILL); result still settles. */
+  interrupt(why?: string): void;
+}
+
+/** The exit status a local shell would report: rc, or 128+N after signal N (255 for anything else negative). */
+export function exitStatus(result: ShellResult): number {
+  if (result.signal !== undefined) return 128 + result.signal;
+  if (result.rc < 0) return 255;
+  return result.rc > 255 ? 255 : result.rc;
+}
+
+const DEFAULT_HIGH_WATER = 1024 * 1024;
+
+/** A single-consumer queue of output chunks that tells the producer when to wait. */
+class OutputQueue implements AsyncIterable<OutputChunk> {
+  private readonly items: OutputChunk[] = [];
+  private bytes = 0;
+  private ended = false;
+  private error: Error | null = null;
+  private wakeReader: (() => void) | null = null;
+  private readonly drainWaiters: Array<() => void> = [];
+  /** The reader stopped iterating: output is dropped from then on, so the command can finish. */
+  private abandoned = false;
+
+  constructor(private readonly highWater: number) {}
+
+  push(chunk: OutputChunk): Promise<void> | void {
+    if (this.abandoned) return;
+    this.items.push(chunk);
+    this.bytes += chunk.data.length;
+    this.wake();
+    if (this.bytes <= this.highWater) return;
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  end(error: Error | null = null): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.error = error;
+    this.wake();
+  }
+
+  private wake(): void {
+    const w = this.wakeReader;
+    this.wakeReader = null;
+    w?.();
+  }
+
+  private take(): OutputChunk {
+    const chunk = this.items.shift() as OutputChunk;
+    this.bytes -= chunk.data.length;
+    if (this.bytes <= this.highWater) for (const resolve of this.drainWaiters.splice(0)) resolve();
+    return chunk;
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<OutputChunk> {
+    try {
+      for (;;) {
+        if (this.items.length) {
+          yield this.take();
+          continue;
+        }
+        if (this.ended) {
+          if (this.error) throw this.error;
+          return;
+        }
+        await new Promise<void>((resolve) => (this.wakeReader = resolve));
+      }
+    } finally {
+      if (!this.ended) {
+        this.abandoned = true;
+        this.items.length = 0;
+        this.bytes = 0;
+        for (const resolve of this.drainWaiters.splice(0)) resolve();
+      }
+    }
+  }
+}
+
+const KILLED_BY = /process killed by signal (\d+)/;
+const ELAPSED = /^elapsedTime=([0-9.]+)/m;
+
+/** The arguments Buildbot's ShellCommand sends, for `command` and the options. */
+export function shellArgs(command: string | string[], opts: ShellOptions = {}): Record<string, unknown> {
+  const args: Record<string, unknown> = {
+    command,
+    workdir: opts.workdir ?? '.',
+    env: opts.env ?? {},
+    want_stdout: true,
+    want_stderr: true,
+    timeout: opts.timeout ?? null,
+    maxTime: opts.maxTime ?? null,
+    usePTY: false,
+    logEnviron: false,
+    logfiles: {},
+  };
+  if (opts.sigtermTime != null) args.sigtermTime = opts.sigtermTime;
+  if (opts.interruptSignal) args.interruptSignal = opts.interruptSignal;
+  if (opts.initialStdin !== undefined) args.initial_stdin = opts.initialStdin;
+  if (opts.stdin) args.stdin = true;
+  return args;
+}
+
+/**
+ * Runs `command` on the agent: a string goes to /bin/sh -c, a list is the
+ * argv (no shell). See ShellOptions for the rest.
+ */
+export function runShell(agent: RemoteAgent, command: string | string[], opts: ShellOptions = {}): RemoteShell {
+  if (typeof command !== 'string' && (!Array.isArray(command) || command.length === 0)) {
+    throw new TypeError('runShell: command must be a string or a non-empty list of strings');
+  }
+  const queue = new OutputQueue(opts.highWaterMark ?? DEFAULT_HIGH_WATER);
+  let callbackError: unknown = null;
+  let command_: RemoteCommand | undefined;
+  const onOutput = opts.onOutput;
+  const deliver = onOutput
+    ? async (chunk: OutputChunk) => {
+        if (callbackError !== null) return;
+        try {
+          await onOutput(chunk);
+        } catch (error) {
+          // a failing callback stops the command, not the agent's whole connection
+          callbackError = error;
+          command_?.interrupt('the output callback failed');
+        }
+      }
+    : (chunk: OutputChunk) => queue.push(chunk);
+  let rc: number | undefined;
+  let signal: number | undefined;
+  let elapsed: number | undefined;
+  const sink: CommandSink = {
+    stdout: (data) => deliver({ stream: 'stdout', data }),
+    stderr: (data) => deliver({ stream: 'stderr', data }),
+    header: (text) => {
+      const killed = KILLED_BY.exec(text);
+      if (killed) signal = Number(killed[1]);
+      const time = ELAPSED.exec(text);
+      if (time) elapsed = Number(time[1]);
+      opts.onHeader?.(text);
+    },
+    update: (key, value) => {
+      if (key === 'rc' && typeof value === 'number') rc = value;
+    },
+  };
+  const started = agent.run('shell', shellArgs(command, opts), sink);
+  command_ = started;
+  const result = started.result.then(
+    (r): ShellResult => {
+      queue.end();
+      if (callbackError !== null) throw callbackError;
+      const out: ShellResult = { rc: rc ?? -1 };
+      if (signal !== undefined) out.signal = signal;
+      if (elapsed !== undefined) out.elapsed = elapsed;
+      if (r.failure) out.failure = r.failure;
+      return out;
+    },
+    (error: Error) => {
+      queue.end(error);
+      throw error;
+    },
+  );
+  result.catch(() => undefined); // the caller may only iterate output; it throws there too
+  return {
+    output: queue,
+    result,
+    command: started,
+    write: (data) => started.writeStdin(typeof data === 'string' ? Buffer.from(data) : data),
+    end: () => started.writeStdin(null),
+    interrupt: (why = 'interrupted') => started.interrupt(why),
+  };
+}
+
+/** Describes a result for people: "exit code 3", "killed by signal 15", or the failure. */
+export function describeResult(result: ShellResult): string {
+  if (result.failure) return `failed: ${result.failure.message}`;
+  if (result.signal !== undefined) return `killed by signal ${result.signal}`;
+  return `exit code ${result.rc}`;
+}

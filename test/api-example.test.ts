@@ -1,0 +1,104 @@
+/**
+ * The library example in README.md ("## Without Buildbot" → "### The
+ * library"), run as written: type-checked against master-plugin/index.ts,
+ * then compiled and run with `tether` resolving to this checkout (package.json
+ * "main"), the way a project that depends on tether runs it, against a real
+ * tether-agent process.
+ */
+import t from 'tap';
+import { spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as ts from 'typescript';
+import { REPO_ROOT, freePort, makeTempDir, sleep, waitFor } from './helpers/buildbot';
+import { AGENT_BIN } from './helpers/tether-procs';
+
+/** The first ```ts block of the README's "### The library" section, under "## Without Buildbot". */
+function readmeExample(): string {
+  const readme = fs.readFileSync(path.join(REPO_ROOT, 'README.md'), 'utf8');
+  const section = readme.split(/^## /m).find((s) => s.startsWith('Without Buildbot'));
+  if (!section) throw new Error('README.md has no "## Without Buildbot" section');
+  const library = section.split(/^### /m).find((s) => s.startsWith('The library'));
+  if (!library) throw new Error('README.md has no "### The library" subsection');
+  const block = /^```ts\n([\s\S]*?)^```$/m.exec(library);
+  if (!block) throw new Error('"### The library" has no ```ts block');
+  return block[1];
+}
+
+async function listening(port: number): Promise<void> {
+  if (!fs.existsSync('/proc/net/tcp')) return sleep(1000);
+  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  await waitFor(`a listener on port ${port}`, () =>
+    ['/proc/net/tcp', '/proc/net/tcp6'].some((f) => {
+      try {
+        return fs.readFileSync(f, 'utf8').split('\n').some((l) => {
+          const fields = l.trim().split(/\s+/);
+          return fields[1]?.endsWith(hex) && fields[3] === '0A';
+        });
+      } catch {
+        return false;
+      }
+    }), { timeoutMs: 20_000, intervalMs: 20 });
+}
+
+t.test('the README library example runs as written', async (t) => {
+  const source = readmeExample();
+  t.ok(source.split('\n').length <= 25, 'a short example');
+  const dir = await makeTempDir('tether-api-example-');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  fs.writeFileSync(path.join(dir, 'example.ts'), source);
+
+  // Type-check it against the library's sources (there is no .d.ts in build/).
+  fs.writeFileSync(path.join(dir, 'tsconfig.json'), JSON.stringify({
+    compilerOptions: {
+      target: 'ES2022', module: 'commonjs', moduleResolution: 'node', lib: ['ES2022'], strict: true,
+      esModuleInterop: true, skipLibCheck: true, noEmit: true, types: ['node'],
+      typeRoots: [path.join(REPO_ROOT, 'node_modules', '@types')],
+      baseUrl: '.', paths: { tether: [path.join(REPO_ROOT, 'master-plugin', 'index.ts')] },
+    },
+    files: ['example.ts'],
+  }));
+  const tsc = spawnSync(process.execPath, [path.join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', dir], { encoding: 'utf8' });
+  t.equal(tsc.status, 0, `the example type-checks:\n${tsc.stdout}${tsc.stderr}`);
+
+  // Compile and run it with 'tether' installed as this checkout.
+  const js = ts.transpileModule(source, {
+    compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true },
+  }).outputText;
+  fs.writeFileSync(path.join(dir, 'example.js'), js);
+  fs.mkdirSync(path.join(dir, 'node_modules'));
+  fs.symlinkSync(REPO_ROOT, path.join(dir, 'node_modules', 'tether'), 'dir');
+
+  const port = await freePort();
+  const secret = 'example-secret';
+  const example = spawn(process.execPath, ['example.js'], {
+    cwd: dir,
+    env: { ...process.env, TETHER_LISTEN: `tcp://127.0.0.1:${port}`, TETHER_SECRET: secret },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  example.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  example.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => example.once('close', (code) => resolve(code)));
+  t.teardown(() => {
+    if (example.exitCode === null && example.signalCode === null) example.kill('SIGKILL');
+  });
+
+  await listening(port);
+  const agent = spawn(process.execPath, [
+    AGENT_BIN, '--master', `tcp://127.0.0.1:${port}`, '--name', 'board-01', '--basedir', path.join(dir, 'agent'),
+  ], { env: { ...process.env, TETHER_SECRET: secret }, stdio: 'ignore' });
+  const agentGone = new Promise((resolve) => agent.once('exit', resolve));
+  t.teardown(async () => {
+    if (agent.exitCode === null && agent.signalCode === null) agent.kill('SIGTERM');
+    await agentGone;
+  });
+
+  const code = await exited;
+  t.equal(code, 0, stderr);
+  t.equal(stdout, `${os.machine()}\nmake exited with 0\n`, 'the remote output, then the exit code');
+  t.equal(stderr, '');
+  t.equal(fs.readFileSync(path.join(dir, 'out.txt'), 'utf8'), 'built\n', 'getFile brought the file over');
+});

@@ -1,0 +1,258 @@
+/**
+ * `tether-master exec` as users run it: a real exec process and a real agent
+ * process on loopback. Exit codes, signals, stdin, Ctrl-C, env/workdir and
+ * the errors a user hits.
+ */
+import t, { type Test } from 'tap';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { freePort, makeTempDir, sleep, waitFor } from './helpers/buildbot';
+import { AGENT_BIN, MASTER_BIN } from './helpers/tether-procs';
+
+interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: Buffer;
+  stderr: string;
+  ms: number;
+}
+
+interface Agent {
+  proc: ChildProcess;
+  basedir: string;
+  stop(): Promise<void>;
+}
+
+function collect(proc: ChildProcess): Promise<Exit> {
+  const started = Date.now();
+  const out: Buffer[] = [];
+  let err = '';
+  proc.stdout?.on('data', (d: Buffer) => out.push(d));
+  proc.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+  return new Promise((resolve) => {
+    proc.once('close', (code, signal) => resolve({ code, signal, stdout: Buffer.concat(out), stderr: err, ms: Date.now() - started }));
+  });
+}
+
+async function startAgent(t: Test, port: number, opts: { secret?: string; name?: string } = {}): Promise<Agent> {
+  const dir = await makeTempDir('tether-exec-agent-');
+  const secretFile = path.join(dir, 'secret');
+  fs.writeFileSync(secretFile, `${opts.secret ?? 'sesame'}\n`, { mode: 0o600 });
+  const basedir = path.join(dir, 'basedir');
+  const proc = spawn(process.execPath, [
+    AGENT_BIN, '--master', `tcp://127.0.0.1:${port}`, '--name', opts.name ?? 'rig', '--secret-file', secretFile, '--basedir', basedir,
+  ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  proc.stderr?.on('data', (d: Buffer) => (log += d.toString()));
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  const agent: Agent = {
+    proc,
+    basedir,
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+      await exited;
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  t.teardown(() => agent.stop());
+  t.teardown(() => {
+    if (t.passing()) return;
+    t.comment(`agent log:\n${log}`);
+  });
+  return agent;
+}
+
+interface ExecRun {
+  proc: ChildProcess;
+  done: Promise<Exit>;
+  agent: Agent | null;
+  port: number;
+}
+
+/** Starts `tether-master exec` and (unless agent: false) an agent for it. */
+async function exec(
+  t: Test,
+  args: string[],
+  opts: { agent?: false | { secret?: string; name?: string }; worker?: string; wait?: string; stdin?: 'pipe' | 'end' } = {},
+): Promise<ExecRun> {
+  const port = await freePort();
+  const proc = spawn(process.execPath, [
+    MASTER_BIN, 'exec', '--listen', `tcp://127.0.0.1:${port}`, '--worker', opts.worker ?? 'rig:sesame', '--wait', opts.wait ?? '20', ...args,
+  ], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const done = collect(proc);
+  t.teardown(() => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+  });
+  if ((opts.stdin ?? 'end') === 'end') proc.stdin?.end();
+  await listening(port); // so that the agent's first attempt connects
+  const agent = opts.agent === false ? null : await startAgent(t, port, opts.agent ?? {});
+  return { proc, done, agent, port };
+}
+
+/** Waits until something listens on the port (read from /proc: probing it would be a connection). */
+async function listening(port: number, timeoutMs = 20_000): Promise<void> {
+  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  const bound = () =>
+    ['/proc/net/tcp', '/proc/net/tcp6'].some((f) => {
+      try {
+        return fs.readFileSync(f, 'utf8').split('\n').some((l) => {
+          const fields = l.trim().split(/\s+/);
+          return fields[1]?.endsWith(hex) && fields[3] === '0A'; // 0A: LISTEN
+        });
+      } catch {
+        return false;
+      }
+    });
+  if (!fs.existsSync('/proc/net/tcp')) return sleep(500);
+  await waitFor(`a listener on port ${port}`, bound, { timeoutMs, intervalMs: 20 });
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    // a zombie waits for a reaper that may never come in a container: it is dead
+    return !/^\d+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+t.test('exit codes, and stdout/stderr kept apart without header lines', async (t) => {
+  const ok = await exec(t, ['--', 'echo', 'hello', 'world']);
+  const r0 = await ok.done;
+  t.equal(r0.code, 0, r0.stderr);
+  t.equal(r0.stdout.toString(), 'hello world\n', 'only the command output on stdout');
+  t.equal(r0.stderr, '', 'nothing else on stderr');
+
+  const three = await exec(t, ['--', 'sh', '-c', 'echo out; echo err >&2; exit 3']);
+  const r3 = await three.done;
+  t.equal(r3.code, 3);
+  t.equal(r3.stdout.toString(), 'out\n');
+  t.equal(r3.stderr, 'err\n');
+
+  const line = await exec(t, ['--', 'echo one && exit 7']);
+  const r7 = await line.done;
+  t.equal(r7.code, 7, 'one argument is a shell command line');
+  t.equal(r7.stdout.toString(), 'one\n');
+});
+
+t.test('a signal death is 128+N', async (t) => {
+  const run = await exec(t, ['--', 'sh', '-c', 'kill -TERM $$']);
+  const r = await run.done;
+  t.equal(r.code, 143, r.stderr);
+  t.equal(r.stdout.length, 0);
+});
+
+t.test('stdin is forwarded byte for byte, and EOF ends it', async (t) => {
+  const data = randomBytes(1024 * 1024);
+  const run = await exec(t, ['--', 'cat'], { stdin: 'pipe' });
+  const stdin = run.proc.stdin!;
+  stdin.write('line one\n');
+  await sleep(100);
+  stdin.write(data);
+  stdin.end();
+  const r = await run.done;
+  t.equal(r.code, 0, r.stderr);
+  const expected = Buffer.concat([Buffer.from('line one\n'), data]);
+  t.equal(r.stdout.length, expected.length);
+  t.equal(createHash('sha256').update(r.stdout).digest('hex'), createHash('sha256').update(expected).digest('hex'));
+});
+
+t.test('--no-stdin closes the remote stdin at once', async (t) => {
+  const run = await exec(t, ['--no-stdin', '--', 'cat'], { stdin: 'pipe' });
+  const r = await run.done; // would hang if cat waited for our (open) stdin
+  t.equal(r.code, 0, r.stderr);
+  run.proc.stdin?.destroy();
+});
+
+t.test('Ctrl-C kills the remote process tree and exits 130', async (t) => {
+  const run = await exec(t, ['--workdir', 'ctrlc', '--', 'sh', '-c', 'sleep 30 & echo $$ $! > pids.tmp && mv pids.tmp pids; wait']);
+  const pidFile = path.join(run.agent!.basedir, 'ctrlc', 'pids');
+  const pids = await waitFor('the remote command to start', () => fs.existsSync(pidFile) && fs.readFileSync(pidFile, 'utf8').trim().split(/\s+/).map(Number), { timeoutMs: 20_000, intervalMs: 50 });
+  t.equal(pids.length, 2);
+  t.ok(pids.every(alive), 'the shell and its sleep run');
+  run.proc.kill('SIGINT');
+  const r = await run.done;
+  t.equal(r.code, 130, r.stderr);
+  await waitFor('the remote processes to be gone', () => pids.every((p) => !alive(p)), { timeoutMs: 5000, intervalMs: 50 });
+  t.pass('the shell and its background sleep are gone');
+});
+
+t.test('--env and --workdir', async (t) => {
+  const run = await exec(t, ['--env', 'GREETING=hi there', '--env', 'EMPTY=', '--workdir', 'a/b', '--', 'sh', '-c', 'echo "$GREETING|$EMPTY|$PWD"']);
+  const r = await run.done;
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout.toString(), `hi there||${path.join(run.agent!.basedir, 'a', 'b')}\n`);
+});
+
+t.test('--timeout kills a silent command and says so', async (t) => {
+  const run = await exec(t, ['--timeout', '1', '--', 'sleep', '20']);
+  const r = await run.done;
+  t.equal(r.code, 137, 'killed by SIGKILL');
+  t.match(r.stderr, /command timed out: 1 seconds without output/);
+  t.ok(r.ms < 15_000);
+});
+
+t.test('a wrong secret is reported at once, in one line', async (t) => {
+  const run = await exec(t, ['--', 'true'], { worker: 'rig:right-secret', agent: { secret: 'wrong-secret' } });
+  const r = await run.done;
+  t.equal(r.code, 255);
+  t.match(r.stderr, /^tether-master: agent 'rig' \(from 127\.0\.0\.1:\d+\) failed authentication: check the secret\n$/);
+  t.ok(r.ms < 15_000, `did not wait for --wait (${r.ms} ms)`);
+});
+
+t.test('an agent that never comes', async (t) => {
+  const run = await exec(t, ['--', 'true'], { agent: false, wait: '1' });
+  const r = await run.done;
+  t.equal(r.code, 255);
+  t.equal(
+    r.stderr,
+    `tether-master: agent 'rig' did not connect within 1 s: is tether-agent running with --master tcp://127.0.0.1:${run.port} --name rig?\n`,
+  );
+});
+
+t.test('an agent under another name is mentioned when the wait runs out', async (t) => {
+  const run = await exec(t, ['--', 'true'], { agent: { name: 'rgi' }, wait: '2' });
+  const r = await run.done;
+  t.equal(r.code, 255);
+  t.match(r.stderr, /did not connect within 2 s: .*\(refused agents named 'rgi': not configured workers, or a wrong secret\)\n$/);
+});
+
+t.test('usage mistakes: one line, exit 2', async (t) => {
+  const blocker = net.createServer();
+  await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
+  t.teardown(() => blocker.close());
+  const busy = (blocker.address() as net.AddressInfo).port;
+  const cases: Array<[string[], RegExp]> = [
+    [['exec', '--listen', `tcp://127.0.0.1:${busy}`, '--worker', 'rig:s', '--', 'true'], new RegExp(`tcp://127.0.0.1:${busy} is already in use`)],
+    [['exec', '--listen', 'serial:///dev/tether-no-such-tty', '--worker', 'rig:s', '--', 'true'], /serial device \/dev\/tether-no-such-tty does not exist/],
+    [['exec', '--listen', 'tcp://127.0.0.1:0', '--worker', 'rig:s'], /exec needs a command/],
+    [['exec', '--listen', 'tcp://127.0.0.1:0', '--worker', 'a:s', '--worker', 'b:s', '--', 'true'], /choose one with --agent NAME/],
+    [['exec', '--listen', 'tcp://127.0.0.1:0', '--worker', 'rig:s', '--env', 'NOEQUALS', '--', 'true'], /--env takes K=V/],
+    [['exec', '--worker', 'rig:s', '--', 'true'], /--listen is required/],
+    [['put', '--listen', 'tcp://127.0.0.1:0', '--worker', 'rig:s', 'only-one'], /put takes LOCAL REMOTE/],
+  ];
+  for (const [args, pattern] of cases) {
+    const proc = spawn(process.execPath, [MASTER_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const r = await collect(proc);
+    t.equal(r.code, 2, `${args.join(' ')}: exit 2`);
+    t.match(r.stderr, pattern);
+    t.equal(r.stderr.trim().split('\n').length, 1, `${args.join(' ')}: one line (${r.stderr})`);
+  }
+});
+
+t.test('exec --help', async (t) => {
+  const r = await collect(spawn(process.execPath, [MASTER_BIN, 'exec', '--help'], { stdio: ['ignore', 'pipe', 'pipe'] }));
+  t.equal(r.code, 0);
+  t.match(r.stdout.toString(), /Usage: tether-master exec/);
+  for (const flag of ['--workdir', '--env', '--timeout', '--wait', '--no-stdin', '--workers-file', '--cert', '--keepalive']) {
+    t.match(r.stdout.toString(), flag);
+  }
+});
