@@ -159,13 +159,22 @@ export async function openSerialLine(path: string, options: SerialLineOptions): 
   }
   const fd = await openFd(path);
   let stream: tty.ReadStream;
+  /** Set when the tty handle works on `fd` itself (and closes it). */
+  let handleOwnsFd = false;
   try {
     if (!tty.isatty(fd)) throw new SerialLineError(`${path} is not a serial device (not a terminal)`, 'ENOTTY');
     await stty(path, options);
     // One handle for both directions; libuv makes its descriptor non-blocking.
     stream = new tty.ReadStream(fd, { readable: true, writable: true });
+    // libuv reopens the device on a descriptor of its own; where it cannot, it falls back to
+    // blocking writes, which would stall the event loop on a slow line: refuse that.
+    if ((stream as unknown as { _handle?: { fd?: number } })._handle?.fd === fd) {
+      handleOwnsFd = true;
+      stream.destroy();
+      throw new SerialLineError(`cannot open ${path} for non-blocking writes (its tty name cannot be resolved)`, 'EOPEN');
+    }
   } catch (error) {
-    fs.closeSync(fd);
+    if (!handleOwnsFd) fs.close(fd, () => undefined);
     throw error;
   }
   return new SerialLine(path, options.baud, stream, fd);
