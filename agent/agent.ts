@@ -8,9 +8,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { TetherError } from '../wire/errors';
-import { Capability, DEFAULT_MAX_FRAME, agentHandshake } from '../wire/handshake';
+import { Capability, DEFAULT_MAX_FRAME, SERIAL_MAX_FRAME, agentHandshake } from '../wire/handshake';
 import { Link } from '../wire/link';
-import { type Message, MsgType, type OutgoingMessage, encodeMessage } from '../wire/messages';
+import { type Message, MsgType } from '../wire/messages';
 import { Session } from '../wire/session';
 import { type OpenedStream, asOpenedStream } from '../wire/transport';
 import { VERSION } from '../wire/version';
@@ -44,6 +44,8 @@ export interface AgentOptions {
 }
 
 const MIN_BACKOFF_MS = 500;
+/** A HELLO lost on a serial line (the master's port was not open yet) is sent again soon. */
+const SERIAL_HANDSHAKE_TIMEOUT_MS = 3000;
 /** A session that lasted this long after its handshake resets the backoff. */
 const SETTLED_SESSION_MS = 1000;
 
@@ -60,13 +62,6 @@ export function workerInfo(opts: Pick<AgentOptions, 'basedir' | 'admin' | 'host'
     numcpus: os.cpus().length || 1,
     commands: Object.keys(opts.commands),
   };
-}
-
-/** The INFO message; a frame too small for the whole environment gets the info without it. */
-function fittingInfo(info: Record<string, unknown>, maxFrame: number): OutgoingMessage {
-  const message: OutgoingMessage = { type: MsgType.INFO, info };
-  if (encodeMessage(message).length <= maxFrame) return message;
-  return { type: MsgType.INFO, info: { ...info, environ: {} } };
 }
 
 export class Agent extends EventEmitter {
@@ -133,7 +128,9 @@ export class Agent extends EventEmitter {
         name: this.opts.name,
         secret: this.opts.secret,
         caps: Capability.DEFLATE | (resume ? Capability.RESUME : 0),
-        maxFrame: this.opts.maxFrame ?? DEFAULT_MAX_FRAME,
+        // Small frames on a noisy line: a corrupted frame costs little to send again.
+        maxFrame: this.opts.maxFrame ?? (lossy ? SERIAL_MAX_FRAME : DEFAULT_MAX_FRAME),
+        timeoutMs: lossy ? SERIAL_HANDSHAKE_TIMEOUT_MS : undefined,
         resume: previous && this.sessionId ? { session: this.sessionId, nextSeq: previous.nextRecvSeq } : undefined,
       });
     } catch (error) {
@@ -162,7 +159,7 @@ export class Agent extends EventEmitter {
       this.sessionId = established.session;
       session.on('message', (m: Message) => this.onMessage(session, params.window, m));
       session.once('close', (error: Error | null) => this.dropStreams(error ?? new TetherError('PEER_TIMEOUT', 'connection lost')));
-      session.send(fittingInfo(workerInfo(this.opts), params.maxFrame));
+      session.send({ type: MsgType.INFO, info: workerInfo(this.opts) });
       this.log(`connected to ${this.opts.masterLabel} as '${this.opts.name}'`);
     }
     this.emit('connected');

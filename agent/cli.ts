@@ -2,8 +2,8 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parseCommandLine, printedInfo, logLine, runMain } from '../wire/cli-support';
-import { DEFAULT_MAX_FRAME } from '../wire/handshake';
-import { UsageError, connect, describeEndpoint, parseEndpoint } from '../wire/transport';
+import { DEFAULT_MAX_FRAME, SERIAL_MAX_FRAME } from '../wire/handshake';
+import { UsageError, describeEndpoint, openEndpoint, parseEndpoint } from '../wire/transport';
 import { Agent } from './agent';
 import { commands } from './commands/registry';
 
@@ -11,7 +11,8 @@ export const HELP = `Usage: tether-agent --master URL --name NAME --basedir DIR 
 
 Runs Buildbot build steps for a Tether master (tether-master).
 
-  --master URL        the master: tcp://HOST:PORT or tls://HOST:PORT
+  --master URL        the master: tcp://HOST:PORT, tls://HOST:PORT or a serial
+                      line, serial:DEVICE?baud=N (e.g. serial:/dev/ttyS0?baud=115200)
   --name NAME         this worker's name, as configured on the master
   --secret S          the worker's shared secret (visible in ps; prefer the next two)
   --secret-file F     read the secret from file F (first line)
@@ -20,7 +21,17 @@ Runs Buildbot build steps for a Tether master (tether-master).
   --admin TEXT        who administers this worker (shown in Buildbot)
   --host TEXT         a description of this host (shown in Buildbot)
   --ca FILE           tls: trust this CA bundle or pinned master certificate
-  --max-frame BYTES   largest frame to accept (default ${DEFAULT_MAX_FRAME})
+  --spool-memory MIB  output held in memory while the master cannot take it
+                      (default 64); more spills to BASEDIR/.tether-spool
+  --no-resume         do not resume sessions: a dropped link ends the commands
+  --max-frame BYTES   largest frame to accept (default ${DEFAULT_MAX_FRAME}; ${SERIAL_MAX_FRAME} on serial lines)
+  --config FILE       read options from FILE, a JSON object whose keys are the
+                      long options above without the dashes, e.g.
+                      {"master": "tcp://buildmaster:9991", "name": "board-01",
+                       "secret-file": "/etc/tether-agent.secret",
+                       "basedir": "/var/lib/tether-agent"}
+                      options on the command line override the file; relative
+                      paths in the file are relative to the file's directory
   --verbose           print stack traces with errors
   --version           print the version and exit
   -h, --help          print this help and exit
@@ -36,10 +47,77 @@ export const OPTIONS = {
   host: { type: 'string' },
   ca: { type: 'string' },
   'max-frame': { type: 'string' },
+  'spool-memory': { type: 'string' },
+  'no-resume': { type: 'boolean' },
+  config: { type: 'string' },
   verbose: { type: 'boolean' },
   version: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
+
+type OptionValues = {
+  -readonly [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K]['type'] extends 'boolean' ? boolean : string;
+};
+
+/** Options that make no sense in a config file. */
+const NOT_IN_CONFIG = new Set(['config', 'version', 'help']);
+/** Options holding a path: relative ones in a config file are relative to the file's directory. */
+const PATH_OPTIONS = new Set(['secret-file', 'basedir', 'ca']);
+
+/**
+ * Reads a --config file: a JSON object with the long options as keys. Strings
+ * for string options (a number is taken for --max-frame), true/false for
+ * --verbose; any other key is an error naming it.
+ */
+export function readConfigFile(file: string): OptionValues {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new UsageError(`cannot read the config file: ${(error as Error).message}`);
+  }
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (error) {
+    throw new UsageError(`the config file ${file} is not valid JSON: ${(error as Error).message}`);
+  }
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) {
+    throw new UsageError(`the config file ${file} must hold a JSON object of options`);
+  }
+  const values: Record<string, string | boolean> = {};
+  const dir = path.dirname(path.resolve(file));
+  for (const [key, value] of Object.entries(data)) {
+    const spec = Object.prototype.hasOwnProperty.call(OPTIONS, key) ? OPTIONS[key as keyof typeof OPTIONS] : undefined;
+    if (!spec || NOT_IN_CONFIG.has(key)) {
+      throw new UsageError(`the config file ${file} has an unknown key "${key}" (keys are long options: ${
+        Object.keys(OPTIONS).filter((k) => !NOT_IN_CONFIG.has(k)).join(', ')})`);
+    }
+    if (spec.type === 'boolean') {
+      if (typeof value !== 'boolean') throw new UsageError(`the config file ${file}: "${key}" must be true or false`);
+      values[key] = value;
+    } else if (typeof value === 'string' || (key === 'max-frame' && typeof value === 'number')) {
+      const text = String(value);
+      values[key] = PATH_OPTIONS.has(key) && text !== '' ? path.resolve(dir, text) : text;
+    } else {
+      throw new UsageError(`the config file ${file}: "${key}" must be a string`);
+    }
+  }
+  return values as OptionValues;
+}
+
+/** The config file's options with the command line's on top; a secret given either way replaces the other. */
+export function mergeOptions(fromFile: OptionValues, fromCommandLine: OptionValues): OptionValues {
+  const merged: OptionValues = { ...fromFile };
+  if (fromCommandLine.secret !== undefined || fromCommandLine['secret-file'] !== undefined) {
+    delete merged.secret;
+    delete merged['secret-file'];
+  }
+  for (const [key, value] of Object.entries(fromCommandLine)) {
+    if (value !== undefined) (merged as Record<string, unknown>)[key] = value;
+  }
+  return merged;
+}
 
 function readSecret(values: { secret?: string; 'secret-file'?: string }): string {
   if (values.secret !== undefined && values['secret-file'] !== undefined) {
@@ -62,15 +140,22 @@ function readSecret(values: { secret?: string; 'secret-file'?: string }): string
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const { values } = parseCommandLine(argv, OPTIONS);
-  if (printedInfo('tether-agent', HELP, values)) return 0;
+  const { values: commandLine } = parseCommandLine(argv, OPTIONS);
+  if (printedInfo('tether-agent', HELP, commandLine)) return 0;
+  const values = commandLine.config !== undefined ? mergeOptions(readConfigFile(commandLine.config), commandLine) : commandLine;
   for (const required of ['master', 'name', 'basedir'] as const) {
     if (!values[required]) throw new UsageError(`--${required} is required (see --help)`);
   }
   const endpoint = parseEndpoint(values.master!);
   const secret = readSecret(values);
-  const maxFrame = values['max-frame'] ? Number(values['max-frame']) : DEFAULT_MAX_FRAME;
-  if (!Number.isInteger(maxFrame) || maxFrame < 256) throw new UsageError('--max-frame must be an integer of at least 256');
+  const maxFrame = values['max-frame'] === undefined ? undefined : Number(values['max-frame']);
+  if (maxFrame !== undefined && (!Number.isInteger(maxFrame) || maxFrame < 256)) {
+    throw new UsageError('--max-frame must be an integer of at least 256');
+  }
+  const spoolMiB = values['spool-memory'] === undefined ? undefined : Number(values['spool-memory']);
+  if (spoolMiB !== undefined && (!Number.isInteger(spoolMiB) || spoolMiB < 1)) {
+    throw new UsageError('--spool-memory must be a whole number of MiB, at least 1');
+  }
   const basedir = path.resolve(values.basedir!);
   const { mkdirSync } = await import('node:fs');
   mkdirSync(basedir, { recursive: true });
@@ -82,9 +167,11 @@ export async function main(argv: string[]): Promise<number> {
     admin: values.admin,
     host: values.host,
     maxFrame,
+    resume: !values['no-resume'],
+    spoolMemory: spoolMiB === undefined ? undefined : spoolMiB * 1024 * 1024,
     commands,
     masterLabel: describeEndpoint(endpoint),
-    open: () => connect(endpoint, { ca: values.ca }),
+    open: () => openEndpoint(endpoint, { ca: values.ca }),
     log,
   });
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {

@@ -369,6 +369,18 @@ function specs(): Spec[] {
     { name: 'stdin', description: "Master -> agent: bytes for stream 0's stdin.", seq: 9, message: { type: MsgType.STDIN, stream: 0, data: bytes('y\n') } },
     { name: 'stdin-end', description: "Master -> agent: stream 0's stdin is closed (null).", seq: 10, message: { type: MsgType.STDIN, stream: 0, data: null } },
     {
+      name: 'fragment',
+      description: 'Master -> agent: the first piece of a message body larger than max_frame (more = true); the pieces, joined, are the body of one message.',
+      seq: 11,
+      message: { type: MsgType.FRAGMENT, more: true, data: encodeMessage({ type: MsgType.PRINT, text: 'a long message' }).subarray(0, 6) },
+    },
+    {
+      name: 'fragment-last',
+      description: 'Master -> agent: the last piece (more = false); with the previous vector it makes PRINT "a long message".',
+      seq: 12,
+      message: { type: MsgType.FRAGMENT, more: false, data: encodeMessage({ type: MsgType.PRINT, text: 'a long message' }).subarray(6) },
+    },
+    {
       name: 'body-300-bytes',
       description:
         'A 300-byte body (stdout, 296 bytes 01 02 .. ff 01 ..): head 0x20, 0x59 0x01 0x28, data. ' +

@@ -115,3 +115,17 @@ t.test('deflate: text shrinks, random bytes are never sent bigger', async (t) =>
     else t.ok(sizes[1] <= sizes[0], `random: ${sizes[0]} bytes raw, ${sizes[1]} with deflate on`);
   }
 });
+
+t.test('a message larger than a frame goes in fragments and arrives whole', async (t) => {
+  const { sender, receiver, linkA } = sessions({ seed: 5, bitErrorRate: 1e-5, dropRate: 1e-3, maxBody: 256 });
+  t.teardown(() => {
+    sender.close();
+    receiver.close();
+  });
+  const args = { command: ['sh', '-c', 'x'.repeat(3000)], env: { A: 'b'.repeat(500) } };
+  const got = new Promise<Message>((resolve) => receiver.on('message', resolve));
+  sender.send({ type: MsgType.START, stream: 0, command: 'shell', args });
+  const m = await got;
+  t.same(m, { type: MsgType.START, stream: 0, command: 'shell', args });
+  t.ok(linkA.stats.framesOut >= 14, `sent in ${linkA.stats.framesOut} frames of at most 256 bytes`);
+});

@@ -77,7 +77,7 @@ t.test('the required vectors are present', async (t) => {
   }
   const types = new Set(file.vectors.map((v) => v.message.type));
   for (const type of ['HELLO', 'CHALLENGE', 'PROOF', 'WELCOME', 'ACK', 'NAK', 'PING', 'PONG', 'ERROR', 'INFO', 'START', 'UPDATE',
-    'COMPLETE', 'INTERRUPT', 'DATA', 'EOF', 'CREDIT', 'LOG', 'HEADER', 'PRINT', 'SHUTDOWN', 'REJECT', 'STDIN', 'OUTPUT']) {
+    'COMPLETE', 'INTERRUPT', 'DATA', 'EOF', 'CREDIT', 'LOG', 'HEADER', 'PRINT', 'SHUTDOWN', 'REJECT', 'STDIN', 'FRAGMENT', 'OUTPUT']) {
     t.ok(types.has(type), `a vector of ${type}`);
   }
 });

@@ -96,6 +96,7 @@ t.test('round trip of every message type', async (t) => {
     { type: 'output', stream: 11, channel: 1, data: Buffer.alloc(0) },
     { type: 'output', stream: 12, channel: 0, data: Buffer.from('two-byte head') },
     { type: 'output', stream: 40000, channel: 1, data: Buffer.from('three-byte head') },
+    { type: MsgType.FRAGMENT, more: true, data: Buffer.from([0x14, 0x61]) },
   ];
   const seen = new Set<unknown>();
   for (const m of messages) {
@@ -108,7 +109,7 @@ t.test('round trip of every message type', async (t) => {
     if (back.type === MsgType.HELLO) t.same(back.raw, body, 'HELLO keeps its body bytes for the proofs');
     t.equal(body[0] >= 0x0a, m.type === 'output' || m.type >= 10, 'classified by its first byte');
   }
-  t.equal(seen.size, 24, 'all 23 types and output');
+  t.equal(seen.size, 25, 'all 24 types and output');
   t.same(decodeChallengeParams(paramsBytes), challengeParams, 'challenge parameters');
 });
 
@@ -207,7 +208,7 @@ t.test('decoder hardening: simple values', async (t) => {
 });
 
 t.test('unknown message types: UNKNOWN_MESSAGE, not a crash', async (t) => {
-  for (const [body, what] of [['00', 'type 0'], ['18 18', 'type 24'], ['18 2a 01 02', 'type 42 with fields'], ['19 03e8', 'type 1000']] as const) {
+  for (const [body, what] of [['00', 'type 0'], ['18 19', 'type 25'], ['18 2a 01 02', 'type 42 with fields'], ['19 03e8', 'type 1000']] as const) {
     refusedAs(t, hex(body), 'UNKNOWN_MESSAGE', what, /unknown message type/);
   }
 });

@@ -32,6 +32,8 @@ import {
 export const PROTOCOL_VERSION = 1;
 export const Capability = { DEFLATE: 1, RESUME: 2 } as const;
 export const DEFAULT_MAX_FRAME = 64 * 1024;
+/** Default on lossy (serial) lines: 512-byte frames cost under 3 % and survive noise. */
+export const SERIAL_MAX_FRAME = 512;
 export const DEFAULT_WINDOW = 256 * 1024;
 export const DEFAULT_KEEPALIVE_SECONDS = 10;
 /** How long a master keeps a dropped agent's session for it to resume. */

@@ -31,6 +31,7 @@ export const MsgType = {
   SHUTDOWN: 21,
   REJECT: 22,
   STDIN: 23,
+  FRAGMENT: 24,
 } as const;
 
 /** Output channels carried by the one-byte output head: -1 - (2 * stream + channel). */
@@ -85,6 +86,8 @@ export type Message =
   | { type: typeof MsgType.SHUTDOWN }
   | { type: typeof MsgType.REJECT; stream: number | null; code: number; message: string }
   | { type: typeof MsgType.STDIN; stream: number; data: Bytes | null }
+  /** A piece of a sequenced message body too large for one frame; the last piece has more = false. */
+  | { type: typeof MsgType.FRAGMENT; more: boolean; data: Bytes }
   | { type: 'output'; stream: number; channel: ChannelId; data: Bytes };
 
 export type MessageOf<T extends Message['type']> = Extract<Message, { type: T }>;
@@ -151,6 +154,7 @@ export function encodeMessage(m: OutgoingMessage): Buffer {
     case MsgType.SHUTDOWN: return encodeSequence([m.type]);
     case MsgType.REJECT: return encodeSequence([m.type, m.stream, m.code, m.message]);
     case MsgType.STDIN: return encodeSequence([m.type, m.stream, m.data]);
+    case MsgType.FRAGMENT: return encodeSequence([m.type, m.more, m.data]);
   }
 }
 
@@ -224,7 +228,7 @@ export function decodeChallengeParams(paramsBytes: Buffer): ChallengeParams {
 /** Fields each type needs at least; extra trailing fields are ignored (room to extend). */
 const MIN_FIELDS: Record<number, number> = {
   1: 1, 2: 2, 3: 1, 4: 3, 5: 1, 6: 1, 7: 1, 8: 1, 9: 2, 10: 1, 11: 3, 12: 3, 13: 2,
-  14: 2, 15: 2, 16: 2, 17: 2, 18: 3, 19: 2, 20: 1, 21: 0, 22: 3, 23: 2,
+  14: 2, 15: 2, 16: 2, 17: 2, 18: 3, 19: 2, 20: 1, 21: 0, 22: 3, 23: 2, 24: 2,
 };
 
 /**
@@ -297,6 +301,9 @@ export function decodeMessage(body: Buffer): Message {
         code: uint(f[1], 'reject code'),
         message: text(f[2], 'reject message'),
       };
+    case MsgType.FRAGMENT:
+      if (typeof f[0] !== 'boolean') bad('fragment flag must be a boolean');
+      return { type: head, more: f[0], data: bytes(f[1], 'fragment data') };
     default:
       return {
         type: MsgType.STDIN,

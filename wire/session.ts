@@ -35,6 +35,10 @@ export interface SessionOptions {
 const ACK_EVERY_FRAMES = 32;
 const ACK_EVERY_BYTES = 32 * 1024;
 const ACK_DELAY_MS = 10;
+/** Largest message, fragmented or not; output and file data never come near it. */
+const MAX_MESSAGE_BYTES = 1024 * 1024;
+/** Room for a FRAGMENT's type, flag and length head. */
+const FRAGMENT_HEAD_BYTES = 8;
 /** Least wait before a lossy link sends a frame again. */
 const MIN_RETRANSMIT_MS = 50;
 /** Bytes handed to a fast stream and not yet flushed before the session queues instead. */
@@ -72,6 +76,8 @@ export class Session extends EventEmitter {
   private resentBytes = 0;
   private closed = false;
   private attached = true;
+  private fragments: Buffer[] = [];
+  private fragmentBytes = 0;
   private readonly compressor: Compressor | null;
   private readonly decompressor: Decompressor | null;
   readonly maxBody: number;
@@ -209,14 +215,40 @@ export class Session extends EventEmitter {
       }
     } else {
       const body = encodeMessage(message);
-      if (body.length > this.maxBody) this.tooLarge(body.length);
-      this.queue.push({ body });
+      if (body.length > MAX_MESSAGE_BYTES) this.tooLarge(body.length);
+      if (body.length <= this.maxBody) this.queue.push({ body });
+      else this.queueFragments(body);
     }
     this.flush();
   }
 
+  /** A message larger than a frame (a big START on a serial line) goes in FRAGMENT pieces. */
+  private queueFragments(body: Buffer): void {
+    const piece = this.maxBody - FRAGMENT_HEAD_BYTES;
+    for (let at = 0; at < body.length; at += piece) {
+      const data = body.subarray(at, at + piece);
+      this.queue.push({ body: encodeMessage({ type: MsgType.FRAGMENT, more: at + piece < body.length, data }) });
+    }
+  }
+
   private tooLarge(size: number): never {
     throw new TetherError('FRAME_TOO_LARGE', `a ${size}-byte message exceeds the ${this.maxBody}-byte frame limit`);
+  }
+
+  /** Collects FRAGMENT pieces; returns the whole body once the last piece is in. */
+  private reassemble(piece: { more: boolean; data: Buffer }): Buffer | null {
+    this.fragments.push(piece.data);
+    this.fragmentBytes += piece.data.length;
+    if (this.fragmentBytes > MAX_MESSAGE_BYTES) {
+      this.fragments = [];
+      this.fragmentBytes = 0;
+      throw new TetherError('FRAME_TOO_LARGE', `a fragmented message exceeds ${MAX_MESSAGE_BYTES} bytes`);
+    }
+    if (piece.more) return null;
+    const body = Buffer.concat(this.fragments);
+    this.fragments = [];
+    this.fragmentBytes = 0;
+    return body;
   }
 
   /** Writes retransmissions, then queued messages, while the stream's buffer and the in-flight window allow. */
@@ -282,6 +314,11 @@ export class Session extends EventEmitter {
     let message: Message;
     try {
       message = decodeMessage(body);
+      if (message.type === MsgType.FRAGMENT && sequenced) {
+        const whole = this.reassemble(message);
+        if (!whole) return;
+        message = decodeMessage(whole);
+      }
     } catch (error) {
       // The frame passed its CRC, so this is the peer's mistake, not noise: say so and go on.
       const e = error instanceof TetherError ? error : new TetherError('BAD_MESSAGE', String(error));
