@@ -97,34 +97,11 @@ async function startAgentProcess(hub: TetherHub, tmp: string, name: string, secr
   }
 }
 
-/**
- * The serial line: once the serial transport is ready, return how the hub
- * takes its end of the line and what the agent's --master is for the other
- * end, and the demo adds an agent 'serial' over a socat pty pair
- * (startSerialAgent), e.g.
- *   return {
- *     attach: async (hub, device) => void (await listenAll(hub, [`serial:${device}?baud=115200&worker=serial`])),
- *     agentMaster: (device) => `serial:${device}?baud=115200`,
- *   };
- */
-interface SerialTransport {
-  attach(hub: TetherHub, device: string): Promise<void>;
-  agentMaster(device: string): string;
-}
-function serialTransport(): SerialTransport | null {
-  return null;
-}
-
 /** An agent over a socat pty pair, or null (with the reason printed) when that cannot be done here. */
 async function startSerialAgent(hub: TetherHub, tmp: string, secret: string): Promise<DemoAgent | null> {
   const socat = which('socat');
   if (!socat) {
     say('serial agent: skipped (socat not found: install socat, e.g. apt-get install socat, for an agent over a pty pair)');
-    return null;
-  }
-  const transport = serialTransport();
-  if (!transport) {
-    say('serial agent: skipped (serial transport not available yet)');
     return null;
   }
   const hubEnd = path.join(tmp, 'tty-hub');
@@ -136,8 +113,8 @@ async function startSerialAgent(hub: TetherHub, tmp: string, secret: string): Pr
       if (i > 100 || pair.exitCode !== null) throw new Error('socat did not create the pty pair');
       await new Promise((r) => setTimeout(r, 50));
     }
-    await transport.attach(hub, hubEnd);
-    const agent = await startAgentProcess(hub, tmp, 'serial', secret, transport.agentMaster(agentEnd), 'serial');
+    await listenAll(hub, [`serial:${hubEnd}?baud=115200&worker=serial`]);
+    const agent = await startAgentProcess(hub, tmp, 'serial', secret, `serial:${agentEnd}?baud=115200`, 'serial');
     return { ...agent, stop: () => agent.stop().then(() => stopChild(pair)) };
   } catch (error) {
     await stopChild(pair);

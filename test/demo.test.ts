@@ -49,8 +49,12 @@ t.test('npm start runs the demo build and cleans up', async (t) => {
   t.match(out, row('download\\s+local\\s+success\\s+\\d+\\.\\d\\d s\\s+\\d+'));
   t.match(out, row('listdir\\s+local\\s+success \\(2 entries\\)\\s+\\d+\\.\\d\\d s\\s+-'));
   t.match(out, row('test\\s+local\\s+failure \\(exit code 3\\)\\s+\\d+\\.\\d\\d s\\s+\\d+'));
-  t.match(out, /^all 5 steps ended as expected/m);
-  t.match(out, /^serial agent: skipped \((serial transport not available yet|socat not found.*)\)$/m, 'one line about the serial agent');
+  // socat is installed for the tests (test/preflight.js): the second agent runs over a pty pair
+  for (const step of ['compile', 'upload', 'download', 'listdir']) t.match(out, row(`${step}\\s+serial\\s+success.*`), `${step} on the serial agent`);
+  t.match(out, row('test\\s+serial\\s+failure \\(exit code 3\\)\\s+\\d+\\.\\d\\d s\\s+\\d+'));
+  t.match(out, /^all 10 steps ended as expected/m);
+  t.match(out, /^serial line: socat pty pair, pid \d+:/m, 'one line about the serial line');
+  t.match(out, /^cleanup: stopped agent 'serial' \(pid \d+\)$/m);
   t.match(out, /^  \[listdir@local\] build: config\.txt out$/m, 'the listing');
   t.match(out, /^  \[test@local\] \(stderr\) test_uart \.\.\. FAILED/m, 'the failing step shows its stderr');
 
