@@ -1,11 +1,10 @@
 /** tether-master: the command line of the master plugin. */
-import { readFileSync } from 'node:fs';
 import { parseCommandLine, printedInfo, logLine } from '../wire/cli-support';
 import { DEFAULT_GRACE_SECONDS, DEFAULT_KEEPALIVE_SECONDS, DEFAULT_MAX_FRAME, DEFAULT_WINDOW } from '../wire/handshake';
+import { HUB_OPTIONS, hubFromOptions, parseWorkers } from './hub-options';
 import { UsageError } from '../wire/transport';
 import { BuildbotBridge } from './buildbot-bridge';
 import { SUBCOMMANDS, type Subcommand, subcommand } from './exec';
-import { TetherHub } from './hub';
 import { listenAll } from './listeners';
 import type { RemoteAgent } from './remote';
 
@@ -48,60 +47,10 @@ Without Buildbot:
 `;
 
 export const OPTIONS = {
-  listen: { type: 'string', multiple: true },
-  worker: { type: 'string', multiple: true },
-  'workers-file': { type: 'string' },
+  ...HUB_OPTIONS,
   buildbot: { type: 'string' },
-  cert: { type: 'string' },
-  key: { type: 'string' },
-  keepalive: { type: 'string' },
-  grace: { type: 'string' },
-  'no-resume': { type: 'boolean' },
-  'max-frame': { type: 'string' },
-  window: { type: 'string' },
-  verbose: { type: 'boolean' },
   version: { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
 } as const;
-
-export function positiveInt(value: string | undefined, flag: string, fallback: number, min = 1): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < min) throw new UsageError(`${flag} must be an integer of at least ${min}`);
-  return n;
-}
-
-/** Reads the workers JSON; `-` is standard input. */
-export function readWorkersFile(file: string): Record<string, string> {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(readFileSync(file === '-' ? 0 : file, 'utf8'));
-  } catch (error) {
-    throw new UsageError(`cannot read the workers file ${file}: ${(error as Error).message}`);
-  }
-  const list = (parsed as { workers?: unknown }).workers;
-  if (!Array.isArray(list)) throw new UsageError(`the workers file ${file} has no "workers" list`);
-  const workers: Record<string, string> = {};
-  for (const entry of list) {
-    const { name, secret } = (entry ?? {}) as { name?: unknown; secret?: unknown };
-    if (typeof name !== 'string' || typeof secret !== 'string' || !name || !secret) {
-      throw new UsageError(`every entry of the workers file needs a non-empty "name" and "secret"`);
-    }
-    workers[name] = secret;
-  }
-  return workers;
-}
-
-export function parseWorkers(values: { worker?: string[]; 'workers-file'?: string }): Record<string, string> {
-  const workers = values['workers-file'] ? readWorkersFile(values['workers-file']) : {};
-  for (const spec of values.worker ?? []) {
-    const colon = spec.indexOf(':');
-    if (colon <= 0 || colon === spec.length - 1) throw new UsageError(`--worker takes NAME:SECRET, not '${spec.replace(/:.*/, ':…')}'`);
-    workers[spec.slice(0, colon)] = spec.slice(colon + 1);
-  }
-  if (Object.keys(workers).length === 0) throw new UsageError('no workers: give --worker NAME:SECRET or --workers-file F');
-  return workers;
-}
 
 export async function main(argv: string[]): Promise<number> {
   const sub = argv[0] as Subcommand;
@@ -114,17 +63,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   const workers = parseWorkers(values);
   const log = logLine('tether-master');
-  const hub = new TetherHub({
-    workers,
-    keepalive: positiveInt(values.keepalive, '--keepalive', DEFAULT_KEEPALIVE_SECONDS),
-    grace: positiveInt(values.grace, '--grace', DEFAULT_GRACE_SECONDS),
-    resume: !values['no-resume'],
-    maxFrame: positiveInt(values['max-frame'], '--max-frame', DEFAULT_MAX_FRAME, 256),
-    window: positiveInt(values.window, '--window', DEFAULT_WINDOW, 1024),
-    cert: values.cert,
-    key: values.key,
-    log,
-  });
+  const hub = hubFromOptions(values, workers, log);
   if (values.buildbot) {
     const buildbotUrl = values.buildbot;
     hub.on('agent', (agent: RemoteAgent) => {

@@ -6,12 +6,12 @@
  */
 import * as os from 'node:os';
 import { parseCommandLine, logLine } from '../wire/cli-support';
-import { DEFAULT_GRACE_SECONDS, DEFAULT_KEEPALIVE_SECONDS, DEFAULT_MAX_FRAME, DEFAULT_WINDOW } from '../wire/handshake';
 import { UsageError } from '../wire/transport';
 import { awaitAgent } from './await-agent';
-import { parseWorkers, positiveInt } from './cli';
+import { DEFAULT_GRACE_SECONDS, DEFAULT_KEEPALIVE_SECONDS, DEFAULT_MAX_FRAME, DEFAULT_WINDOW } from '../wire/handshake';
+import type { TetherHub } from './hub';
+import { HUB_OPTIONS, hubFromOptions, parseWorkers } from './hub-options';
 import { getFile, putFile } from './files';
-import { TetherHub } from './hub';
 import { agentFacingUrl, forWorker, listenAll } from './listeners';
 import { progressBar } from './progress';
 import type { RemoteAgent } from './remote';
@@ -72,20 +72,9 @@ progress bar is drawn when standard error is a terminal.
 ${COMMON_HELP}`;
 
 const COMMON_OPTIONS = {
-  listen: { type: 'string', multiple: true },
-  worker: { type: 'string', multiple: true },
-  'workers-file': { type: 'string' },
+  ...HUB_OPTIONS,
   agent: { type: 'string' },
   wait: { type: 'string' },
-  cert: { type: 'string' },
-  key: { type: 'string' },
-  keepalive: { type: 'string' },
-  grace: { type: 'string' },
-  'no-resume': { type: 'boolean' },
-  'max-frame': { type: 'string' },
-  window: { type: 'string' },
-  verbose: { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
 } as const;
 
 export const EXEC_OPTIONS = {
@@ -178,17 +167,7 @@ async function connectAgent(values: CommonValues, cancelled: Promise<unknown>): 
     throw new UsageError(`--agent ${name}: no such worker (give --worker ${name}:SECRET)`);
   }
   const waitSeconds = seconds(values.wait, '--wait') ?? 30;
-  const hub = new TetherHub({
-    workers,
-    keepalive: positiveInt(values.keepalive, '--keepalive', DEFAULT_KEEPALIVE_SECONDS),
-    grace: positiveInt(values.grace, '--grace', DEFAULT_GRACE_SECONDS),
-    resume: !values['no-resume'],
-    maxFrame: positiveInt(values['max-frame'], '--max-frame', DEFAULT_MAX_FRAME, 256),
-    window: positiveInt(values.window, '--window', DEFAULT_WINDOW, 1024),
-    cert: values.cert,
-    key: values.key,
-    log: values.verbose ? logLine('tether-master') : undefined,
-  });
+  const hub = hubFromOptions(values, workers, values.verbose ? logLine('tether-master') : undefined);
   try {
     const listening = await listenAll(hub, values.listen.map((url) => forWorker(url, name as string)));
     const net = listening.filter((l) => l.endpoint.kind !== 'serial');

@@ -8,6 +8,7 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import t from 'tap';
+import { alive } from './helpers/processes';
 import {
   BUILDBOT_TEST_DIR, buildbotEnv, createMaster, freePort, makeTempDir,
   type MasterOptions, PLUGIN_DIR, PYTHON, pyValue, REPO_ROOT, sleep, teardownBuildbot, tetherServiceConfig, waitFor,
@@ -26,15 +27,6 @@ interface Rec {
 function records(file: string): Rec[] {
   if (!fs.existsSync(file)) return [];
   return fs.readFileSync(file, 'utf8').split('\n').filter((l) => l).map((l) => JSON.parse(l) as Rec);
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 const WORKERS = [

@@ -12,7 +12,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createMaster, freePort, makeTempDir, sleep, teardownBuildbot, waitFor } from './helpers/buildbot';
 import { FaultProxy } from './helpers/fault-proxy';
-import { prng } from './helpers/noisy-pipe';
+import { prng } from './helpers/line-sim';
+import { alive } from './helpers/processes';
 import { tetherAgent, tetherMaster } from './helpers/tether-procs';
 
 const LINES = 6000;
@@ -112,15 +113,7 @@ t.test('past the grace period the build fails as with a lost worker, and the tre
   const build = await master.waitForBuild(buildid, { timeoutMs: 60_000 });
   t.ok(build.results === 4 || build.results === 5, `the build ends as RETRY or EXCEPTION, as for a lost worker (results ${build.results}, ${build.state_string})`);
   proxy.refusing = false;
-  const alive = () => {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  };
-  await waitFor('the orphaned command to be killed', () => !alive(), { timeoutMs: 30_000 });
-  t.notOk(alive(), `the process tree (pid ${pid}) is gone`);
+  await waitFor('the orphaned command to be killed', () => !alive(pid), { timeoutMs: 30_000 });
+  t.notOk(alive(pid), `the process tree (pid ${pid}) is gone`);
   t.match(agent.output, /no longer knows this agent's session/);
 });

@@ -6,6 +6,7 @@ import { commands } from '../agent/commands/registry';
 import { LogFileWatcher } from '../agent/commands/logwatcher';
 import { RunProcess } from '../agent/commands/runprocess';
 import { FakeIO } from './helpers/fake-io';
+import { alive } from './helpers/processes';
 
 const shell = commands.shell;
 
@@ -13,21 +14,6 @@ function tempdir(t: { teardown(fn: () => void): void }): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tether-shell-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   return dir;
-}
-
-/** Alive and not a zombie (nothing may reap orphans in a container). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
 }
 
 async function waitGone(pid: number, ms = 2000): Promise<boolean> {

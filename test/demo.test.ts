@@ -7,19 +7,7 @@ import t from 'tap';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import { REPO_ROOT } from './helpers/buildbot';
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    return !/^\d+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8')); // a zombie is dead
-  } catch {
-    return false;
-  }
-}
+import { alive } from './helpers/processes';
 
 t.test('npm start runs the demo build and cleans up', async (t) => {
   t.equal(require('../package.json').scripts.start, 'node build/master-plugin/demo.js', 'npm start is the demo');

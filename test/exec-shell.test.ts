@@ -11,6 +11,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { freePort, makeTempDir, sleep, waitFor } from './helpers/buildbot';
 import { AGENT_BIN, MASTER_BIN } from './helpers/tether-procs';
+import { alive } from './helpers/processes';
 
 interface Exit {
   code: number | null;
@@ -108,20 +109,6 @@ async function listening(port: number, timeoutMs = 20_000): Promise<void> {
     });
   if (!fs.existsSync('/proc/net/tcp')) return sleep(500);
   await waitFor(`a listener on port ${port}`, bound, { timeoutMs, intervalMs: 20 });
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    // a zombie waits for a reaper that may never come in a container: it is dead
-    return !/^\d+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return false;
-  }
 }
 
 t.test('exit codes, and stdout/stderr kept apart without header lines', async (t) => {

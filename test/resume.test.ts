@@ -15,7 +15,8 @@ import type { RemoteAgent } from '../master-plugin/remote';
 import { connect } from '../wire/transport';
 import { FaultProxy } from './helpers/fault-proxy';
 import { tetherAgent } from './helpers/tether-procs';
-import { prng } from './helpers/noisy-pipe';
+import { prng } from './helpers/line-sim';
+import { alive } from './helpers/processes';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -47,15 +48,6 @@ async function setup(t: Tap.Test, hubOptions: { grace?: number } = {}) {
   });
   const remote = await hub.waitForAgent('w', 5000);
   return { dir, hub, proxy, agent, remote, logs };
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 t.test('a command survives resets and silent drops, every line once and in order', async (t) => {

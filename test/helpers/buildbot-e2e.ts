@@ -15,6 +15,7 @@ import {
   BUILDBOT_TEST_DIR, type BuildbotMaster, type BuildResult, type ComparisonRecord,
   type MasterOptions, type WorkerSpec, makeTempDir, normaliseBuild, waitFor,
 } from './buildbot';
+import { alive } from './processes';
 
 export const E2E_STEPS_PY = path.join(BUILDBOT_TEST_DIR, 'e2e-steps.py');
 
@@ -125,15 +126,6 @@ export interface E2EResults {
   interruptPid: number;
   /** Whether that process was gone after the build was stopped. */
   interruptProcessGone: boolean;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Runs the main e2e build, then the interrupt build (stopped once its command runs). */

@@ -1,17 +1,7 @@
 /** Two connected in-memory byte streams whose bytes can be corrupted or dropped, seeded. */
 import { Duplex } from 'node:stream';
+import { prng } from './line-sim';
 
-/** mulberry32: a small seeded PRNG, so a failing run can be replayed. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export interface NoiseOptions {
   seed: number;
