@@ -1,13 +1,15 @@
 /**
- * The end-to-end build on a real Buildbot master, run three ways: through the
+ * The end-to-end build on a real Buildbot master, run four ways: through the
  * reference buildbot-worker (msgpack), through tether-master + tether-agent
- * started by hand, and through tether-master started by TetherService from
- * master.cfg. Each Tether run must pass the same checks and give the same
- * normalised record (step results, stdout/stderr lines) as buildbot-worker.
+ * started by hand, through tether-master started by TetherService from
+ * master.cfg, and through the x64 single binary (npm run build:binary). Each
+ * Tether run must pass the same checks and give the same normalised record
+ * (step results, stdout/stderr lines) as buildbot-worker.
  */
 import t from 'tap';
 import { createMaster, createWorker, freePort, tetherServiceConfig, teardownBuildbot } from './helpers/buildbot';
 import { type E2EFixture, checkE2E, e2eMasterOptions, e2eRecords, prepareE2E, runE2E } from './helpers/buildbot-e2e';
+import { ensureBinaries } from '../scripts/build-binary';
 import { tetherAgent, tetherMaster } from './helpers/tether-procs';
 
 type Records = ReturnType<typeof e2eRecords>;
@@ -69,5 +71,27 @@ t.test('Tether gives the same build as buildbot-worker', async (t) => {
     t.same(got.main, expected.main, 'main build: same results and output as buildbot-worker');
     t.same(got.interrupt, expected.interrupt, 'interrupt build: same results and output as buildbot-worker');
     t.notMatch(master.logTail(100000) + agent.output, secret, 'the secret is never logged');
+  });
+
+  t.test('through tether-master and the single binary dist/tether-agent-linux-x64', async (t) => {
+    const { 'linux-x64': binary } = await ensureBinaries({ targets: ['linux-x64'], log: (line) => t.comment(`build-binary: ${line}`) });
+    const secret = 'single binary secret ✓';
+    const master = await createMaster(e2eMasterOptions(fx, [{ name: 'board', password: secret }]));
+    const listenPort = await freePort();
+    const bridge = await tetherMaster({ buildbotPort: master.msgpackPort, listenPort, workers: { board: secret } });
+    const agent = await tetherAgent({ port: listenPort, name: 'board', secret, binary });
+    teardownBuildbot(t, master, bridge, agent);
+    await master.start();
+    await bridge.start();
+    await agent.start();
+    await master.waitForWorker('board');
+    const res = await runE2E(master, fx);
+    checkE2E(t, fx, res);
+    const got = e2eRecords(res, fx, agent.basedir);
+    t.same(got.main, expected.main, 'main build: same results and output as buildbot-worker');
+    t.same(got.interrupt, expected.interrupt, 'interrupt build: same results and output as buildbot-worker');
+    t.notMatch(bridge.output + agent.output, secret, 'the secret is never logged');
+    const strange = agent.output.split('\n').filter((l) => l && !/^\d{4}-\d\d-\d\dT[\d:.]+Z tether-agent: /.test(l));
+    t.same(strange, [], 'the binary printed only its own log lines');
   });
 });
