@@ -65,9 +65,9 @@ const NOT_IN_CONFIG = new Set(['config', 'version', 'help']);
 const PATH_OPTIONS = new Set(['secret-file', 'basedir', 'ca']);
 
 /**
- * Reads a --config file: a JSON object with the long options as keys. Strings
- * for string options (a number is taken for --max-frame), true/false for
- * --verbose; any other key is an error naming it.
+ * Reads a --config file: a JSON object with the long options as keys. A
+ * string or a number for options with a value, true/false for the others
+ * (verbose, ...); any other key is an error naming it.
  */
 export function readConfigFile(file: string): OptionValues {
   let text: string;
@@ -96,11 +96,11 @@ export function readConfigFile(file: string): OptionValues {
     if (spec.type === 'boolean') {
       if (typeof value !== 'boolean') throw new UsageError(`the config file ${file}: "${key}" must be true or false`);
       values[key] = value;
-    } else if (typeof value === 'string' || (key === 'max-frame' && typeof value === 'number')) {
+    } else if (typeof value === 'string' || (typeof value === 'number' && Number.isFinite(value))) {
       const text = String(value);
       values[key] = PATH_OPTIONS.has(key) && text !== '' ? path.resolve(dir, text) : text;
     } else {
-      throw new UsageError(`the config file ${file}: "${key}" must be a string`);
+      throw new UsageError(`the config file ${file}: "${key}" must be a string or a number`);
     }
   }
   return values as OptionValues;
@@ -142,7 +142,18 @@ function readSecret(values: { secret?: string; 'secret-file'?: string }): string
 export async function main(argv: string[]): Promise<number> {
   const { values: commandLine } = parseCommandLine(argv, OPTIONS);
   if (printedInfo('tether-agent', HELP, commandLine)) return 0;
-  const values = commandLine.config !== undefined ? mergeOptions(readConfigFile(commandLine.config), commandLine) : commandLine;
+  if (commandLine.config === undefined) return runAgent(commandLine);
+  const values = mergeOptions(readConfigFile(commandLine.config), commandLine);
+  if (!values.verbose || commandLine.verbose) return runAgent(values);
+  // runMain sees only the command line's --verbose: the file's prints the stack here
+  return runAgent(values).catch((error: Error) => {
+    if (error.stack) process.stderr.write(`${error.stack}\n`);
+    throw error;
+  });
+}
+
+/** Runs the agent with its options (the command line's, or a config file's merged with them). */
+async function runAgent(values: OptionValues): Promise<number> {
   for (const required of ['master', 'name', 'basedir'] as const) {
     if (!values[required]) throw new UsageError(`--${required} is required (see --help)`);
   }
