@@ -158,6 +158,8 @@ export class AgentConnection extends EventEmitter implements RemoteAgent {
       this.graceTimer = setTimeout(() => {
         session.close(new TetherError('SESSION_EXPIRED', `worker '${name}' did not reconnect within ${Math.round(graceMs / 1000)} s`));
       }, graceMs);
+      // Waiting for an agent is no reason to keep a process alive; listeners and sockets are.
+      this.graceTimer.unref();
     });
     session.on('attached', () => {
       if (this.graceTimer) clearTimeout(this.graceTimer);

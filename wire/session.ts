@@ -314,10 +314,18 @@ export class Session extends EventEmitter {
     let message: Message;
     try {
       message = decodeMessage(body);
-      if (message.type === MsgType.FRAGMENT && sequenced) {
+      if (sequenced && message.type === MsgType.FRAGMENT) {
         const whole = this.reassemble(message);
-        if (!whole) return;
+        if (!whole) {
+          this.emit('fragment');
+          return;
+        }
         message = decodeMessage(whole);
+      } else if (sequenced && this.fragments.length > 0) {
+        // The pieces of one message are sent in a row: anything else between them is a broken sender.
+        this.fragments = [];
+        this.fragmentBytes = 0;
+        throw new TetherError('BAD_MESSAGE', 'a message arrived between the fragments of another');
       }
     } catch (error) {
       // The frame passed its CRC, so this is the peer's mistake, not noise: say so and go on.
