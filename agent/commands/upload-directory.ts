@@ -118,7 +118,9 @@ export const uploadDirectory = defineCommand<UploadDirSetup>({
       failure = err; // archiving or sending failed
       st.rc = 1;
     } finally {
-      // stop archiving (truncated, interrupted, failed) or reap the finished compressor
+      // stop archiving (truncated, interrupted, failed) or reap the finished compressor;
+      // a directory read still under way may fail later, and nobody reads the archive any more
+      pack.on('error', () => undefined);
       pack.removeAllListeners('data');
       (pack as unknown as { destroy?: () => void }).destroy?.();
       if (child && child.exitCode === null) child.kill('SIGKILL');
