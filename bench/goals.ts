@@ -1,0 +1,58 @@
+/** The goals of the benchmark issue, checked against a run's results. */
+import type { Results } from './run';
+
+export interface Goal {
+  goal: string;
+  target: string;
+  measured: string;
+  value: number | null;
+  /** null: not measured in this run. */
+  met: boolean | null;
+  /** The profile scenario (bench/profile.ts) that explains a miss, if there is one. */
+  profile?: string;
+}
+
+const fmt = (x: number, digits = 2) => (Number.isFinite(x) ? String(Math.round(x * 10 ** digits) / 10 ** digits) : String(x));
+
+function goal(name: string, target: string, value: number | undefined, ok: (v: number) => boolean, unit = '', profile?: string): Goal {
+  if (value === undefined || !Number.isFinite(value)) return { goal: name, target, measured: 'not measured', value: null, met: null, profile };
+  return { goal: name, target, measured: `${fmt(value)}${unit}`, value, met: ok(value), profile };
+}
+
+export function evaluateGoals(r: Results): Goal[] {
+  const goals: Goal[] = [];
+  const bb = r.buildbot && r.buildbot.available ? r.buildbot : undefined;
+  const scenario = (prefix: RegExp) => bb?.scenarios.find((s) => prefix.test(s.name));
+  for (const [label, re] of [
+    ['trivial steps', /trivial steps$/],
+    ['log', /MB log$/],
+    ['FileUpload', /FileUpload$/],
+    ['FileDownload', /FileDownload$/],
+  ] as const) {
+    const s = scenario(re);
+    goals.push(goal(`Buildbot time ratio, ${s?.name ?? label} (Tether / buildbot-worker)`, '≤ 1.0', s?.ratio, (v) => v <= 1.0, '×'));
+  }
+  goals.push(goal("wire bytes of the e2e build, Tether / msgpack", '≤ 0.60', bb?.e2e.byteRatio, (v) => v <= 0.6, '×'));
+  const p = r.protocol;
+  goals.push(goal('agent → plugin throughput, Tether / cat', '≥ 0.80', p?.throughput.ratio, (v) => v >= 0.8, '×', 'throughput'));
+  const stat = p?.roundTrip.find((x) => x.command.startsWith('stat'));
+  goals.push(goal('trivial command round trip (stat), median', '≤ 2 ms', stat?.medianMs, (v) => v <= 2, ' ms', 'roundtrip'));
+  for (const a of r.memory?.agents ?? []) {
+    goals.push(goal(`agent RSS idle, ${a.variant}`, '≤ 45 MB', a.idleMB, (v) => v <= 45, ' MB', 'memory'));
+    goals.push(goal(`agent RSS streaming ${a.streamedBytes / 1e6} MB, ${a.variant}`, '≤ 80 MB', a.streamingMB, (v) => v <= 80, ' MB', 'memory'));
+  }
+  if (!r.memory) {
+    goals.push(goal('agent RSS idle', '≤ 45 MB', undefined, () => false));
+    goals.push(goal('agent RSS streaming', '≤ 80 MB', undefined, () => false));
+  }
+  const s = r.scale;
+  goals.push(goal(`${s?.agents ?? 200} agents streaming at once: hub RSS (peak)`, '≤ 400 MB', s?.streamingRssPeakMB, (v) => v <= 400, ' MB'));
+  goals.push(goal(`${s?.agents ?? 200} agents: every log exact`, 'all', s ? s.exact : undefined, (v) => v === s?.agents && !!s?.allExact, ` of ${s?.agents ?? 200}`));
+  const serial = r.serial && r.serial.available ? r.serial.rows : undefined;
+  const raw = serial?.find((x) => x.baud === 115200 && x.mode === 'raw');
+  goals.push(goal('serial raw goodput at 115200 baud, of line rate', '≥ 0.95', raw?.ofLine, (v) => v >= 0.95, '×'));
+  const text = serial?.filter((x) => x.mode === 'text');
+  const worst = text && text.length > 0 ? text.reduce((a, b) => (b.ofLine < a.ofLine ? b : a)) : undefined;
+  goals.push(goal(`serial compressed text goodput, of line rate (lowest: ${worst ? `${worst.baud} baud` : '-'})`, '≥ 3', worst?.ofLine, (v) => v >= 3, '×', 'serial'));
+  return goals;
+}

@@ -1,0 +1,186 @@
+/**
+ * The protocol's own numbers, without Buildbot: an in-process TetherHub and
+ * a tether-agent child process on loopback.
+ *
+ *   throughput   a command writing N MB to stdout, agent → hub, against the
+ *                same command piped into cat > /dev/null on this machine
+ *   roundTrip    a trivial command (stat, and shell `true`): median and p99
+ *   messages     the wire bytes of each message type (body, and frame with
+ *                CRC, COBS and delimiter)
+ */
+import { performance } from 'node:perf_hooks';
+import type { RemoteAgent } from '../master-plugin/remote';
+import { runShell, shellArgs } from '../master-plugin/shell';
+import { encodeFrame } from '../wire/framing';
+import { Channel, MsgType, type OutgoingMessage, encodeMessage } from '../wire/messages';
+import {
+  type BenchOptions, MB, alternate, hubAndAgent, median, percentile, round, since, textProducer, timeLocal, withTimeout,
+} from './lib';
+
+export interface ThroughputResult {
+  bytes: number;
+  reps: number;
+  tetherMBps: number;
+  catMBps: number;
+  /** Median over the pairs of (Tether MB/s) / (cat MB/s). */
+  ratio: number;
+  tetherMs: number[];
+  catMs: number[];
+}
+
+export interface RoundTripResult {
+  command: string;
+  runs: number;
+  medianMs: number;
+  p99Ms: number;
+  meanMs: number;
+}
+
+export interface MessageSize {
+  message: string;
+  /** Payload bytes carried (output, data, log, stdin), 0 for the rest. */
+  payload: number;
+  body: number;
+  frame: number;
+  /** Frame bytes that are not payload. */
+  overhead: number;
+}
+
+export interface ProtocolResults {
+  throughput: ThroughputResult;
+  roundTrip: RoundTripResult[];
+  messages: MessageSize[];
+}
+
+/** Runs `command` on the agent, dropping its output; resolves with the wall time in ms and the bytes seen. */
+async function timeShell(remote: RemoteAgent, command: string): Promise<{ ms: number; bytes: number }> {
+  let bytes = 0;
+  const start = performance.now();
+  const shell = runShell(remote, command, { onOutput: (c) => void (bytes += c.data.length) });
+  const result = await withTimeout(shell.result, 300_000, command);
+  const ms = since(start);
+  if (result.rc !== 0) throw new Error(`${command}: rc ${result.rc}`);
+  return { ms, bytes };
+}
+
+export async function throughput(remote: RemoteAgent, opts: BenchOptions): Promise<ThroughputResult> {
+  const bytes = (opts.quick ? 10 : 200) * MB;
+  const reps = opts.quick ? 2 : 5;
+  const command = textProducer(bytes);
+  await timeShell(remote, textProducer(MB)); // warm-up
+  const r = await alternate(
+    reps,
+    async () => {
+      const { ms, bytes: got } = await timeShell(remote, command);
+      if (got !== bytes) throw new Error(`throughput: got ${got} of ${bytes} bytes`);
+      return ms;
+    },
+    () => timeLocal(`${command} | cat > /dev/null`),
+  );
+  const result: ThroughputResult = {
+    bytes,
+    reps,
+    tetherMBps: round(bytes / MB / (r.aMedian / 1000), 1),
+    catMBps: round(bytes / MB / (r.bMedian / 1000), 1),
+    // throughput ratio = time ratio inverted
+    ratio: round(median(r.ratios.map((x) => 1 / x))),
+    tetherMs: r.a.map((x) => round(x, 1)),
+    catMs: r.b.map((x) => round(x, 1)),
+  };
+  opts.log(`throughput: Tether ${result.tetherMBps} MB/s, cat ${result.catMBps} MB/s, ratio ${result.ratio}`);
+  return result;
+}
+
+async function roundTrips(name: string, runs: number, once: () => Promise<void>): Promise<RoundTripResult> {
+  for (let i = 0; i < Math.min(50, Math.ceil(runs / 10)); i++) await once(); // warm-up
+  const times: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const start = performance.now();
+    await once();
+    times.push(since(start));
+  }
+  return {
+    command: name,
+    runs,
+    medianMs: round(median(times)),
+    p99Ms: round(percentile(times, 99)),
+    meanMs: round(times.reduce((a, b) => a + b, 0) / times.length),
+  };
+}
+
+export async function roundTrip(remote: RemoteAgent, opts: BenchOptions): Promise<RoundTripResult[]> {
+  const stat = await roundTrips('stat /', opts.quick ? 200 : 2000, async () => {
+    let rc: unknown;
+    const command = remote.run('stat', { path: '/' }, { update: (key, value) => void (key === 'rc' && (rc = value)) });
+    const result = await withTimeout(command.result, 10_000, 'stat');
+    if (result.failure || rc !== 0) throw new Error(`stat failed: ${JSON.stringify(result.failure)} rc ${String(rc)}`);
+  });
+  opts.log(`round trip stat: median ${stat.medianMs} ms, p99 ${stat.p99Ms} ms`);
+  const shellTrue = await roundTrips("shell 'true'", opts.quick ? 10 : 300, async () => {
+    const result = await withTimeout(runShell(remote, ['true']).result, 10_000, 'true');
+    if (result.rc !== 0) throw new Error(`true: rc ${result.rc}`);
+  });
+  opts.log(`round trip shell true: median ${shellTrue.medianMs} ms, p99 ${shellTrue.p99Ms} ms`);
+  // The same, spawned here without Tether: what the process itself costs.
+  const localTrue = await roundTrips("local spawn 'true' (no Tether)", opts.quick ? 10 : 300, async () => {
+    await timeLocal('true');
+  });
+  return [stat, shellTrue, localTrue];
+}
+
+/** Every message type, with typical contents. */
+export function messageSizes(): MessageSize[] {
+  const seq = 1000;
+  const payload = (n: number) => Buffer.alloc(n, 0x61);
+  const nonce = Buffer.alloc(32, 7);
+  const list: Array<[string, OutgoingMessage, number, boolean]> = [
+    ['HELLO', { type: MsgType.HELLO, params: { versionMin: 1, versionMax: 1, name: 'board-01', nonce, caps: 3, maxFrame: 65536 } }, 0, false],
+    ['CHALLENGE', { type: MsgType.CHALLENGE, paramsBytes: Buffer.alloc(60, 1), proof: nonce }, 0, false],
+    ['PROOF', { type: MsgType.PROOF, proof: nonce }, 0, false],
+    ['WELCOME', { type: MsgType.WELCOME, session: Buffer.alloc(16, 2), resumed: false, nextSeq: 0 }, 0, false],
+    ['ACK', { type: MsgType.ACK, nextSeq: seq }, 0, false],
+    ['NAK', { type: MsgType.NAK, nextSeq: seq }, 0, false],
+    ['PING', { type: MsgType.PING, token: 17 }, 0, false],
+    ['PONG', { type: MsgType.PONG, token: 17 }, 0, false],
+    ['ERROR', { type: MsgType.ERROR, code: 4, message: 'the agent is stopping' }, 0, false],
+    ['INFO (worker info, no environment)', { type: MsgType.INFO, info: {
+      os: 'linux', arch: 'arm', hostname: 'board-01', basedir: '/var/lib/tether', environ: {}, version: '0.1.0',
+      admin: '', host: '', numcpus: 4, commands: ['shell', 'upload_file', 'download_file', 'mkdir', 'rmdir', 'stat'],
+    } }, 0, true],
+    ['START (ShellCommand "make -j4")', { type: MsgType.START, stream: 0, command: 'shell', args: shellArgs('make -j4', { workdir: 'build' }) }, 0, true],
+    ['UPDATE rc 0', { type: MsgType.UPDATE, stream: 0, key: 'rc', value: 0 }, 0, true],
+    ['UPDATE elapsed', { type: MsgType.UPDATE, stream: 0, key: 'elapsed', value: 1.234567 }, 0, true],
+    ['COMPLETE', { type: MsgType.COMPLETE, stream: 0, failure: null }, 0, true],
+    ['INTERRUPT', { type: MsgType.INTERRUPT, stream: 0, why: 'stopped' }, 0, true],
+    ['CREDIT 64 KiB', { type: MsgType.CREDIT, stream: 0, bytes: 65536 }, 0, true],
+    ['EOF', { type: MsgType.EOF, stream: 0, times: null }, 0, true],
+    ['HEADER', { type: MsgType.HEADER, stream: 0, text: 'program finished with exit code 0\n' }, 0, true],
+    ['PRINT', { type: MsgType.PRINT, text: 'hello' }, 0, true],
+    ['SHUTDOWN', { type: MsgType.SHUTDOWN }, 0, true],
+    ['REJECT', { type: MsgType.REJECT, stream: 3, code: 12, message: 'no command runs on stream 3' }, 0, true],
+    ['FRAGMENT (a 504-byte piece, 512-byte serial frames)', { type: MsgType.FRAGMENT, more: true, data: payload(504) }, 0, true],
+    ['output 1 B', { type: 'output', stream: 0, channel: Channel.STDOUT, data: payload(1) }, 1, true],
+    ['output 80 B (a line)', { type: 'output', stream: 0, channel: Channel.STDOUT, data: payload(80) }, 80, true],
+    ['output 64 KiB - 16', { type: 'output', stream: 0, channel: Channel.STDOUT, data: payload(65520) }, 65520, true],
+    ['DATA 64 KiB - 16', { type: MsgType.DATA, stream: 0, data: payload(65520) }, 65520, true],
+    ['LOG 80 B ("app")', { type: MsgType.LOG, stream: 0, name: 'app', data: payload(80) }, 80, true],
+    ['STDIN 80 B', { type: MsgType.STDIN, stream: 0, data: payload(80) }, 80, true],
+  ];
+  return list.map(([message, m, carried, sequenced]) => {
+    const body = encodeMessage(m);
+    const frame = encodeFrame(body, sequenced ? seq : null);
+    return { message, payload: carried, body: body.length, frame: frame.length, overhead: frame.length - carried };
+  });
+}
+
+export async function runProtocol(opts: BenchOptions): Promise<ProtocolResults> {
+  const messages = messageSizes();
+  const pair = await hubAndAgent();
+  try {
+    const tp = await throughput(pair.remote, opts);
+    const rt = await roundTrip(pair.remote, opts);
+    return { throughput: tp, roundTrip: rt, messages };
+  } finally {
+    await pair.close();
+  }
+}
