@@ -4,10 +4,10 @@
  * `--profile=throughput,roundtrip,memory,serial`. The agent child runs under
  * --cpu-prof; the hub, in this process, under the inspector's profiler; the
  * top frames by self time of each side are printed. 'throughput' adds the
- * cost of each codec stage (and of a faster COBS sketched here); 'memory'
- * shows where an idle agent's RSS is and how the spool fills while it streams.
+ * cost of each codec stage; 'memory' shows where an idle agent's RSS is and
+ * how the spool fills while it streams; 'serial' follows the sequence
+ * numbers on the line to tell frames sent again from new ones.
  */
-import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import { Session } from 'node:inspector';
 import * as path from 'node:path';
@@ -21,7 +21,7 @@ import { FIRST_SEQUENCED_BYTE, FrameReader, checkFrame, encodeFrame } from '../w
 import { MsgType, encodeOutput } from '../wire/messages';
 import { AGENT_BIN, TetherProcess } from '../test/helpers/tether-procs';
 import {
-  MB, RssSampler, hubAndAgent, readMemory, round, settledMemory, sleep, tempDir, textProducer, textProducerBytes, withTimeout,
+  MB, RssSampler, hubAndAgent, readMemory, round, settledMemory, sleep, tempDir, textProducer, textProducerBytes, waitForAgentOrExit, withTimeout,
 } from './lib';
 import { catTime, compilerLog, serialPair } from './serial';
 import { TetherWireTap } from './wiretap';
@@ -108,8 +108,11 @@ async function profileHere<T>(work: () => Promise<T>): Promise<{ result: T; prof
   }
 }
 
-/** A hub here and a Node-run agent child under --cpu-prof. */
-async function profiledPair(): Promise<{ hub: TetherHub; remote: RemoteAgent; agent: TetherProcess; profDir: string; dir: string }> {
+/** A hub here and a Node-run agent child, under --cpu-prof unless `profile` is false, with `agentArgs` added. */
+async function profiledPair(
+  agentArgs: string[] = [],
+  profile = true,
+): Promise<{ hub: TetherHub; remote: RemoteAgent; agent: TetherProcess; profDir: string; dir: string; basedir: string }> {
   const dir = await tempDir('tether-bench-prof-');
   const profDir = path.join(dir, 'prof');
   fs.mkdirSync(profDir);
@@ -117,14 +120,15 @@ async function profiledPair(): Promise<{ hub: TetherHub; remote: RemoteAgent; ag
   fs.writeFileSync(path.join(dir, 'secret'), `${secret}\n`, { mode: 0o600 });
   const hub = new TetherHub({ workers: { bench: secret } });
   const address = await hub.listen('tcp://127.0.0.1:0');
+  const basedir = path.join(dir, 'basedir');
   const agent = new TetherProcess('tether-agent (profiled)', dir, [
-    '--cpu-prof', '--cpu-prof-dir', profDir, '--cpu-prof-interval', '200', AGENT_BIN,
+    ...(profile ? ['--cpu-prof', '--cpu-prof-dir', profDir, '--cpu-prof-interval', '200'] : []), AGENT_BIN,
     '--master', `tcp://127.0.0.1:${address.port}`, '--name', 'bench', '--secret-file', path.join(dir, 'secret'),
-    '--basedir', path.join(dir, 'basedir'),
+    '--basedir', basedir, ...agentArgs,
   ]);
   await agent.start();
-  const remote = await hub.waitForAgent('bench', 30_000);
-  return { hub, remote, agent, profDir, dir };
+  const remote = await waitForAgentOrExit(hub, 'bench', agent, 30_000);
+  return { hub, remote, agent, profDir, dir, basedir };
 }
 
 export interface ProfileReport {
@@ -137,70 +141,6 @@ export interface ProfileReport {
 }
 
 // ------------------------------------------------------------ codec stages
-
-/**
- * COBS encoding with native scans (Buffer.indexOf finds the next zero) and
- * block copies (set): a sketch of a faster wire/cobs.ts, checked here to
- * give byte-identical output. Not used by Tether.
- */
-export function cobsEncodeScan(src: Buffer, dst: Buffer, offset: number): number {
-  let out = offset;
-  let pos = 0;
-  const n = src.length;
-  for (;;) {
-    let zero = src.indexOf(0, pos);
-    if (zero === -1) zero = n;
-    while (zero - pos >= 254) {
-      dst[out] = 0xff;
-      dst.set(src.subarray(pos, pos + 254), out + 1);
-      out += 255;
-      pos += 254;
-    }
-    const len = zero - pos;
-    dst[out] = len + 1;
-    if (len > 0) dst.set(src.subarray(pos, zero), out + 1);
-    out += 1 + len;
-    if (zero === n) return out;
-    pos = zero + 1;
-  }
-}
-
-/** COBS decoding in place with block moves (copyWithin): the decoding half of the sketch. */
-export function cobsDecodeScan(src: Buffer, length: number): number {
-  let read = 0;
-  let write = 0;
-  while (read < length) {
-    const code = src[read];
-    if (code === 0 || read + code > length) return -1;
-    read++;
-    const len = code - 1;
-    if (len > 0) {
-      src.copyWithin(write, read, read + len);
-      write += len;
-      read += len;
-    }
-    if (code !== 0xff && read < length) src[write++] = 0;
-  }
-  return write;
-}
-
-/** Checks the sketch against wire/cobs.ts on random inputs (with zeros, and long runs without). */
-function sketchAgrees(): boolean {
-  for (let k = 0; k < 2000; k++) {
-    const src = randomBytes(k % 1500);
-    const density = (k % 7) / 40;
-    for (let i = 0; i < src.length; i++) src[i] = (src[i] / 256) < density ? 0 : src[i] || 1;
-    if (k % 5 === 0) src.fill(7);
-    const a = Buffer.alloc(cobsMaxEncodedLength(src.length));
-    const b = Buffer.alloc(a.length);
-    const na = cobsEncodeInto(src, a, 0);
-    if (na !== cobsEncodeScan(src, b, 0) || !a.subarray(0, na).equals(b.subarray(0, na))) return false;
-    const d = Buffer.from(a.subarray(0, na));
-    const nd = cobsDecodeScan(d, na);
-    if (nd !== src.length || !d.subarray(0, nd).equals(src)) return false;
-  }
-  return true;
-}
 
 /** MB/s of each stage a 64 KiB output chunk goes through, on this machine, in this process. */
 export function codecCosts(): Array<[string, string | number]> {
@@ -225,14 +165,11 @@ export function codecCosts(): Array<[string, string | number]> {
     ['Buffer.from (a copy, as CommandStream.sendPayload makes)', rate(() => Buffer.from(data))],
     ['encodeOutput (message head + Buffer.concat)', rate(() => encodeOutput(0, 0, data))],
     ['crc32c (slicing-by-8)', rate(() => crc32c(data))],
-    ['cobsEncodeInto (byte loop)', rate(() => cobsEncodeInto(data, dst, 0))],
+    ['cobsEncodeInto', rate(() => cobsEncodeInto(data, dst, 0))],
     ['encodeFrame (copy + CRC + COBS), agent side', rate(() => encodeFrame(data, 7))],
     ['FrameReader.feed (copy + cobsDecodeInPlace), hub side', rate(() => reader.feed(frame))],
     ['checkFrame (CRC), hub side', rate(() => checkFrame(body, 7))],
-    ['cobsDecodeInPlace (byte loop)', rate(() => { encoded.copy(work); cobsDecodeInPlace(work, encoded.length); })],
-    ['sketch: COBS encode with indexOf + set', rate(() => cobsEncodeScan(data, dst, 0))],
-    ['sketch: COBS decode with copyWithin', rate(() => { encoded.copy(work); cobsDecodeScan(work, encoded.length); })],
-    ['sketch gives byte-identical frames', sketchAgrees() ? 'yes (2000 random inputs)' : 'NO'],
+    ['cobsDecodeInPlace', rate(() => { encoded.copy(work); cobsDecodeInPlace(work, encoded.length); })],
   ];
 }
 
@@ -297,10 +234,41 @@ async function memoryProfile(quick: boolean): Promise<ProfileReport> {
     }
     const after = readMemory(pid);
     if (after) details.push(['agent after streaming: VmRSS / USS MB', `${round(after.rss, 1)} / ${round(after.uss, 1)}`]);
-    return { scenario: 'memory', hub: null, agent: null, note: 'agent memory: where it is idle, and the spool while streaming', details };
   } finally {
     await pair.close();
   }
+  // The same agent with the smallest in-memory spool its command line allows: what the spool holds.
+  const small = await profiledPair(['--spool-memory', '1'], false);
+  try {
+    const pid = small.agent.pid!;
+    const spoolDir = path.join(small.basedir, '.tether-spool');
+    let spilled = 0;
+    const poll = setInterval(() => {
+      let size = 0;
+      try {
+        for (const f of fs.readdirSync(spoolDir)) size += fs.statSync(path.join(spoolDir, f)).size;
+      } catch {
+        // no spool file yet
+      }
+      spilled = Math.max(spilled, size);
+    }, 10);
+    const sampler = new RssSampler(pid, 10);
+    const bytes = (quick ? 20 : 100) * MB;
+    const start = performance.now();
+    await withTimeout(runShell(small.remote, textProducer(bytes), { onOutput: () => undefined }).result, 300_000, 'streaming');
+    const ms = performance.now() - start;
+    clearInterval(poll);
+    const peak = sampler.stop();
+    details.push([
+      `with --spool-memory 1: streaming ${bytes / MB} MB to a fast consumer, ${round(bytes / MB / (ms / 1000), 1)} MB/s`,
+      `peak VmRSS ${round(peak.max, 1)} MB, USS ${round(peak.maxUss, 1)} MB; spilled to disk: up to ${round(spilled / MB, 1)} MB`,
+    ]);
+  } finally {
+    await small.agent.stop();
+    await small.hub.close();
+    fs.rmSync(small.dir, { recursive: true, force: true });
+  }
+  return { scenario: 'memory', hub: null, agent: null, note: 'agent memory: where it is idle, and the spool while streaming', details };
 }
 
 /** Runs one scenario with both sides profiled; returns the top frames of each. */

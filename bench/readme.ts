@@ -1,6 +1,6 @@
 /**
  * The condensed tables of a run for README.md's "## Performance" section:
- * npm run bench writes them to bench/.build/performance.md.
+ * npm run bench writes them to bench/results.md.
  */
 import { type Cell, MB, MiB, table } from './lib';
 import type { Results } from './run';
@@ -62,7 +62,7 @@ export function performanceSection(r: Results): string {
     out.push(table(['agent', 'idle MB', `streaming ${streamed / MB} MB, peak MB`], rows));
     for (const b of mem?.backlog ?? []) {
       out.push(
-        `\nA paused session (${b.variant}, link cut, ${b.backlogBytes / MiB} MiB written meanwhile): ${b.beforeMB} → ${b.afterMB} MB ` +
+        `\nA paused session, ${b.variant}: the link cut while a command wrote ${b.backlogBytes / MiB} MiB, ${b.beforeMB} → ${b.afterMB} MB ` +
           `(${b.heldMB} MB held); every byte arrived after the link came back: ${b.exact ? 'yes' : 'NO'}.`,
       );
     }

@@ -8,8 +8,9 @@
  *                           (none: only the profiles asked for with --profile=)
  *   --skip-buildbot         everything but the Buildbot comparison
  *   --out=FILE              where the results go (default bench/results.json; the
- *                           tables for README's Performance section go to
- *                           bench/.build/performance.md)
+ *                           tables for README's Performance section go to the
+ *                           same name with .md, bench/results.md)
+ *   --from=FILE             only print the tables of an earlier results file again
  *   --profile[=a,b]         then profile the missed goals (or the named scenarios:
  *                           throughput, roundtrip, memory, serial) and print what they show;
  *                           a full run does this for missed goals unless --no-profile
@@ -76,7 +77,7 @@ function parseArgs(argv: string[]): Args {
     else if (key === '--profile') args.profile = value ? value.split(',') : [];
     else if (key === '--no-profile') args.profile = null;
     else if (key === '-h' || key === '--help') {
-      process.stdout.write(`usage: npm run bench -- [--quick] [--only=${SECTIONS.join(',')}|none] [--skip-buildbot] [--out=FILE] [--profile[=throughput,roundtrip,memory,serial]] [--no-profile]\n`);
+      process.stdout.write(`usage: npm run bench -- [--quick] [--only=${SECTIONS.join(',')}|none] [--skip-buildbot] [--out=FILE] [--from=FILE] [--profile[=throughput,roundtrip,memory,serial]] [--no-profile]\n`);
       process.exit(0);
     } else throw new Error(`unknown argument '${arg}' (try --help)`);
   }
@@ -98,6 +99,8 @@ function machine(): Results['meta']['machine'] {
 }
 
 async function main(): Promise<number> {
+  const from = process.argv.slice(2).find((a) => a.startsWith('--from='));
+  if (from) return reprint(path.resolve(from.slice('--from='.length)));
   const args = parseArgs(process.argv.slice(2));
   const started = performance.now();
   const log = (line: string) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${line}\n`);
@@ -149,9 +152,7 @@ async function main(): Promise<number> {
   results.meta.machine.loadAfter = os.loadavg().map((x) => round(x, 2));
   fs.mkdirSync(path.dirname(args.out), { recursive: true });
   fs.writeFileSync(args.out, `${JSON.stringify(results, null, 2)}\n`);
-  // The condensed tables for README.md's Performance section.
-  const section = path.join(__dirname, 'performance.md');
-  fs.writeFileSync(section, performanceSection(results));
+  const section = writeSection(results, args.out);
   process.stdout.write(report(results));
   process.stdout.write(`\n## Goals${args.quick ? ' (quick run: smaller sizes than the goals name)' : ''}\n\n`);
   process.stdout.write(
@@ -168,6 +169,27 @@ async function main(): Promise<number> {
     for (const [section, error] of Object.entries(results.errors)) process.stderr.write(`--- ${section}\n${error}\n`);
     return 1;
   }
+  return 0;
+}
+
+/** Writes the condensed tables for README.md's Performance section next to the results (FILE.md); returns its path. */
+function writeSection(results: Results, out: string): string {
+  const file = out.replace(/\.json$/, '') + '.md';
+  fs.writeFileSync(file, performanceSection(results));
+  return file;
+}
+
+/** --from=FILE: prints the tables and goals of an earlier run again and rewrites its FILE.md. */
+function reprint(file: string): number {
+  const results = JSON.parse(fs.readFileSync(file, 'utf8')) as Results;
+  results.goals = evaluateGoals(results);
+  process.stdout.write(report(results));
+  process.stdout.write(`\n## Goals\n\n${table(['goal', 'target', 'measured', 'met'], results.goals.map((g) => [g.goal, g.target, g.measured, g.met === null ? 'n/a' : g.met ? 'yes' : 'NO']))}\n`);
+  for (const p of results.profiles ?? []) {
+    process.stdout.write('\n');
+    printProfile(p, (line) => process.stdout.write(`${line}\n`));
+  }
+  process.stdout.write(`\nREADME tables: ${path.relative(process.cwd(), writeSection(results, file))}\n`);
   return 0;
 }
 
