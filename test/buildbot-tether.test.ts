@@ -7,7 +7,7 @@
  * (step results, stdout/stderr lines) as buildbot-worker.
  */
 import t from 'tap';
-import { createMaster, createWorker, freePort, tetherServiceConfig, teardownBuildbot } from './helpers/buildbot';
+import { type BuildbotMaster, createMaster, createWorker, freePort, tetherServiceConfig, teardownBuildbot } from './helpers/buildbot';
 import { type E2EFixture, checkE2E, e2eMasterOptions, e2eRecords, prepareE2E, runE2E } from './helpers/buildbot-e2e';
 import { ensureBinaries } from '../scripts/build-binary';
 import { tetherAgent, tetherMaster } from './helpers/tether-procs';
@@ -35,6 +35,15 @@ t.test('Tether gives the same build as buildbot-worker', async (t) => {
   t.teardown(() => import('node:fs/promises').then((f) => f.rm(fx.root, { recursive: true, force: true })));
   const expected = await referenceRecords(t, fx);
 
+  /** Runs the build on `master`, checks it, and compares its record with buildbot-worker's. */
+  const sameBuild = async (t: Parameters<typeof checkE2E>[0], master: BuildbotMaster, agentBasedir: string) => {
+    const res = await runE2E(master, fx);
+    checkE2E(t, fx, res);
+    const got = e2eRecords(res, fx, agentBasedir);
+    t.same(got.main, expected.main, 'main build: same results and output as buildbot-worker');
+    t.same(got.interrupt, expected.interrupt, 'interrupt build: same results and output as buildbot-worker');
+  };
+
   t.test('through tether-master and tether-agent started by hand', async (t) => {
     const secret = 'board secret ✓';
     const master = await createMaster(e2eMasterOptions(fx, [{ name: 'board', password: secret }]));
@@ -46,11 +55,7 @@ t.test('Tether gives the same build as buildbot-worker', async (t) => {
     await bridge.start();
     await agent.start();
     await master.waitForWorker('board');
-    const res = await runE2E(master, fx);
-    checkE2E(t, fx, res);
-    const got = e2eRecords(res, fx, agent.basedir);
-    t.same(got.main, expected.main, 'main build: same results and output as buildbot-worker');
-    t.same(got.interrupt, expected.interrupt, 'interrupt build: same results and output as buildbot-worker');
+    await sameBuild(t, master, agent.basedir);
     t.notMatch(bridge.output + agent.output, secret, 'the secret is never logged');
   });
 
@@ -65,11 +70,7 @@ t.test('Tether gives the same build as buildbot-worker', async (t) => {
     await master.start();
     await agent.start();
     await master.waitForWorker('rig');
-    const res = await runE2E(master, fx);
-    checkE2E(t, fx, res);
-    const got = e2eRecords(res, fx, agent.basedir);
-    t.same(got.main, expected.main, 'main build: same results and output as buildbot-worker');
-    t.same(got.interrupt, expected.interrupt, 'interrupt build: same results and output as buildbot-worker');
+    await sameBuild(t, master, agent.basedir);
     t.notMatch(master.logTail(100000) + agent.output, secret, 'the secret is never logged');
   });
 
@@ -85,11 +86,7 @@ t.test('Tether gives the same build as buildbot-worker', async (t) => {
     await bridge.start();
     await agent.start();
     await master.waitForWorker('board');
-    const res = await runE2E(master, fx);
-    checkE2E(t, fx, res);
-    const got = e2eRecords(res, fx, agent.basedir);
-    t.same(got.main, expected.main, 'main build: same results and output as buildbot-worker');
-    t.same(got.interrupt, expected.interrupt, 'interrupt build: same results and output as buildbot-worker');
+    await sameBuild(t, master, agent.basedir);
     t.notMatch(bridge.output + agent.output, secret, 'the secret is never logged');
     const strange = agent.output.split('\n').filter((l) => l && !/^\d{4}-\d\d-\d\dT[\d:.]+Z tether-agent: /.test(l));
     t.same(strange, [], 'the binary printed only its own log lines');
