@@ -17,7 +17,7 @@ import type { RemoteAgent } from '../master-plugin/remote';
 import { runShell } from '../master-plugin/shell';
 import { cobsDecodeInPlace, cobsEncodeInto, cobsMaxEncodedLength } from '../wire/cobs';
 import { crc32c } from '../wire/crc32c';
-import { FIRST_SEQUENCED_BYTE, FrameReader, checkFrame, encodeFrame } from '../wire/framing';
+import { FIRST_SEQUENCED_BYTE, FrameReader, checkFrame, encodeFrame, sequenceOffset } from '../wire/framing';
 import { MsgType, encodeOutput } from '../wire/messages';
 import { AGENT_BIN, TetherProcess } from '../test/helpers/tether-procs';
 import {
@@ -307,12 +307,10 @@ class SequenceWatch {
       this.fresh++;
       return;
     }
-    for (let back = 1; back <= 4096 && back <= this.expected; back++) {
-      if (checkFrame(frame, this.expected - back).ok) {
-        this.duplicates++;
-        this.firstDuplicateAt ??= performance.now() - this.start;
-        return;
-      }
+    if (sequenceOffset(frame, this.expected, 4096) < 0) {
+      this.duplicates++;
+      this.firstDuplicateAt ??= performance.now() - this.start;
+      return;
     }
     this.corrupt++;
   }

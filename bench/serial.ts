@@ -149,7 +149,7 @@ export async function serialPair(baud: number, deflate: boolean) {
       /** The sequence number the hub expects next from the agent. */
       hubNextSeq: () => session.nextRecvSeq,
       /** Frames the hub took, and those it dropped for a CRC or sequence mismatch (on a clean line: frames sent again). */
-      hubFrames: () => ({ in: session.stats.framesIn, dropped: session.stats.crcErrors }),
+      hubFrames: () => ({ in: session.stats.framesIn, dropped: session.stats.crcErrors + session.stats.duplicates + session.stats.ahead }),
       close,
     };
   } catch (error) {

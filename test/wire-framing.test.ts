@@ -11,6 +11,7 @@ import {
   FrameReader,
   HANDSHAKE_MAX_BODY,
   checkFrame,
+  sequenceOffset,
   encodeFrame,
   frameCrc,
   isSequencedBody,
@@ -58,9 +59,9 @@ function collect(reader: FrameReader): { frames: Buffer[]; invalid: string[] } {
 }
 
 /** A Link fed through a PassThrough, with the bodies it hands on. */
-function linkHarness(maxBody?: number) {
+function linkHarness(maxBody?: number, lossy = false) {
   const stream = new PassThrough();
-  const link = new Link(stream, { maxBody });
+  const link = new Link(stream, { maxBody, lossy });
   const frames: Array<{ body: Buffer; sequenced: boolean }> = [];
   const corrupt: string[] = [];
   link.on('frame', (body: Buffer, sequenced: boolean) => frames.push({ body, sequenced }));
@@ -286,6 +287,36 @@ t.test('Link: the implicit sequence number must be the one expected', async (t) 
   const f = stdout('again', 9);
   t.ok(checkFrame(cobsDecode(f.subarray(0, -1))!, 9).ok);
   t.notOk(checkFrame(cobsDecode(f.subarray(0, -1))!, 10).ok, 'a replayed frame fails at any later number');
+});
+
+t.test('Link on a lossy line: a frame sent again or after a lost one is told apart from a damaged one', async (t) => {
+  const h = linkHarness(undefined, true);
+  const placed: string[] = [];
+  h.link.on('duplicate', () => placed.push('duplicate'));
+  h.link.on('ahead', (offset: number) => placed.push(`ahead ${offset}`));
+  h.link.expectedSeq = 200;
+  await h.feed(Buffer.concat([199, 72, 71, 201, 202, 328, 329].map((seq) => stdout(String(seq), seq))));
+  t.same(placed, ['duplicate', 'duplicate', 'ahead 1', 'ahead 2', 'ahead 128'], 'up to 128 either side of 200 is placed');
+  t.same(h.corrupt, ['crc', 'crc'], '71 and 329 are too far to tell: they count as damage');
+  t.same([h.link.stats.duplicates, h.link.stats.ahead, h.link.stats.crcErrors], [2, 3, 2]);
+  const damaged = stdout('201', 201);
+  damaged[3] ^= 0x10;
+  await h.feed(damaged);
+  t.same([h.link.stats.duplicates, h.link.stats.ahead, h.link.stats.crcErrors], [2, 3, 3], 'a damaged copy is damage');
+  t.equal(h.frames.length, 0, 'nothing was handed on');
+
+  const reliable = linkHarness();
+  reliable.link.expectedSeq = 200;
+  await reliable.feed(Buffer.concat([stdout('199', 199), stdout('201', 201)]));
+  t.same([reliable.link.stats.duplicates, reliable.link.stats.ahead, reliable.link.stats.crcErrors], [0, 0, 2], 'TCP never sends again: no search');
+});
+
+t.test('sequenceOffset: the hint is tried first, then the nearest numbers', async (t) => {
+  const frame = cobsDecode(stdout('x', 1000).subarray(0, -1))!;
+  t.equal(sequenceOffset(frame, 990, 16), 10);
+  t.equal(sequenceOffset(frame, 1010, 16, 5), -10, 'a wrong hint costs one more CRC');
+  t.equal(sequenceOffset(frame, 990, 9), 0, 'beyond the span');
+  t.equal(sequenceOffset(frame, 3, 16), 0);
 });
 
 t.test('FrameReader: an oversize frame is dropped without the buffer growing, then the next frame is read', async (t) => {

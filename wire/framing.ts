@@ -65,6 +65,27 @@ export function checkFrame(frame: Buffer, expectedSeq: number): FrameCheck {
   return { ok: true, body, sequenced };
 }
 
+/**
+ * For a sequenced frame that failed its check at `expectedSeq`: the offset
+ * from `expectedSeq` of the number whose CRC it does carry, tried first at
+ * `hint`, then at +1, -1, +2, -2 ... up to `span` either way; 0 if none
+ * matches (the frame is damaged). A negative offset is a copy of a frame
+ * that already arrived (sent again), a positive one a frame sent after one
+ * that was lost. A damaged frame matches by chance with odds of about
+ * 2 × span / 2^32.
+ */
+export function sequenceOffset(frame: Buffer, expectedSeq: number, span: number, hint = 0): number {
+  const body = frame.subarray(0, frame.length - CRC_BYTES);
+  const crc = frame.readUInt32LE(body.length);
+  const matches = (offset: number) => expectedSeq + offset >= 0 && crc === frameCrc(body, expectedSeq + offset);
+  if (hint !== 0 && Math.abs(hint) <= span && matches(hint)) return hint;
+  for (let distance = 1; distance <= span; distance++) {
+    if (distance !== hint && matches(distance)) return distance;
+    if (-distance !== hint && matches(-distance)) return -distance;
+  }
+  return 0;
+}
+
 export interface FrameReaderStats {
   frames: number;
   /** Frames whose COBS encoding was invalid. */

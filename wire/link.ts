@@ -7,20 +7,31 @@
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { TetherError } from './errors';
-import { FrameReader, HANDSHAKE_MAX_BODY, checkFrame, encodeFrame } from './framing';
+import { FrameReader, HANDSHAKE_MAX_BODY, checkFrame, encodeFrame, isSequencedBody, sequenceOffset } from './framing';
 
 export interface LinkStats {
   framesIn: number;
   framesOut: number;
   bytesIn: number;
   bytesOut: number;
-  /** Frames dropped for a CRC mismatch (corruption, or a sequence number other than the one expected). */
+  /** Frames dropped for a CRC mismatch: damaged, or (on a reliable link) not the sequence number expected. */
   crcErrors: number;
+  /** Lossy links: frames dropped as copies, sent again, of frames that already arrived. */
+  duplicates: number;
+  /** Lossy links: frames dropped because one before them was lost (go-back-N keeps nothing out of order). */
+  ahead: number;
   /** Frames dropped for bad COBS, oversize or a body too short to hold a CRC. */
   badFrames: number;
 }
 
 const MAX_BACKLOG = 64;
+/**
+ * On a lossy link, how many sequence numbers either side of the expected one
+ * a failed frame is tried at, to tell damage from a frame sent again or one
+ * after a lost frame: more than a go-back resends of frames the receiver
+ * already has (its ACKs go out every 32 frames).
+ */
+const SEQUENCE_SEARCH_SPAN = 128;
 
 export interface LinkOptions {
   lossy?: boolean;
@@ -31,10 +42,12 @@ export interface LinkOptions {
 
 export class Link extends EventEmitter {
   readonly reader: FrameReader;
-  readonly stats: LinkStats = { framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0, crcErrors: 0, badFrames: 0 };
+  readonly stats: LinkStats = { framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0, crcErrors: 0, duplicates: 0, ahead: 0, badFrames: 0 };
   /** Sequence number of the next sequenced frame to accept. */
   expectedSeq = 0;
   private closed = false;
+  /** Offset of the last frame placed by sequenceOffset(): the next one most likely follows it. */
+  private lastOffset = 0;
   /** Frames that arrived while nobody listened (between handshake steps), not yet checked. */
   private readonly backlog: Buffer[] = [];
 
@@ -87,6 +100,20 @@ export class Link extends EventEmitter {
   private checkAndEmit(frame: Buffer): void {
     const check = checkFrame(frame, this.expectedSeq);
     if (!check.ok) {
+      if (check.reason === 'crc' && this.lossy && isSequencedBody(frame)) {
+        const offset = sequenceOffset(frame, this.expectedSeq, SEQUENCE_SEARCH_SPAN, this.lastOffset + 1);
+        this.lastOffset = offset;
+        if (offset < 0) {
+          this.stats.duplicates++;
+          this.emit('duplicate');
+          return;
+        }
+        if (offset > 0) {
+          this.stats.ahead++;
+          this.emit('ahead', offset);
+          return;
+        }
+      }
       if (check.reason === 'crc') this.stats.crcErrors++;
       else this.stats.badFrames++;
       this.emit('corrupt', check.reason);

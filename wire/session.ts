@@ -7,6 +7,7 @@
  * resumes. Keepalive pings find a dead peer on links that never report one.
  */
 import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
 import { TetherError, errorName } from './errors';
 import type { Link } from './link';
 import { type Message, MsgType, type OutgoingMessage, decodeMessage, encodeMessage } from './messages';
@@ -39,14 +40,24 @@ const ACK_DELAY_MS = 10;
 const MAX_MESSAGE_BYTES = 1024 * 1024;
 /** Room for a FRAGMENT's type, flag and length head. */
 const FRAGMENT_HEAD_BYTES = 8;
-/** Least wait before a lossy link sends a frame again. */
-const MIN_RETRANSMIT_MS = 50;
+/** Least wait, after a frame has left the line, for its ACK before a lossy link sends it again. */
+const MIN_ACK_WAIT_MS = 200;
+/** Least time before the receiver repeats a NAK for the same frame. */
+const MIN_NAK_REPEAT_MS = 50;
+/** Longest wait for an ACK, however often the wait has been doubled. */
+const MAX_ACK_WAIT_MS = 10_000;
+/** Each timeout doubles the wait (as TCP's), up to this factor, until an ACK makes progress. */
+const MAX_BACKOFF = 16;
 /** Bytes handed to a fast stream and not yet flushed before the session queues instead. */
 const FAST_LINK_BUFFER = 256 * 1024;
 
 interface Unacked {
   seq: number;
   frame: Buffer;
+  /** When its last byte leaves the line (performance.now() ms), estimated from the line rate when it was written. */
+  leavesAt: number;
+  /** Written more than once: its ACK says nothing about the turnaround (Karn's rule). */
+  resent: boolean;
 }
 
 /** A message waiting for the link; output to the same stream and channel merges while it waits. */
@@ -67,8 +78,17 @@ export class Session extends EventEmitter {
   private retransmitTimer: NodeJS.Timeout | null = null;
   private lastHeard = Date.now();
   private pingToken = 0;
-  private lastNak = { seq: -1, at: 0 };
-  private lastGoBack = { seq: -1, at: 0 };
+  /** The last NAK sent, and the offset of the last frame after the lost one seen since (0: none). */
+  private lastNak = { seq: -1, at: 0, offset: 0 };
+  /** When the bytes written so far will have left the line (performance.now() ms), on a link of known rate. */
+  private lineFreeAt = 0;
+  /**
+   * Lossy links: the time from a frame leaving the line to its ACK arriving
+   * (the peer's ack delay and the way back), smoothed as TCP smooths its
+   * round trip (RFC 6298); null until the first ACK of a frame sent once.
+   */
+  private turnaround: { mean: number; deviation: number } | null = null;
+  private backoff = 1;
   /** Lossy links: bytes allowed in flight, halved on each loss and grown by each ack (AIMD). */
   private window = Infinity;
   /** After a go-back: the next unacknowledged frame to send again, and the bytes resent since. */
@@ -128,7 +148,8 @@ export class Session extends EventEmitter {
     this.listen(link);
     this.onAck(peerNextSeq);
     this.window = this.inflightLimit;
-    this.lastGoBack = { seq: -1, at: 0 };
+    this.lineFreeAt = 0;
+    this.backoff = 1;
     this.resendSeq = this.unacked.length > 0 ? this.unacked[0].seq : null;
     this.resentBytes = 0;
     this.startKeepalive();
@@ -178,7 +199,12 @@ export class Session extends EventEmitter {
     return rate ? Math.max(2 * this.maxBody, rate / 50) : FAST_LINK_BUFFER;
   }
 
-  /** On lossy links, unacknowledged bytes are capped so that a go-back costs little. */
+  /**
+   * On lossy links, unacknowledged bytes are capped so that a go-back costs
+   * little. The peer caps its own the same way (the reference's rule in
+   * PROTOCOL.md 7.3), so this is also how much of its data an ACK from it
+   * may queue behind.
+   */
   private get inflightLimit(): number {
     const rate = this.link.bytesPerSecond;
     return this.link.lossy ? Math.max(4 * this.maxBody, (rate ?? 0) * 0.3) : Infinity;
@@ -186,7 +212,9 @@ export class Session extends EventEmitter {
 
   private listen(link: Link): void {
     link.on('frame', (body: Buffer, sequenced: boolean) => this.onFrame(body, sequenced));
-    link.on('corrupt', () => this.onCorrupt());
+    link.on('corrupt', () => this.nak(0));
+    link.on('duplicate', () => this.onDuplicate());
+    link.on('ahead', (offset: number) => this.nak(offset));
     link.once('close', (error: Error | null) => {
       if (link !== this.link || this.closed) return;
       const why = error ?? new TetherError('PEER_TIMEOUT', 'the connection closed');
@@ -262,7 +290,8 @@ export class Session extends EventEmitter {
       }
       this.resentBytes += entry.frame.length;
       this.resendSeq = entry.seq + 1;
-      this.write(entry.frame);
+      entry.leavesAt = this.write(entry.frame);
+      entry.resent = true;
     }
     if (this.resendSeq !== null && this.resendSeq >= this.sendSeq) this.resendSeq = null;
     while (this.resendSeq === null && this.queue.length > 0 && !this.closed && this.buffered < this.bufferLimit && this.unackedBytes < this.window) {
@@ -271,14 +300,14 @@ export class Session extends EventEmitter {
       if (this.compressor) body = this.compressor.pack(body);
       const seq = this.sendSeq++;
       const frame = encodeFrame(body, seq);
-      this.unacked.push({ seq, frame });
+      this.unacked.push({ seq, frame, leavesAt: this.write(frame), resent: false });
       this.unackedBytes += frame.length;
-      this.write(frame);
     }
     if (this.link.lossy && this.unacked.length > 0) this.armRetransmit();
   }
 
-  private write(frame: Buffer): void {
+  /** Writes a sequenced frame; returns when it will have left the line. */
+  private write(frame: Buffer): number {
     const link = this.link;
     this.buffered += frame.length;
     link.writeRaw(frame, () => {
@@ -286,11 +315,21 @@ export class Session extends EventEmitter {
       this.buffered -= frame.length;
       if (this.queue.length > 0 || this.resendSeq !== null) this.flush();
     });
+    return this.queueOnLine(frame.length);
   }
 
   /** Sends a link message (ack, ping, error): not sequenced, never retransmitted. */
   private sendLink(message: OutgoingMessage): void {
-    if (this.attached) this.link.send(encodeMessage(message), null);
+    if (!this.attached) return;
+    const frame = encodeFrame(encodeMessage(message), null);
+    this.link.writeRaw(frame);
+    this.queueOnLine(frame.length);
+  }
+
+  /** Bytes written now leave the line after everything written before them: returns when. */
+  private queueOnLine(bytes: number): number {
+    this.lineFreeAt = Math.max(performance.now(), this.lineFreeAt) + this.lineMs(bytes);
+    return this.lineFreeAt;
   }
 
   private onFrame(frameBody: Buffer, sequenced: boolean): void {
@@ -355,8 +394,7 @@ export class Session extends EventEmitter {
         this.onAck(message.nextSeq);
         return;
       case MsgType.NAK:
-        this.onAck(message.nextSeq);
-        this.goBack(message.nextSeq);
+        this.onNak(message.nextSeq);
         return;
       case MsgType.PING:
         this.sendLink({ type: MsgType.PONG, token: message.token });
@@ -373,46 +411,99 @@ export class Session extends EventEmitter {
     }
   }
 
-  private onCorrupt(): void {
+  /**
+   * On a lossy link, a frame failed: ask at once for the one expected next.
+   * The frames already on the line behind a lost one fail too (`offset`: how
+   * far after it each is), and need not each send a NAK: again for the same
+   * frame only when the peer has evidently sent it again (a frame after it
+   * comes with a smaller offset than the last: a new round of go-back-N), or
+   * after a few frames' time (in case the NAK was lost). The peer ignores
+   * NAKs that come before its new copy can have arrived.
+   */
+  private nak(offset: number): void {
     if (!this.link.lossy || this.closed) return;
-    // Ask for a retransmission at once, but for the same frame only again once the first can have arrived.
     const now = Date.now();
     const seq = this.link.expectedSeq;
-    if (this.lastNak.seq === seq && now - this.lastNak.at < this.retransmitMs()) return;
-    this.lastNak = { seq, at: now };
+    const last = this.lastNak;
+    const newRound = offset > 0 && last.offset > 0 && offset <= last.offset;
+    if (last.seq === seq && !newRound && now - last.at < this.nakRepeatMs()) {
+      if (offset > 0) last.offset = offset;
+      return;
+    }
+    this.lastNak = { seq, at: now, offset };
     this.sendLink({ type: MsgType.NAK, nextSeq: seq });
   }
 
+  /**
+   * A copy of a frame that already arrived: the peer went back because our
+   * ACK was late or lost. No NAK (that would send it back further); the ACK
+   * is repeated instead, counted like a frame received.
+   */
+  private onDuplicate(): void {
+    if (this.closed) return;
+    this.pendingAckFrames++;
+    this.scheduleAck();
+  }
+
   private onAck(nextSeq: number): void {
-    let dropped = false;
+    let newest: Unacked | null = null;
     while (this.unacked.length > 0 && this.unacked[0].seq < nextSeq) {
-      const length = this.unacked.shift()!.frame.length;
-      this.unackedBytes -= length;
-      this.resentBytes = Math.max(0, this.resentBytes - length);
-      dropped = true;
+      newest = this.unacked.shift()!;
+      this.unackedBytes -= newest.frame.length;
+      this.resentBytes = Math.max(0, this.resentBytes - newest.frame.length);
     }
     if (this.resendSeq !== null && this.resendSeq < nextSeq) this.resendSeq = this.unacked.length > 0 ? nextSeq : null;
-    if (!dropped) return;
+    if (!newest) return;
+    if (this.link.lossy && !newest.resent) this.measureTurnaround(Math.max(0, performance.now() - newest.leavesAt));
+    this.backoff = 1;
     this.window = Math.min(this.inflightLimit, this.window + this.maxBody);
     this.clearRetransmit();
     this.flush();
     if (this.link.lossy && this.unacked.length > 0) this.armRetransmit();
   }
 
-  /** Time to wait for an ack: twice the line time of what is in flight, plus a margin of a few frames. */
-  private retransmitMs(): number {
-    const margin = Math.max(MIN_RETRANSMIT_MS, 4 * this.lineMs(this.maxBody)) + ACK_DELAY_MS;
-    return margin + 2 * this.lineMs(Math.min(this.unackedBytes, this.window) + this.buffered);
-  }
-
-  /** Go-back-N: sends every unacknowledged frame from `seq` again, unless a NAK asks for what was just done. */
-  private goBack(seq: number, timedOut = false): void {
-    const now = Date.now();
-    if (!timedOut && this.lastGoBack.seq === seq && now - this.lastGoBack.at < this.retransmitMs()) {
-      this.armRetransmit();
+  private measureTurnaround(ms: number): void {
+    const t = this.turnaround;
+    if (!t) {
+      this.turnaround = { mean: ms, deviation: ms / 2 };
       return;
     }
-    this.lastGoBack = { seq, at: now };
+    t.deviation += (Math.abs(ms - t.mean) - t.deviation) / 4;
+    t.mean += (ms - t.mean) / 8;
+  }
+
+  /**
+   * How long after a frame has left the line its ACK may take: the measured
+   * turnaround with room for jitter, and at least the line time of a full
+   * in-flight window from the peer (which its ACK may queue behind) plus a
+   * margin; doubled after each timeout. Damage is answered by a NAK at once:
+   * this timeout only recovers a lost tail or a lost NAK, so it can be patient.
+   */
+  private ackWaitMs(): number {
+    const floor = Math.max(MIN_ACK_WAIT_MS, this.nakRepeatMs()) + this.lineMs(this.inflightLimit);
+    const measured = this.turnaround ? this.turnaround.mean + 4 * this.turnaround.deviation : 0;
+    return Math.min(MAX_ACK_WAIT_MS, this.backoff * Math.max(floor, measured));
+  }
+
+  /** Least time between two NAKs for the same frame: a few frames' line time, and an ACK delay. */
+  private nakRepeatMs(): number {
+    return Math.max(MIN_NAK_REPEAT_MS, 4 * this.lineMs(this.maxBody)) + ACK_DELAY_MS;
+  }
+
+  /** NAK n: everything below n arrived, n did not. Go back to it, unless this NAK is about an older copy of it. */
+  private onNak(seq: number): void {
+    this.onAck(seq);
+    const first = this.unacked[0];
+    if (!first || first.seq !== seq) return;
+    // A copy of n is still to be written, or the one sent again has not left the line yet:
+    // the peer asked before it could have seen it.
+    if (this.resendSeq !== null && this.resendSeq <= seq) return;
+    if (first.resent && performance.now() < first.leavesAt) return;
+    this.goBack(seq);
+  }
+
+  /** Go-back-N: sends every unacknowledged frame from `seq` again, and halves the in-flight window. */
+  private goBack(seq: number): void {
     this.window = Math.max(2 * this.maxBody, this.window / 2);
     if (this.unacked.length === 0 || seq >= this.sendSeq) return;
     this.resendSeq = Math.max(seq, this.unacked[0].seq);
@@ -421,12 +512,24 @@ export class Session extends EventEmitter {
     this.flush();
   }
 
+  /**
+   * Times the oldest unacknowledged frame: once it has left the line and its
+   * ACK has had time to come back, the sender goes back to it. Its deadline
+   * moves when it is written again, so the timer checks before going back.
+   */
   private armRetransmit(): void {
-    if (this.retransmitTimer || this.closed) return;
+    if (this.retransmitTimer || this.closed || !this.attached || this.unacked.length === 0) return;
+    const oldest = this.unacked[0];
+    const deadline = () => oldest.leavesAt + this.ackWaitMs();
     this.retransmitTimer = setTimeout(() => {
       this.retransmitTimer = null;
-      if (this.unacked.length > 0) this.goBack(this.unacked[0].seq, true);
-    }, this.retransmitMs());
+      if (this.unacked[0] !== oldest || performance.now() < deadline()) {
+        this.armRetransmit();
+        return;
+      }
+      this.backoff = Math.min(MAX_BACKOFF, 2 * this.backoff);
+      this.goBack(oldest.seq);
+    }, Math.max(1, deadline() - performance.now()));
     this.retransmitTimer.unref();
   }
 

@@ -9,6 +9,7 @@
  *                      cable that can be pulled out and plugged back in
  *   simulatedLine()    two socat pairs with the simulator between them: the
  *                      agent opens `agentPath`, the master `masterPath`
+ *   memoryLine()       the simulator between in-memory streams (one process)
  *
  *   agent ─ A1 ═socat═ B1 ─ LineSimulator ─ B2 ═socat═ A2 ─ master
  *
@@ -503,4 +504,11 @@ export function streamPair(): [Duplex, Duplex] {
     });
   ends.push(make(0), make(1));
   return [ends[0], ends[1]];
+}
+
+/** The simulator between two in-memory stream pairs, for a test in one process: what `a` writes, `b` reads, and back. */
+export function memoryLine(options: LineSimOptions = {}): { a: Duplex; b: Duplex; sim: LineSimulator } {
+  const [a, simA] = streamPair();
+  const [simB, b] = streamPair();
+  return { a, b, sim: new LineSimulator(simA, simB, options) };
 }
