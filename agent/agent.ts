@@ -172,7 +172,10 @@ export class Agent extends EventEmitter {
       session.on('close', done);
       session.on('detached', done);
     });
-    if (!session.isClosed) this.log(`lost the link (${error?.message ?? 'closed'}); ${this.streams.size} command(s) keep running`);
+    if (!session.isClosed) {
+      this.log(`lost the link (${error?.message ?? 'closed'}); ${this.streams.size} command(s) keep running`);
+      for (const stream of this.streams.values()) stream.linkDown();
+    }
     this.emit('disconnected', error);
     if (error && !this.stopping) throw error;
   }

@@ -21,7 +21,7 @@ Runs Buildbot build steps for a Tether master (tether-master).
   --admin TEXT        who administers this worker (shown in Buildbot)
   --host TEXT         a description of this host (shown in Buildbot)
   --ca FILE           tls: trust this CA bundle or pinned master certificate
-  --spool-memory MIB  output held in memory while the master cannot take it
+  --spool-memory MIB  output held in memory while the link is down
                       (default 64); more spills to BASEDIR/.tether-spool
   --no-resume         do not resume sessions: a dropped link ends the commands
   --max-frame BYTES   largest frame to accept (default ${DEFAULT_MAX_FRAME}; ${SERIAL_MAX_FRAME} on serial lines)

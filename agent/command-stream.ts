@@ -72,8 +72,10 @@ export class CommandStream implements CommandIO {
   private readonly outbox: Outgoing[] = [];
   private pumping = false;
   private ended = false;
-  /** Commands waiting because the spool's disk limit is reached. */
-  private spoolWaiters: Array<() => void> = [];
+  /** Payload bytes in the outbox, not yet handed to the session. */
+  private unsentBytes = 0;
+  /** Writes (stdout, file data ...) waiting for room: see mustWait(). */
+  private writers: Array<() => void> = [];
   /** Settles once COMPLETE went to the session (or the stream was lost): the stream id is free then. */
   readonly finished: Promise<void>;
   private markFinished!: () => void;
@@ -113,11 +115,13 @@ export class CommandStream implements CommandIO {
         if ('message' in item) {
           this.session.send(item.message);
         } else {
-          await this.gate.take('data' in item.stored ? item.stored.data.length : item.stored.length, this.window);
+          const length = 'data' in item.stored ? item.stored.data.length : item.stored.length;
+          await this.gate.take(length, this.window);
           this.session.send(item.make(this.spool.take(item.stored)));
+          this.unsentBytes -= length;
         }
         this.outbox.shift();
-        if (!this.budget.full) for (const wake of this.spoolWaiters.splice(0)) wake();
+        this.wakeWriters();
       }
     } catch {
       // The stream was lost: what is left will never be sent.
@@ -133,19 +137,44 @@ export class CommandStream implements CommandIO {
 
   private discard(): void {
     for (const item of this.outbox.splice(0)) if (!('message' in item)) this.spool.take(item.stored);
+    this.unsentBytes = 0;
     this.spool.dispose();
-    for (const wake of this.spoolWaiters.splice(0)) wake();
+    this.wakeWriters();
     this.markFinished();
   }
 
-  /** Queues `data` in frame-sized chunks; resolves at once unless the spool is full. */
+  /**
+   * A write waits while more than one window of this command's output is not
+   * yet sent and the link is up: the master's pace then holds the command, as
+   * a pipe would, and memory stays at a window or two. While the link is down
+   * output goes to the spool (memory, then disk) and only a full disk budget
+   * holds the command.
+   */
+  private mustWait(): boolean {
+    if (this.ended) return false;
+    return this.budget.full || (this.session.isAttached && this.unsentBytes > this.window);
+  }
+
+  private wakeWriters(): void {
+    if (this.writers.length === 0 || this.mustWait()) return;
+    for (const wake of this.writers.splice(0)) wake();
+  }
+
+  /** The link went down (the session may resume): waiting writes go on into the spool. */
+  linkDown(): void {
+    this.wakeWriters();
+  }
+
+  /** Queues `data` in frame-sized chunks; resolves once there is room for more (mustWait()). */
   private async sendPayload(data: Buffer, make: (chunk: Buffer) => OutgoingMessage, fieldBytes = 0): Promise<void> {
     if (this.session.isClosed) throw new TetherError('PEER_TIMEOUT', 'the connection to the master is gone');
     const limit = payloadLimit(this.session.maxBody, this.window, fieldBytes);
     for (let at = 0; at < data.length; at += limit) {
-      this.enqueue({ stored: this.spool.store(Buffer.from(data.subarray(at, at + limit))), make });
+      const chunk = Buffer.from(data.subarray(at, at + limit));
+      this.unsentBytes += chunk.length;
+      this.enqueue({ stored: this.spool.store(chunk), make });
     }
-    while (this.budget.full && !this.ended) await new Promise<void>((resolve) => this.spoolWaiters.push(resolve));
+    while (this.mustWait()) await new Promise<void>((resolve) => this.writers.push(resolve));
   }
 
   private output(channel: ChannelId, data: Buffer): Promise<void> {

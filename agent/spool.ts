@@ -1,8 +1,8 @@
 /**
- * Where command output waits while the master cannot take it (a slow master,
- * or a link that dropped and will resume): in memory up to a shared limit,
- * then in a file per stream under the basedir. The command is never held up
- * until the disk limit too is reached.
+ * Where command output waits while the link is down (the session will
+ * resume): in memory up to a shared limit, then in a file per stream under
+ * the basedir; only a full disk limit holds the command up. While the link is
+ * up, a stream keeps at most about a window here (CommandStream.mustWait).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';

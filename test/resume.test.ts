@@ -9,6 +9,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { Agent } from '../agent/agent';
+import type { Command } from '../agent/commands/command';
 import { commands } from '../agent/commands/registry';
 import { TetherHub } from '../master-plugin/hub';
 import type { RemoteAgent } from '../master-plugin/remote';
@@ -17,6 +18,7 @@ import { FaultProxy } from './helpers/fault-proxy';
 import { tetherAgent } from './helpers/tether-procs';
 import { prng } from './helpers/line-sim';
 import { alive } from './helpers/processes';
+import { waitFor } from './helpers/buildbot';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -27,7 +29,7 @@ function shellArgs(script: string, workdir: string) {
   };
 }
 
-async function setup(t: Tap.Test, hubOptions: { grace?: number } = {}) {
+async function setup(t: Tap.Test, hubOptions: { grace?: number } = {}, extraCommands: Record<string, Command> = {}) {
   const dir = mkdtempSync(path.join(tmpdir(), 'tether-resume-'));
   const hub = new TetherHub({ workers: { w: 'r' }, keepalive: 1, ...hubOptions });
   const address = await hub.listen('tcp://127.0.0.1:0');
@@ -35,7 +37,7 @@ async function setup(t: Tap.Test, hubOptions: { grace?: number } = {}) {
   await proxy.start();
   const logs: string[] = [];
   const agent = new Agent({
-      name: 'w', secret: 'r', basedir: dir, commands, masterLabel: 'proxy', maxBackoffMs: 300,
+      name: 'w', secret: 'r', basedir: dir, commands: { ...commands, ...extraCommands }, masterLabel: 'proxy', maxBackoffMs: 300,
       open: () => connect({ kind: 'tcp', host: '127.0.0.1', port: proxy.port }), log: (l) => logs.push(l),
     });
   const running = agent.run();
@@ -78,6 +80,41 @@ t.test('a command survives resets and silent drops, every line once and in order
   t.equal(resumed.length, 6, 'the session resumed after each cut');
   t.ok(resumed.every((a) => a === remote), 'it stayed the same agent connection');
   t.equal(proxy.connections, 7);
+});
+
+t.test('with the link up a fast command waits for a slow master; with it down it writes on into the spool', async (t) => {
+  const chunk = 64 * 1024;
+  const chunks = 64;
+  let written = 0;
+  const burst: Command = async (_args, io) => {
+    for (let i = 0; i < chunks; i++) {
+      await io.stdout(Buffer.alloc(chunk, 0x61 + (i % 26)));
+      written++;
+    }
+  };
+  const { proxy, remote } = await setup(t, {}, { burst });
+  let release!: () => void;
+  const slowMaster = new Promise<void>((resolve) => (release = resolve));
+  const received: Buffer[] = [];
+  const cmd = remote.run('burst', {}, {
+    // The master holds the first chunk (and so all credit) until released.
+    stdout: async (c) => {
+      received.push(c);
+      await slowMaster;
+    },
+  });
+  await sleep(500);
+  const window = 256 * 1024;
+  t.ok(written > 0 && written * chunk <= 2 * window + chunk, `${written} of ${chunks} writes done: one window sent, one waiting, then the command waits`);
+  const held = written;
+  proxy.silence();
+  await waitFor('the writes to go on once the agent found the link dead', () => written > held + 1, { timeoutMs: 15_000, intervalMs: 20 });
+  t.pass(`with the link down the command went on (${written} writes)`);
+  release();
+  t.same(await cmd.result, { failure: null });
+  const all = Buffer.concat(received);
+  t.equal(all.length, chunk * chunks, 'every byte arrived after the resume');
+  t.ok(all.every((b, i) => b === 0x61 + (Math.floor(i / chunk) % 26)), 'in order');
 });
 
 t.test('an agent process restart fails the commands of its old session with a clear message', async (t) => {
