@@ -7,12 +7,16 @@ import type { Results } from './run';
 
 const yesNo = (met: boolean | null) => (met === null ? 'n/a' : met ? 'yes' : '**no**');
 
+function duration(seconds: number): string {
+  return seconds < 90 ? `${Math.round(seconds)} s` : `${Math.round(seconds / 60)} min`;
+}
+
 export function performanceSection(r: Results): string {
   const out: string[] = [];
   const m = r.meta.machine;
   out.push(
-    `Measured ${r.meta.date.slice(0, 10)} with \`${r.meta.command}\` (${Math.round(r.meta.durationS / 60)} min) on ${m.cores} cores ` +
-      `(${m.cpu}), ${m.memoryGB} GB, Node ${m.node}, ${m.kernel}, while other test suites ran ` +
+    `Measured ${r.meta.date.slice(0, 10)} with \`${r.meta.command}\` (${duration(r.meta.durationS)}) on ${m.cores} cores ` +
+      `(${m.cpu}), ${m.memoryGB} GB, Node ${m.node}, ${m.kernel} ` +
       `(load average ${m.loadBefore[0]} before, ${m.loadAfter[0]} after): ratios, each from one run with A and B alternating, ` +
       `say more than the absolute figures.\n`,
   );
