@@ -80,6 +80,10 @@ type QueueEntry =
   | { kind: 'lines'; key: string; logname?: string; info: LineInfo; size: number }
   | { kind: 'value'; key: string; value: unknown; size: number };
 
+/** Bytes per upload write when the step gives no blocksize (FileUpload's default), and the most we gather. */
+const DEFAULT_UPLOAD_BLOCK = 256 * 1024;
+const MAX_UPLOAD_BLOCK = 4 * 1024 * 1024;
+
 class ActiveCommand {
   remote: RemoteCommand | null = null;
   readonly decoders = new Map<string, StreamDecoder>();
@@ -90,6 +94,10 @@ class ActiveCommand {
   readonly acks = new Set<Promise<void>>();
   writerChain: Promise<void> = Promise.resolve();
   writerFailed = false;
+  /** Upload bytes gathered into one write of the step's blocksize, as buildbot-worker sends them. */
+  uploadBlock = DEFAULT_UPLOAD_BLOCK;
+  fileParts: Buffer[] = [];
+  fileBytes = 0;
   transfer: Promise<void> = Promise.resolve();
   /** Bridge-side failure (transfer errors), reported in 'complete' if the agent reported none. */
   failure: string | null = null;
@@ -428,6 +436,7 @@ export class BuildbotBridge {
     delete args.reader;
     const builder = typeof msg.builder_name === 'string' ? msg.builder_name : null;
     const cmd = new ActiveCommand(key, msg.command_id, name, builder);
+    if (typeof args.blocksize === 'number' && args.blocksize > 0) cmd.uploadBlock = Math.min(args.blocksize, MAX_UPLOAD_BLOCK);
     this.commands.set(key, cmd);
     const sink: CommandSink = {
       stdout: (c) => this.output(cmd, 'stdout', undefined, c),
@@ -649,14 +658,31 @@ export class BuildbotBridge {
     return next;
   }
 
+  /**
+   * Upload bytes arrive in frame-sized pieces; Buildbot acknowledges each
+   * write, so they are gathered into writes of the step's blocksize (one
+   * round trip each, as from buildbot-worker). The agent waits only while a
+   * write is under way.
+   */
   private fileData(cmd: ActiveCommand, chunk: Buffer): Promise<void> | void {
     if (chunk.length === 0) return;
+    cmd.fileParts.push(chunk);
+    cmd.fileBytes += chunk.length;
+    if (cmd.fileBytes >= cmd.uploadBlock) return this.writeGathered(cmd);
+  }
+
+  private writeGathered(cmd: ActiveCommand): Promise<void> | void {
+    if (cmd.fileBytes === 0) return;
+    const data = cmd.fileParts.length === 1 ? cmd.fileParts[0] : Buffer.concat(cmd.fileParts);
+    cmd.fileParts = [];
+    cmd.fileBytes = 0;
     return this.writerStep(cmd, 'file data', async (peer, ops) => {
-      await peer.request(ops.write, { command_id: cmd.wireId, args: chunk });
+      await peer.request(ops.write, { command_id: cmd.wireId, args: data });
     });
   }
 
   private fileClose(cmd: ActiveCommand, times?: FileTimes): Promise<void> | void {
+    void this.writeGathered(cmd);
     return this.writerStep(cmd, 'close', async (peer, ops) => {
       await peer.request(ops.close, { command_id: cmd.wireId });
       if (times && cmd.name === 'upload_file') {

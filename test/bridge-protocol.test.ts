@@ -391,7 +391,7 @@ t.test('upload_file: writer calls are awaited one by one, then close and utime',
     workersrc: 'out.bin',
     path: '/agent/base/b1/build/out.bin',
     maxsize: null,
-    blocksize: 16384,
+    blocksize: 4, // every 4-byte piece below is a whole block
     keepstamp: true,
   });
   t.equal(cmd.args.path, 'b1/build/out.bin');
@@ -418,6 +418,21 @@ t.test('upload_file: writer calls are awaited one by one, then close and utime',
   t.match(logs.join('\n'), /could not set the uploaded file's times/);
 });
 
+t.test("upload pieces are gathered into writes of the step's blocksize; close writes the rest first", async (t) => {
+  const { master, agent } = await setup(t);
+  const { id, cmd } = await startCommand(master, agent, 'upload_file', { path: '/agent/base/x', blocksize: 10, maxsize: null });
+  t.equal(cmd.sink.fileData!(Buffer.from('abcd')), undefined, 'less than a block: taken at once');
+  t.equal(cmd.sink.fileData!(Buffer.from('efgh')), undefined);
+  await cmd.sink.fileData!(Buffer.from('ijkl'));
+  await cmd.sink.fileData!(Buffer.from('mn'));
+  await cmd.sink.fileClose!();
+  cmd.settle({ failure: null });
+  await master.waitRequest((m) => m.op === 'complete' && m.command_id === id);
+  const ops = master.requests.filter((m) => m.command_id === id && m.op !== 'update');
+  t.same(ops.map((m) => m.op), ['update_upload_file_write', 'update_upload_file_write', 'update_upload_file_close', 'complete']);
+  t.same(ops.slice(0, 2).map((m) => Buffer.from(m.args as Uint8Array).toString()), ['abcdefghijkl', 'mn']);
+});
+
 t.test('upload_directory uses the directory writer ops', async (t) => {
   const { master, agent } = await setup(t);
   const { id, cmd } = await startCommand(master, agent, 'upload_directory', {
@@ -439,7 +454,7 @@ t.test('upload_directory uses the directory writer ops', async (t) => {
 t.test('a writer error fails the command and interrupts the agent', async (t) => {
   const { master, agent } = await setup(t);
   master.onRequest = (m) => (m.op === 'update_upload_file_write' ? { exception: "unknown \"command_id\"" } : null);
-  const { id, cmd } = await startCommand(master, agent, 'upload_file', { path: '/agent/base/x', blocksize: 10, maxsize: null });
+  const { id, cmd } = await startCommand(master, agent, 'upload_file', { path: '/agent/base/x', blocksize: 3, maxsize: null });
   await cmd.sink.fileData!(Buffer.from('abc'));
   t.equal(cmd.interrupts.length, 1);
   await cmd.sink.fileData!(Buffer.from('def'));
