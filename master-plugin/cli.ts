@@ -35,6 +35,9 @@ it only accepts agents (standalone mode).
                         (default ${DEFAULT_KEEPALIVE_SECONDS})
   --max-frame BYTES     largest frame to accept (default ${DEFAULT_MAX_FRAME})
   --window BYTES        flow-control window per command stream (default ${DEFAULT_WINDOW})
+  --compress WHERE      offer deflate on: serial (default; serial lines only),
+                        always (TCP and TLS too, for agents behind a slow
+                        network; costs the agent CPU), never
   --verbose             print stack traces with errors
   --version             print the version and exit
   -h, --help            print this help and exit

@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { DEFAULT_GRACE_SECONDS, DEFAULT_KEEPALIVE_SECONDS, DEFAULT_MAX_FRAME, DEFAULT_WINDOW } from '../wire/handshake';
 import { UsageError } from '../wire/transport';
-import { TetherHub } from './hub';
+import { COMPRESS_CHOICES, type CompressWhere, TetherHub } from './hub';
 
 /** Options of the hub, in every mode (parseArgs form). */
 export const HUB_OPTIONS = {
@@ -16,6 +16,7 @@ export const HUB_OPTIONS = {
   'no-resume': { type: 'boolean' },
   'max-frame': { type: 'string' },
   window: { type: 'string' },
+  compress: { type: 'string' },
   verbose: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -28,6 +29,7 @@ export interface HubOptionValues {
   'no-resume'?: boolean;
   'max-frame'?: string;
   window?: string;
+  compress?: string;
 }
 
 export function positiveInt(value: string | undefined, flag: string, fallback: number, min = 1): number {
@@ -35,6 +37,11 @@ export function positiveInt(value: string | undefined, flag: string, fallback: n
   const n = Number(value);
   if (!Number.isInteger(n) || n < min) throw new UsageError(`${flag} must be an integer of at least ${min}`);
   return n;
+}
+
+function compressChoice(value: string | undefined): CompressWhere | undefined {
+  if (value === undefined || (COMPRESS_CHOICES as readonly string[]).includes(value)) return value as CompressWhere | undefined;
+  throw new UsageError(`--compress takes ${COMPRESS_CHOICES.join(', ')}, not '${value}'`);
 }
 
 /** Reads the workers JSON; `-` is standard input. */
@@ -78,6 +85,7 @@ export function hubFromOptions(values: HubOptionValues, workers: Record<string, 
     resume: !values['no-resume'],
     maxFrame: positiveInt(values['max-frame'], '--max-frame', DEFAULT_MAX_FRAME, 256),
     window: positiveInt(values.window, '--window', DEFAULT_WINDOW, 1024),
+    compress: compressChoice(values.compress),
     cert: values.cert,
     key: values.key,
     log,

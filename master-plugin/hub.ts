@@ -21,6 +21,9 @@ import { type Endpoint, type Listener, type NetEndpoint, describeEndpoint, liste
 import { AgentConnection } from './agent-connection';
 import type { RemoteAgent } from './remote';
 
+export const COMPRESS_CHOICES = ['serial', 'always', 'never'] as const;
+export type CompressWhere = (typeof COMPRESS_CHOICES)[number];
+
 export interface HubOptions {
   /** Worker name → shared secret. */
   workers: Record<string, string>;
@@ -32,6 +35,12 @@ export interface HubOptions {
   keepalive?: number;
   maxFrame?: number;
   window?: number;
+  /**
+   * Where to offer deflate: 'serial' (default: lossy lines only, where the
+   * line is the bottleneck), 'always' (TCP and TLS too: for agents behind a
+   * slow or metered network), 'never'.
+   */
+  compress?: CompressWhere;
   /** PEM files for tls:// listeners. */
   cert?: string;
   key?: string;
@@ -131,6 +140,12 @@ export class TetherHub extends EventEmitter {
     });
   }
 
+  /** Compression pays on slow lines; on a LAN it would mostly cost the agent CPU. */
+  private offersDeflate(link: Link): boolean {
+    const where = this.options.compress ?? 'serial';
+    return where === 'always' || (where === 'serial' && link.lossy);
+  }
+
   /** Accepts a byte stream from any transport (the TCP/TLS listeners, a serial line, a test). */
   accept(stream: Duplex, peer: string, options: AcceptOptions = {}): void {
     const link = new Link(stream, { lossy: options.lossy, bytesPerSecond: options.bytesPerSecond });
@@ -144,8 +159,7 @@ export class TetherHub extends EventEmitter {
         if (!allowed(name)) return undefined;
         return Object.prototype.hasOwnProperty.call(this.workers, name) ? this.workers[name] : undefined;
       },
-      // Compression pays on slow lines; on TCP it would only cost CPU.
-      caps: (link.lossy ? Capability.DEFLATE : 0) | (this.options.resume === false ? 0 : Capability.RESUME),
+      caps: (this.offersDeflate(link) ? Capability.DEFLATE : 0) | (this.options.resume === false ? 0 : Capability.RESUME),
       maxFrame: this.options.maxFrame ?? DEFAULT_MAX_FRAME,
       keepalive: this.options.keepalive ?? DEFAULT_KEEPALIVE_SECONDS,
       window: this.options.window ?? DEFAULT_WINDOW,

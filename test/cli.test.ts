@@ -35,6 +35,7 @@ t.test('mistakes give one clear line and a non-zero exit, no stack trace', async
     [MASTER_BIN, ['--listen', 'tcp://127.0.0.1:0', '--worker', 'nocolon'], /--worker takes NAME:SECRET/],
     [MASTER_BIN, ['--listen', 'tcp://127.0.0.1:0', '--workers-file', '-'], /has no "workers" list/, '{}'],
     [MASTER_BIN, ['--listen', 'tcp://127.0.0.1:0', '--worker', 'a:b', '--buildbot', 'http://x'], /--buildbot takes ws:\/\/HOST:PORT/],
+    [MASTER_BIN, ['--listen', 'tcp://127.0.0.1:0', '--worker', 'a:b', '--compress', 'tcp'], /--compress takes serial, always, never, not 'tcp'/],
   ];
   for (const [bin, args, pattern, input] of cases) {
     const r = run(bin, args, input);

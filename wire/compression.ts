@@ -33,16 +33,37 @@ class History {
   }
 }
 
+/** After a body that did not shrink, the bodies sent raw without trying, doubling up to this many. */
+const MAX_SKIP = 16;
+
 export class Compressor {
   private readonly history = new History();
+  /** Bodies to send raw without trying (incompressible data: archives, random bytes). */
+  private skip = 0;
+  private nextSkip = 1;
+  readonly stats = { bodies: 0, tried: 0, packed: 0 };
+
+  /** `level`: zlib's 1 (fast, for fast links) to 9 (smallest, for slow lines). */
+  constructor(private readonly level = 6) {}
 
   /** Returns the body to send: compressed with the marker, or `body` itself. */
   pack(body: Buffer): Buffer {
     let out = body;
-    if (body.length >= MIN_COMPRESS_BYTES) {
+    this.stats.bodies++;
+    if (body.length >= MIN_COMPRESS_BYTES && this.skip > 0) this.skip--;
+    else if (body.length >= MIN_COMPRESS_BYTES) {
+      this.stats.tried++;
       const dictionary = this.history.dictionary;
-      const packed = deflateRawSync(body, dictionary.length > 0 ? { dictionary, level: 6 } : { level: 6 });
-      if (packed.length + 1 < body.length) out = Buffer.concat([Buffer.from([COMPRESSED_MARKER]), packed]);
+      const packed = deflateRawSync(body, dictionary.length > 0 ? { dictionary, level: this.level } : { level: this.level });
+      if (packed.length + 1 < body.length) {
+        out = Buffer.concat([Buffer.from([COMPRESSED_MARKER]), packed]);
+        this.stats.packed++;
+        this.nextSkip = 1;
+      } else {
+        // Data that does not shrink usually goes on not shrinking: stop paying for deflate, and look again now and then.
+        this.skip = this.nextSkip;
+        this.nextSkip = Math.min(MAX_SKIP, 2 * this.nextSkip);
+      }
     }
     this.history.add(body);
     return out;

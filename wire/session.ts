@@ -106,7 +106,8 @@ export class Session extends EventEmitter {
     super();
     this.maxBody = options.maxBody;
     this.sendSeq = options.sendSeq ?? 0;
-    this.compressor = options.deflate ? new Compressor() : null;
+    // A slow line is worth the smallest output; on a fast link deflate's speed matters more.
+    this.compressor = options.deflate ? new Compressor(link.lossy ? 6 : 1) : null;
     this.decompressor = options.deflate ? new Decompressor(options.maxBody) : null;
     this.link = link;
     this.window = this.inflightLimit;

@@ -1,0 +1,63 @@
+/**
+ * The deflate capability beyond serial lines: the hub offers it where
+ * `compress` says (serial lines by default, TCP too with 'always'), and the
+ * compressor stops paying for deflate on data that does not shrink.
+ */
+import t, { type Test } from 'tap';
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { commands } from '../agent/commands/registry';
+import type { AgentConnection } from '../master-plugin/agent-connection';
+import type { HubOptions } from '../master-plugin/hub';
+import { runShell } from '../master-plugin/shell';
+import { COMPRESSED_MARKER, Compressor, Decompressor } from '../wire/compression';
+import { makeTempDir } from './helpers/buildbot';
+import { startPair } from './helpers/pair';
+
+t.test('deflate stops trying on data that does not shrink, and tries again now and then', async (t) => {
+  const compressor = new Compressor(1);
+  const decompressor = new Decompressor(4096);
+  let misread = 0;
+  const roundTrip = (body: Buffer) => {
+    const sent = compressor.pack(body);
+    if (!decompressor.unpack(sent).equals(body)) misread++;
+    return sent;
+  };
+  // A message body never starts with 0xff (the compressed marker): neither does this one.
+  const randomBody = () => Buffer.concat([Buffer.from([0x0a]), randomBytes(999)]);
+  for (let i = 0; i < 200; i++) roundTrip(randomBody());
+  t.equal(compressor.stats.packed, 0, 'random bytes went raw');
+  t.ok(compressor.stats.tried <= 20, `deflate was tried on ${compressor.stats.tried} of 200 random bodies`);
+  const text = Buffer.from('src/uart.c:12: warning: unused variable x\n'.repeat(20));
+  let firstPacked = -1;
+  for (let i = 0; i < 20 && firstPacked < 0; i++) if (roundTrip(text)[0] === COMPRESSED_MARKER) firstPacked = i;
+  t.ok(firstPacked >= 0 && firstPacked <= 16, `text was compressed again after ${firstPacked} raw bodies`);
+  t.equal(misread, 0, 'the peer read every body back, raw or compressed');
+});
+
+async function wireBytesOfTextOutput(t: Test, hub: Partial<HubOptions>): Promise<number> {
+  const dir = await makeTempDir('tether-compress-');
+  const pair = await startPair(commands, { basedir: dir, hub });
+  t.teardown(async () => {
+    await pair.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const log = Buffer.from(Array.from({ length: 4000 }, (_, i) => `CC build/src/module${i % 41}.o -Wall -O2 (${i})\n`).join(''));
+  fs.writeFileSync(path.join(dir, 'build.log'), log);
+  const session = (pair.remote as AgentConnection).session;
+  const before = session.stats.bytesIn;
+  let got = 0;
+  const result = await runShell(pair.remote, ['cat', 'build.log'], { onOutput: (c) => void (got += c.data.length) }).result;
+  t.equal(result.rc, 0);
+  t.equal(got, log.length, 'all output arrived');
+  return session.stats.bytesIn - before;
+}
+
+t.test("compress: 'always' offers deflate on TCP; the default keeps it to serial lines", async (t) => {
+  const plain = await wireBytesOfTextOutput(t, {});
+  const packed = await wireBytesOfTextOutput(t, { compress: 'always' });
+  const never = await wireBytesOfTextOutput(t, { compress: 'never' });
+  t.ok(packed * 4 < plain, `a build log took ${packed} bytes on the wire with deflate, ${plain} without`);
+  t.ok(never >= plain * 0.95 && never <= plain * 1.05, `'never' sends it as the default does on TCP (${never} bytes)`);
+});
