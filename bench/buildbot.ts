@@ -96,7 +96,7 @@ export type BuildbotResults =
         tetherOverhead: number;
         buildbotOverhead: number;
         overheadRatio: number;
-        /** Tether's bytes had the deflate capability been negotiated on TCP (estimated), and that against msgpack. */
+        /** Tether's bytes with `--compress always` (the same frames through the session's compressor), and that against msgpack. */
         tetherWithDeflate: number;
         byteRatioWithDeflate: number;
       };

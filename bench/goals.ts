@@ -32,7 +32,8 @@ export function evaluateGoals(r: Results): Goal[] {
     const s = scenario(re);
     goals.push(goal(`Buildbot time ratio, ${s?.name ?? label} (Tether / buildbot-worker)`, '≤ 1.0', s?.ratio, (v) => v <= 1.0, '×'));
   }
-  goals.push(goal("wire bytes of the e2e build, Tether / msgpack", '≤ 0.60', bb?.e2e.byteRatio, (v) => v <= 0.6, '×'));
+  goals.push(goal('wire bytes of the e2e build, Tether / msgpack', '≤ 0.60', bb?.e2e.byteRatio, (v) => v <= 0.6, '×'));
+  goals.push(goal('wire bytes of the e2e build with --compress always, Tether / msgpack', '≤ 0.60', bb?.e2e.byteRatioWithDeflate, (v) => v <= 0.6, '×'));
   const p = r.protocol;
   goals.push(goal('agent → plugin throughput, Tether / cat', '≥ 0.80', p?.throughput.ratio, (v) => v >= 0.8, '×', 'throughput'));
   const stat = p?.roundTrip.find((x) => x.command.startsWith('stat'));

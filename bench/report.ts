@@ -43,8 +43,8 @@ export function report(r: Results): string {
     out.push(table(['message', 'frames', 'wire bytes', 'payload bytes'], Object.entries(e.tetherWire.byType).map(([type, t]) => [type, t.frames, t.bytes, t.payload])));
     out.push(
       `\nPayload (output, file data) ${e.tetherWire.payload} bytes, the same on both links; the rest: Tether ${e.tetherOverhead}, ` +
-        `msgpack ${e.buildbotOverhead} (${e.overheadRatio}×). With the deflate capability on TCP (estimated: the same bodies through ` +
-        `wire/compression.ts) Tether's link would carry ${e.tetherWithDeflate} bytes, ${e.byteRatioWithDeflate}× msgpack's.\n`,
+        `msgpack ${e.buildbotOverhead} (${e.overheadRatio}×). With \`tether-master --compress always\` (the same bodies through ` +
+        `wire/compression.ts at the level used on TCP) Tether's link carries ${e.tetherWithDeflate} bytes, ${e.byteRatioWithDeflate}× msgpack's.\n`,
     );
   }
 

@@ -27,7 +27,7 @@ export interface WireSummary {
   /** total − payload */
   overhead: number;
   byType: Record<string, TypeBytes>;
-  /** The same frames with every sequenced body deflated as the DEFLATE capability does. */
+  /** The same frames with every sequenced body deflated as `tether-master --compress always` does on TCP. */
   withDeflate: number;
 }
 
@@ -53,7 +53,8 @@ class Direction {
   readonly byType = new Map<string, TypeBytes>();
   withDeflate = 0;
   private readonly reader = new FrameReader(1 << 20);
-  private readonly compressor = new Compressor();
+  // Level 1, the level a session uses on TCP (wire/session.ts).
+  private readonly compressor = new Compressor(1);
 
   constructor() {
     this.reader.on('frame', (frame: Buffer) => this.onFrame(frame));
