@@ -193,6 +193,9 @@ export interface AgentIdentity extends Established {
   hello: HelloParams;
 }
 
+/** The secret an unknown worker name is challenged with: random, never sent, never shared. */
+const DECOY_SECRET = randomBytes(32).toString('base64');
+
 export function masterHandshake(link: Link, opts: MasterHandshakeOptions): Promise<AgentIdentity> {
   return closingOnFailure(link, () => masterSteps(link, opts));
 }
@@ -204,10 +207,9 @@ async function masterSteps(link: Link, opts: MasterHandshakeOptions): Promise<Ag
   if (h.versionMin > PROTOCOL_VERSION || h.versionMax < PROTOCOL_VERSION) {
     throw new TetherError('UNSUPPORTED_VERSION', `agent speaks versions ${h.versionMin}-${h.versionMax}, master speaks ${PROTOCOL_VERSION}`);
   }
-  const secret = opts.secretFor(h.name);
-  if (secret === undefined) {
-    throw new TetherError('AUTH_FAILED', `unknown worker '${h.name}' or wrong secret`);
-  }
+  // An unknown name is challenged like a known one, with a secret nobody has, and fails at
+  // PROOF exactly as a wrong secret does: the answer does not tell which names exist.
+  const secret = opts.secretFor(h.name) ?? DECOY_SECRET;
   const params: ChallengeParams = {
     version: PROTOCOL_VERSION,
     nonce: randomBytes(NONCE_BYTES),
