@@ -55,5 +55,10 @@ export function evaluateGoals(r: Results): Goal[] {
   const text = serial?.filter((x) => x.mode === 'text');
   const worst = text && text.length > 0 ? text.reduce((a, b) => (b.ofLine < a.ofLine ? b : a)) : undefined;
   goals.push(goal(`serial compressed text goodput, of line rate (lowest: ${worst ? `${worst.baud} baud` : '-'})`, '≥ 3', worst?.ofLine, (v) => v >= 3, '×', 'serial'));
+  const latency = r.serial && r.serial.available ? r.serial.latency.find((x) => x.baud === 115200) : undefined;
+  goals.push(goal(
+    `serial: a short line reaches the master at 115200 baud, worst of ${latency?.lines ?? 20}, less its ${latency?.lineMs ?? '-'} ms on the line`,
+    '≤ 50 ms', latency ? latency.maxMs - latency.lineMs : undefined, (v) => v <= 50, ' ms',
+  ));
   return goals;
 }

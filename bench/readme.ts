@@ -93,6 +93,12 @@ export function performanceSection(r: Results): string {
       bauds.map((b) => [b, b / 10, cell(b, 'raw'), cell(b, 'text'), cell(b, 'text-plain')]),
     ));
     out.push('');
+    out.push('A short line printed on the agent (a shell printing `date +%s%N` every 0.2 s), from its printing to the hub:\n');
+    out.push(table(
+      ['baud', 'lines', 'median ms', 'worst ms', 'its frame on the line'],
+      se.latency.map((l) => [l.baud, l.lines, l.medianMs, l.maxMs, `${l.frameBytes} bytes, ${l.lineMs} ms`]),
+    ));
+    out.push('');
   } else if (se) out.push(`Serial: not available (${se.reason}).\n`);
   out.push('Goals:\n');
   out.push(table(['goal', 'target', 'measured', 'met'], r.goals.map((g) => [g.goal, g.target, g.measured, yesNo(g.met)])));

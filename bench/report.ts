@@ -120,6 +120,11 @@ export function report(r: Results): string {
         'Line bytes / payload byte: what went agent → master on the line during the big file; line busy: that against what the line could carry in the time; ' +
           'frames dropped: by the hub as out of sequence, which on this noise-free line means frames the agent sent again.\n',
     );
+    out.push('Latency of a short line (a shell printing `date +%s%N` every 0.2 s), from its printing to the hub:\n');
+    out.push(table(
+      ['baud', 'lines', 'median ms', 'worst ms', 'frame bytes', 'frame line time ms'],
+      se.latency.map((l) => [l.baud, l.lines, l.medianMs, l.maxMs, l.frameBytes, l.lineMs]),
+    ));
   }
   for (const [section, error] of Object.entries(r.errors)) out.push(`**${section} failed**: ${error.split('\n')[0]}\n`);
   return out.join('\n');

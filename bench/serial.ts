@@ -31,7 +31,9 @@ import { runShell } from '../master-plugin/shell';
 import { openSerialLine } from '../wire/serial-line';
 import { simulatedLine } from '../test/helpers/line-sim';
 import { serialTetherAgent } from '../test/helpers/serial-procs';
-import { type BenchOptions, round, since, waitForAgentOrExit, withTimeout } from './lib';
+import { encodeFrame } from '../wire/framing';
+import { encodeMessage } from '../wire/messages';
+import { type BenchOptions, median, round, since, waitForAgentOrExit, withTimeout } from './lib';
 
 export const BAUDS = [9600, 115200, 921600] as const;
 export type SerialMode = 'raw' | 'text' | 'text-plain';
@@ -59,7 +61,57 @@ export interface SerialRow {
   framesDropped: number;
 }
 
-export type SerialResults = { available: true; transport: string; rows: SerialRow[] } | { available: false; reason: string };
+/** Interactive latency: a short line printed on the agent, from the child's write to the hub's callback. */
+export interface SerialLatency {
+  baud: number;
+  lines: number;
+  medianMs: number;
+  maxMs: number;
+  /** The line's frame on the wire, and its transmission time at this rate. */
+  frameBytes: number;
+  lineMs: number;
+}
+
+export type SerialResults =
+  | { available: true; transport: string; rows: SerialRow[]; latency: SerialLatency[] }
+  | { available: false; reason: string };
+
+/** The wall clock in ms with sub-ms digits, comparable with `date +%s%N` in another process. */
+const wallMs = () => performance.timeOrigin + performance.now();
+
+/**
+ * `lines` short lines printed by a shell on the agent 0.2 s apart, each
+ * holding the wall-clock time of its printing (`date +%s%N`); the delay of
+ * each is the hub's wall clock when its output callback runs, less that.
+ */
+async function lineLatency(remote: RemoteAgent, baud: number, lines: number): Promise<SerialLatency> {
+  const script = `i=0; while [ $i -lt ${lines} ]; do sleep 0.2; date +%s%N; i=$((i+1)); done`;
+  const delays: number[] = [];
+  let partial = '';
+  const result = await withTimeout(
+    runShell(remote, ['sh', '-c', script], {
+      onOutput: (c) => {
+        const now = wallMs();
+        partial += c.data.toString();
+        const complete = partial.split('\n');
+        partial = complete.pop()!;
+        for (const line of complete) if (/^\d{19}$/.test(line)) delays.push(now - Number(BigInt(line) / 1000n) / 1000);
+      },
+    }).result,
+    60_000,
+    'the latency lines',
+  );
+  if (result.rc !== 0 || delays.length !== lines) throw new Error(`latency at ${baud} baud: rc ${result.rc}, ${delays.length} of ${lines} lines`);
+  const frameBytes = encodeFrame(encodeMessage({ type: 'output', stream: 1, channel: 0, data: Buffer.alloc(20, 0x31) }), 1000).length;
+  return {
+    baud,
+    lines,
+    medianMs: round(median(delays), 2),
+    maxMs: round(Math.max(...delays), 2),
+    frameBytes,
+    lineMs: round((frameBytes * 1000) / (baud / 10), 2),
+  };
+}
 
 /**
  * A deterministic build log: compiler command lines, warnings with source
@@ -176,6 +228,7 @@ export async function runSerial(opts: BenchOptions): Promise<SerialResults> {
   }
   const seconds = opts.quick ? 1 : 6;
   const rows: SerialRow[] = [];
+  const latency: SerialLatency[] = [];
   // A quick run measures 115200 baud only.
   for (const baud of opts.quick ? [115200] : BAUDS) {
     const rate = baud / 10;
@@ -227,10 +280,15 @@ export async function runSerial(opts: BenchOptions): Promise<SerialResults> {
               `${row.wirePerPayload} line bytes per payload byte, line busy ${row.lineBusy}; hub took ${row.framesIn} frames, dropped ${row.framesDropped}`,
           );
         }
+        if (deflate) {
+          const l = await lineLatency(pair.remote, baud, opts.quick ? 5 : 20);
+          latency.push(l);
+          opts.log(`serial ${baud} latency of a short line: median ${l.medianMs} ms, max ${l.maxMs} ms (its ${l.frameBytes}-byte frame takes ${l.lineMs} ms on the line)`);
+        }
       } finally {
         await pair.close();
       }
     }
   }
-  return { available: true, transport: 'tether-agent (wire/serial-line.ts) ↔ socat ptys ↔ test/helpers/line-sim.ts ↔ socat ptys ↔ hub', rows };
+  return { available: true, transport: 'tether-agent (wire/serial-line.ts) ↔ socat ptys ↔ test/helpers/line-sim.ts ↔ socat ptys ↔ hub', rows, latency };
 }

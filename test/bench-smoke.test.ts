@@ -193,6 +193,8 @@ t.test('npm run bench -- --quick --skip-buildbot: every section has its figures'
         numbers(t, where, row, ['framesDropped'], true);
       }
     }
+    t.same(se.latency.map((l) => l.baud), bauds, 'a latency figure for every baud rate');
+    for (const l of se.latency) numbers(t, `${l.baud} baud latency`, l, ['lines', 'medianMs', 'maxMs', 'frameBytes', 'lineMs']);
   });
 
   t.test('goals', async (t) => {
@@ -215,6 +217,7 @@ t.test('npm run bench -- --quick --skip-buildbot: every section has its figures'
       ['exact logs of the scale run', /^\d+ agents: every log exact/],
       ['serial raw goodput at 115200 baud', /^serial raw goodput at 115200 baud/],
       ['serial compressed text goodput', /^serial compressed text goodput/],
+      ['serial short-line latency', /^serial: a short line reaches the master/],
     ];
     for (const a of r.memory?.agents ?? []) {
       expected.push([`agent RSS idle, ${a.variant}`, new RegExp(`^agent RSS idle, ${escapeRegExp(a.variant)}$`)]);
