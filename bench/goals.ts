@@ -55,6 +55,16 @@ export function evaluateGoals(r: Results): Goal[] {
   const text = serial?.filter((x) => x.mode === 'text');
   const worst = text && text.length > 0 ? text.reduce((a, b) => (b.ofLine < a.ofLine ? b : a)) : undefined;
   goals.push(goal(`serial compressed text goodput, of line rate (lowest: ${worst ? `${worst.baud} baud` : '-'})`, '≥ 3', worst?.ofLine, (v) => v >= 3, '×', 'serial'));
+  // Incompressible output with deflate on against the same with it off, at the baud rate where it does worst.
+  const vsPlain = (serial ?? []).filter((x) => x.mode === 'raw').map((x) => {
+    const plain = serial!.find((y) => y.baud === x.baud && y.mode === 'raw-plain');
+    return { baud: x.baud, ratio: plain ? x.goodput / plain.goodput : NaN };
+  });
+  const slowest = vsPlain.length > 0 ? vsPlain.reduce((a, b) => (b.ratio < a.ratio ? b : a)) : undefined;
+  goals.push(goal(
+    `serial random bytes with deflate on, of with it off (lowest: ${slowest ? `${slowest.baud} baud` : '-'})`,
+    '≥ 0.98', slowest?.ratio, (v) => v >= 0.98, '×',
+  ));
   const latency = r.serial && r.serial.available ? r.serial.latency.find((x) => x.baud === 115200) : undefined;
   goals.push(goal(
     `serial: a short line reaches the master at 115200 baud, worst of ${latency?.lines ?? 20}, less its ${latency?.lineMs ?? '-'} ms on the line`,

@@ -103,6 +103,9 @@ export function report(r: Results): string {
     out.push('');
   }
 
+  const SERIAL_MODE_NAMES = {
+    raw: 'random bytes, deflate', 'raw-plain': 'random bytes, no compression', text: 'build log, deflate', 'text-plain': 'build log, no compression',
+  } as const;
   const se = r.serial;
   out.push('## Serial goodput (line simulator, socat ptys, no noise)\n');
   if (!se) out.push(r.errors.serial ? `failed: ${r.errors.serial.split('\n')[0]}\n` : 'not run\n');
@@ -111,7 +114,7 @@ export function report(r: Results): string {
     out.push(table(
       ['baud', 'line B/s', 'payload', 'goodput B/s', '× line rate', 'with command overhead B/s', 'bytes', 'deflate alone', 'line bytes / payload byte', 'line busy', 'frames dropped / taken'],
       se.rows.map((x) => [
-        x.baud, x.lineBytesPerSecond, x.mode === 'raw' ? 'random bytes' : x.mode === 'text' ? 'build log, deflate' : 'build log, no compression',
+        x.baud, x.lineBytesPerSecond, SERIAL_MODE_NAMES[x.mode],
         x.goodput, x.ofLine, x.withOverhead, x.bytes, `${x.deflateRatio}×`, x.wirePerPayload, x.lineBusy, `${x.framesDropped} / ${x.framesIn}`,
       ]),
     ));

@@ -10,6 +10,7 @@
  *   raw         random bytes (incompressible: deflate sends them as they are)
  *   text        a compiler-like build log, deflate on (as on every serial line)
  *   text-plain  the same log with compression off (the hub offers no deflate)
+ *   raw-plain   random bytes with compression off: deflate must cost them nothing
  *
  * Goodput = (S_big - S_small) / (T_big - T_small): the same command with a
  * file of one second's worth of line and with a tiny one, so the fixed cost
@@ -36,7 +37,7 @@ import { encodeMessage } from '../wire/messages';
 import { type BenchOptions, median, round, since, waitForAgentOrExit, withTimeout } from './lib';
 
 export const BAUDS = [9600, 115200, 921600] as const;
-export type SerialMode = 'raw' | 'text' | 'text-plain';
+export type SerialMode = 'raw' | 'text' | 'text-plain' | 'raw-plain';
 
 export interface SerialRow {
   baud: number;
@@ -243,11 +244,12 @@ export async function runSerial(opts: BenchOptions): Promise<SerialResults> {
       raw: { big: raw, small: randomBytes(smallSize) },
       text: { big: textBig, small: compilerLog(smallSize, 7) },
       'text-plain': { big: textPlain, small: compilerLog(smallSize, 7) },
+      'raw-plain': { big: raw, small: randomBytes(smallSize) },
     };
     for (const deflate of [true, false]) {
       const pair = await serialPair(baud, deflate);
       try {
-        for (const mode of (deflate ? ['raw', 'text'] : ['text-plain']) as SerialMode[]) {
+        for (const mode of (deflate ? ['raw', 'text'] : ['raw-plain', 'text-plain']) as SerialMode[]) {
           const f = files[mode];
           fs.writeFileSync(path.join(pair.basedir, `${mode}-big`), f.big);
           fs.writeFileSync(path.join(pair.basedir, `${mode}-small`), f.small);

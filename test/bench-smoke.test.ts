@@ -14,7 +14,7 @@ import { REPO_ROOT, makeTempDir } from './helpers/buildbot';
 
 /** What a quick run without Buildbot measures (bench/run.ts SECTIONS less 'buildbot'). */
 const SECTIONS = ['protocol', 'memory', 'scale', 'serial'] as const;
-const SERIAL_MODES = ['raw', 'text', 'text-plain'] as const;
+const SERIAL_MODES = ['raw', 'raw-plain', 'text', 'text-plain'] as const;
 /** Far more than a quick run takes (about 20 s on 2 cores). */
 const RUN_TIMEOUT_MS = 300_000;
 
@@ -218,6 +218,7 @@ t.test('npm run bench -- --quick --skip-buildbot: every section has its figures'
       ['serial raw goodput at 115200 baud', /^serial raw goodput at 115200 baud/],
       ['serial compressed text goodput', /^serial compressed text goodput/],
       ['serial short-line latency', /^serial: a short line reaches the master/],
+      ['serial random bytes with deflate on and off', /^serial random bytes with deflate on, of with it off/],
     ];
     for (const a of r.memory?.agents ?? []) {
       expected.push([`agent RSS idle, ${a.variant}`, new RegExp(`^agent RSS idle, ${escapeRegExp(a.variant)}$`)]);
