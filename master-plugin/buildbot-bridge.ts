@@ -80,9 +80,13 @@ type QueueEntry =
   | { kind: 'lines'; key: string; logname?: string; info: LineInfo; size: number }
   | { kind: 'value'; key: string; value: unknown; size: number };
 
-/** Bytes per upload write when the step gives no blocksize (FileUpload's default), and the most we gather. */
-const DEFAULT_UPLOAD_BLOCK = 256 * 1024;
-const MAX_UPLOAD_BLOCK = 4 * 1024 * 1024;
+/**
+ * Upload bytes per write to Buildbot: the step's blocksize, but at least
+ * FileUpload's default (DirectoryUpload's 16 KiB would cost a round trip per
+ * 16 KiB) and at most 4 MiB (held in memory per upload).
+ */
+const MIN_UPLOAD_WRITE = 256 * 1024;
+const MAX_UPLOAD_WRITE = 4 * 1024 * 1024;
 
 class ActiveCommand {
   remote: RemoteCommand | null = null;
@@ -95,7 +99,7 @@ class ActiveCommand {
   writerChain: Promise<void> = Promise.resolve();
   writerFailed = false;
   /** Upload bytes gathered into one write of the step's blocksize, as buildbot-worker sends them. */
-  uploadBlock = DEFAULT_UPLOAD_BLOCK;
+  uploadBlock = MIN_UPLOAD_WRITE;
   fileParts: Buffer[] = [];
   fileBytes = 0;
   transfer: Promise<void> = Promise.resolve();
@@ -436,7 +440,7 @@ export class BuildbotBridge {
     delete args.reader;
     const builder = typeof msg.builder_name === 'string' ? msg.builder_name : null;
     const cmd = new ActiveCommand(key, msg.command_id, name, builder);
-    if (typeof args.blocksize === 'number' && args.blocksize > 0) cmd.uploadBlock = Math.min(args.blocksize, MAX_UPLOAD_BLOCK);
+    if (typeof args.blocksize === 'number') cmd.uploadBlock = Math.min(Math.max(args.blocksize, MIN_UPLOAD_WRITE), MAX_UPLOAD_WRITE);
     this.commands.set(key, cmd);
     const sink: CommandSink = {
       stdout: (c) => this.output(cmd, 'stdout', undefined, c),
@@ -660,9 +664,8 @@ export class BuildbotBridge {
 
   /**
    * Upload bytes arrive in frame-sized pieces; Buildbot acknowledges each
-   * write, so they are gathered into writes of the step's blocksize (one
-   * round trip each, as from buildbot-worker). The agent waits only while a
-   * write is under way.
+   * write, so they are gathered into writes of cmd.uploadBlock bytes (one
+   * round trip each). The agent waits only while a write is under way.
    */
   private fileData(cmd: ActiveCommand, chunk: Buffer): Promise<void> | void {
     if (chunk.length === 0) return;

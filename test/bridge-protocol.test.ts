@@ -391,25 +391,27 @@ t.test('upload_file: writer calls are awaited one by one, then close and utime',
     workersrc: 'out.bin',
     path: '/agent/base/b1/build/out.bin',
     maxsize: null,
-    blocksize: 4, // every 4-byte piece below is a whole block
+    blocksize: 16384,
     keepstamp: true,
   });
   t.equal(cmd.args.path, 'b1/build/out.bin');
   t.equal(cmd.args.workdir, 'build', 'other arguments are left as Buildbot sent them');
   const t0 = Date.now();
-  const p = cmd.sink.fileData!(Buffer.from([0, 1, 2, 255]));
+  // Each piece is a whole write (256 KiB: gathering goes up to that, whatever the blocksize).
+  const first = Buffer.alloc(256 * 1024, 7);
+  const p = cmd.sink.fileData!(first);
   t.ok(p instanceof Promise);
   await p;
   t.ok(Date.now() - t0 >= 35, 'fileData resolves only after Buildbot answered');
   slow = false;
-  await cmd.sink.fileData!(Buffer.from('more'));
+  await cmd.sink.fileData!(Buffer.alloc(256 * 1024, 8));
   await cmd.sink.fileClose!({ atime: 1000, mtime: 2000 });
   await cmd.sink.update!('rc', 0);
   cmd.settle({ failure: null });
   const c = await master.waitRequest((m) => m.op === 'complete' && m.command_id === id);
   t.equal(c.args, null, 'a master that cannot set times does not fail the upload');
   const writes = master.requests.filter((m) => m.op === 'update_upload_file_write');
-  t.same(Buffer.from(writes[0].args), Buffer.from([0, 1, 2, 255]), 'data goes as msgpack bin in args');
+  t.ok(Buffer.from(writes[0].args as Uint8Array).equals(first), 'data goes as msgpack bin in args');
   t.equal(writes[0].command_id, id, 'the writer is referred to by the command_id');
   const utime = master.requests.find((m) => m.op === 'update_upload_file_utime')!;
   t.same([utime.access_time, utime.modified_time], [1000, 2000]);
@@ -418,19 +420,31 @@ t.test('upload_file: writer calls are awaited one by one, then close and utime',
   t.match(logs.join('\n'), /could not set the uploaded file's times/);
 });
 
-t.test("upload pieces are gathered into writes of the step's blocksize; close writes the rest first", async (t) => {
+t.test('upload pieces are gathered into writes of the blocksize, at least 256 KiB; close writes the rest first', async (t) => {
   const { master, agent } = await setup(t);
-  const { id, cmd } = await startCommand(master, agent, 'upload_file', { path: '/agent/base/x', blocksize: 10, maxsize: null });
-  t.equal(cmd.sink.fileData!(Buffer.from('abcd')), undefined, 'less than a block: taken at once');
-  t.equal(cmd.sink.fileData!(Buffer.from('efgh')), undefined);
-  await cmd.sink.fileData!(Buffer.from('ijkl'));
-  await cmd.sink.fileData!(Buffer.from('mn'));
+  const kib = 1024;
+  const { id, cmd } = await startCommand(master, agent, 'upload_file', { path: '/agent/base/x', blocksize: 300 * kib, maxsize: null });
+  const piece = (n: number) => Buffer.alloc(100 * kib, n);
+  t.equal(cmd.sink.fileData!(piece(1)), undefined, 'less than a block: taken at once');
+  t.equal(cmd.sink.fileData!(piece(2)), undefined);
+  await cmd.sink.fileData!(piece(3));
+  await cmd.sink.fileData!(Buffer.from('rest'));
   await cmd.sink.fileClose!();
   cmd.settle({ failure: null });
   await master.waitRequest((m) => m.op === 'complete' && m.command_id === id);
   const ops = master.requests.filter((m) => m.command_id === id && m.op !== 'update');
   t.same(ops.map((m) => m.op), ['update_upload_file_write', 'update_upload_file_write', 'update_upload_file_close', 'complete']);
-  t.same(ops.slice(0, 2).map((m) => Buffer.from(m.args as Uint8Array).toString()), ['abcdefghijkl', 'mn']);
+  const written = ops.slice(0, 2).map((m) => Buffer.from(m.args as Uint8Array));
+  t.ok(written[0].equals(Buffer.concat([piece(1), piece(2), piece(3)])), 'three pieces in one write of the 300 KiB blocksize');
+  t.equal(written[1].toString(), 'rest');
+
+  // DirectoryUpload's 16 KiB blocksize: gathered to 256 KiB all the same.
+  const dir = await startCommand(master, agent, 'upload_directory', { path: '/agent/base/d', blocksize: 16 * kib, maxsize: null, compress: null });
+  for (let i = 0; i < 16; i++) await dir.cmd.sink.fileData!(Buffer.alloc(16 * kib, i));
+  await dir.cmd.sink.fileClose!();
+  dir.cmd.settle({ failure: null });
+  await master.waitRequest((m) => m.op === 'complete' && m.command_id === dir.id);
+  t.equal(master.requests.filter((m) => m.command_id === dir.id && m.op === 'update_upload_directory_write').length, 1, '16 pieces of 16 KiB: one write');
 });
 
 t.test('upload_directory uses the directory writer ops', async (t) => {
@@ -455,9 +469,9 @@ t.test('a writer error fails the command and interrupts the agent', async (t) =>
   const { master, agent } = await setup(t);
   master.onRequest = (m) => (m.op === 'update_upload_file_write' ? { exception: "unknown \"command_id\"" } : null);
   const { id, cmd } = await startCommand(master, agent, 'upload_file', { path: '/agent/base/x', blocksize: 3, maxsize: null });
-  await cmd.sink.fileData!(Buffer.from('abc'));
+  await cmd.sink.fileData!(Buffer.alloc(256 * 1024));
   t.equal(cmd.interrupts.length, 1);
-  await cmd.sink.fileData!(Buffer.from('def'));
+  await cmd.sink.fileData!(Buffer.alloc(256 * 1024));
   t.equal(master.requests.filter((m) => m.op === 'update_upload_file_write').length, 1, 'nothing more is written');
   cmd.settle({ failure: null });
   const c = await master.waitRequest((m) => m.op === 'complete' && m.command_id === id);
