@@ -13,14 +13,16 @@
  * pulled one at a time and pushed with the agent's flow-controlled writeFile.
  *
  * Ordering per command: output/status updates keep the agent's order (one queue,
- * consecutive same-stream lines coalesced, flushed after flushDelayMs or when
- * bufferSize is reached); 'complete' is sent only after every update of the command
+ * consecutive same-stream lines coalesced, flushed after flushDelayMs, or
+ * streamingFlushDelayMs while output streams, or when bufferSize is reached);
+ * 'complete' is sent only after every update of the command
  * was acknowledged, the writer was closed and the reader was closed.
  *
  * Output note: the msgpack master needs whole lines, so a trailing partial line is
  * held (at most max_line_length characters per stream) until its newline, the 'rc'
  * update, an interrupt or the end of the command, where '\n' is added — exactly
- * what buildbot-worker does. Complete lines are never held more than flushDelayMs.
+ * what buildbot-worker does. Complete lines are never held more than
+ * streamingFlushDelayMs, and a line after a quiet spell no more than flushDelayMs.
  */
 import WebSocket from 'ws';
 import { encode } from '@msgpack/msgpack';
@@ -65,8 +67,14 @@ export interface BridgeOptions {
   connectTimeoutMs?: number;
   /** WebSocket ping period; a master silent for two periods is dropped (default 30000, 0 = off). */
   pingIntervalMs?: number;
-  /** Longest time a complete output line waits to be coalesced with more (default 5). */
+  /** Longest time a complete output line after a quiet spell waits to be coalesced with more (default 5). */
   flushDelayMs?: number;
+  /**
+   * The same while output streams (the last flush was less than this long
+   * ago): lines then gather into fewer, bigger updates, each of which costs
+   * the master the same (default 50).
+   */
+  streamingFlushDelayMs?: number;
   /** Unacknowledged update bytes above which the sink pushes back on the agent (default 1 MiB). */
   maxUnackedBytes?: number;
   /** Largest message accepted from Buildbot (default 16 MiB). */
@@ -95,6 +103,8 @@ class ActiveCommand {
   queue: QueueEntry[] = [];
   queuedBytes = 0;
   timer: NodeJS.Timeout | null = null;
+  /** When the queue was last sent (Date.now()): output since then is streaming. */
+  lastFlushAt = 0;
   readonly acks = new Set<Promise<void>>();
   writerChain: Promise<void> = Promise.resolve();
   writerFailed = false;
@@ -130,6 +140,7 @@ export class BuildbotBridge {
   private readonly connectTimeoutMs: number;
   private readonly pingIntervalMs: number;
   private readonly flushDelayMs: number;
+  private readonly streamingFlushDelayMs: number;
   private readonly maxUnacked: number;
   private readonly maxPayload: number;
 
@@ -169,6 +180,7 @@ export class BuildbotBridge {
     this.connectTimeoutMs = opts.connectTimeoutMs ?? 30_000;
     this.pingIntervalMs = opts.pingIntervalMs ?? 30_000;
     this.flushDelayMs = Math.max(0, opts.flushDelayMs ?? 5);
+    this.streamingFlushDelayMs = Math.max(this.flushDelayMs, opts.streamingFlushDelayMs ?? 50);
     this.maxUnacked = Math.max(1024, opts.maxUnackedBytes ?? 1024 * 1024);
     this.maxPayload = opts.maxPayload ?? 16 * 1024 * 1024;
     this.closed = new Promise<void>((resolve) => {
@@ -391,7 +403,7 @@ export class BuildbotBridge {
         this.maxLineLength = Number.isInteger(mll) && mll >= 3 ? mll : DEFAULT_MAX_LINE_LENGTH;
         const bs = Number(args.buffer_size);
         this.bufferSize = Number.isInteger(bs) && bs >= 1024 ? Math.min(bs, 4 * 1024 * 1024) : DEFAULT_BUFFER_SIZE;
-        // buffer_timeout (seconds) is deliberately not used: complete lines go out within flushDelayMs.
+        // buffer_timeout (seconds) is deliberately not used: complete lines go out within streamingFlushDelayMs.
         this.accept?.();
         return null;
       }
@@ -571,13 +583,16 @@ export class BuildbotBridge {
       this.flushNow(cmd);
       return;
     }
-    if (!cmd.timer) cmd.timer = setTimeout(() => this.flushNow(cmd), this.flushDelayMs);
+    if (cmd.timer) return;
+    const streaming = Date.now() - cmd.lastFlushAt < this.streamingFlushDelayMs;
+    cmd.timer = setTimeout(() => this.flushNow(cmd), streaming ? this.streamingFlushDelayMs : this.flushDelayMs);
   }
 
   /** Sends everything queued for cmd, as 'update' messages of at most bufferSize each. */
   private flushNow(cmd: ActiveCommand): void {
     if (cmd.timer) clearTimeout(cmd.timer);
     cmd.timer = null;
+    cmd.lastFlushAt = Date.now();
     while (cmd.queue.length > 0 && !cmd.dead) {
       let bytes = 0;
       let n = 0;

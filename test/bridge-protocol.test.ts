@@ -329,6 +329,30 @@ t.test('shell: workdir mapping, stdout lines, coalescing, rc, complete', async (
   t.ok(master.requests.indexOf(complete) > lastUpdateIdx, 'complete is sent after every update');
 });
 
+t.test('a line after a quiet spell goes out at once; streaming lines gather into fewer updates', async (t) => {
+  // Streaming lines wait up to 200 ms here, so that 'at once' (5 ms) stands far apart from it.
+  const { master, agent } = await setup(t, { streamingFlushDelayMs: 200 });
+  const { id, cmd } = await startCommand(master, agent, 'shell', { workdir: 'build', command: ['make'], want_stdout: true, logfiles: {} });
+  const stdoutUpdates = () => master.requests.filter((m) => m.op === 'update' && m.command_id === id && m.args.some((u: any) => u[0] === 'stdout'));
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const sent = Date.now();
+  await cmd.sink.stdout!(Buffer.from('the first line\n'));
+  await master.waitRequest((m) => m.op === 'update' && m.command_id === id);
+  t.ok(Date.now() - sent < 150, `the first line went out after ${Date.now() - sent} ms (5 ms coalescing)`);
+  // Now a line every 5 ms for 300 ms or more: 60 lines; at a flush per 5 ms that would be about 60 updates.
+  for (let i = 0; i < 60; i++) {
+    await cmd.sink.stdout!(Buffer.from(`streaming line ${i}\n`));
+    await sleep(5);
+  }
+  await sleep(300);
+  const during = stdoutUpdates().length - 1;
+  t.ok(during >= 1 && during <= 10, `60 streaming lines went in ${during} updates (about one per 200 ms)`);
+  cmd.settle({ failure: null });
+  await master.waitRequest((m) => m.op === 'complete' && m.command_id === id);
+  const lines = stdoutUpdates().flatMap((m) => m.args.filter((u: any) => u[0] === 'stdout').map((u: any) => u[1][0])).join('');
+  t.equal(lines.split('\n').length - 1, 61, 'every line arrived');
+});
+
 t.test('complete carries the failure text', async (t) => {
   const { master, agent } = await setup(t);
   const { id, cmd } = await startCommand(master, agent, 'mkdir', { paths: ['/agent/base/b1', '/agent/base/info'] });
