@@ -16,6 +16,7 @@ import { type OpenedStream, asOpenedStream } from '../wire/transport';
 import { VERSION } from '../wire/version';
 import { CommandStream } from './command-stream';
 import { SpoolBudget } from './spool';
+import { ProcessGroupRecords } from './orphans';
 import { type Command, CommandFailure } from './commands/command';
 
 export interface AgentOptions {
@@ -71,6 +72,7 @@ export class Agent extends EventEmitter {
   /** When the last handshake succeeded. */
   private authenticatedSince = 0;
   private readonly budget: SpoolBudget;
+  private readonly processGroups: ProcessGroupRecords;
   private stopping = false;
   private wake: (() => void) | null = null;
   private readonly log: (line: string) => void;
@@ -79,10 +81,13 @@ export class Agent extends EventEmitter {
     super();
     this.log = opts.log ?? (() => undefined);
     this.budget = new SpoolBudget(path.join(opts.basedir, '.tether-spool'), opts.spoolMemory);
+    this.processGroups = new ProcessGroupRecords(opts.basedir, this.log);
   }
 
   /** Runs until stop() or a SHUTDOWN from the master. */
   async run(): Promise<void> {
+    // before connecting, so that it happens even while the master cannot be reached
+    this.processGroups.killOrphans();
     let failures = 0;
     while (!this.stopping) {
       const started = Date.now();
@@ -223,7 +228,7 @@ export class Agent extends EventEmitter {
       session.send({ type: MsgType.REJECT, stream: m.stream, code: why.wireCode, message: why.message });
       return;
     }
-    const stream = new CommandStream(m.stream, this.opts.basedir, session, window, this.budget);
+    const stream = new CommandStream(m.stream, this.opts.basedir, session, window, this.budget, this.processGroups);
     this.streams.set(m.stream, stream);
     command(m.args, stream).then(
       () => stream.complete(null),

@@ -7,6 +7,7 @@ import { TetherError } from '../wire/errors';
 import { type ChannelId, Channel, type Message, MsgType, type OutgoingMessage } from '../wire/messages';
 import type { Session } from '../wire/session';
 import type { CommandIO, FileTimes } from './commands/command';
+import type { ProcessGroupRecords } from './orphans';
 import { type SpoolBudget, type Stored, StreamSpool } from './spool';
 
 
@@ -86,6 +87,7 @@ export class CommandStream implements CommandIO {
     private readonly session: Session,
     private readonly window: number,
     private readonly budget: SpoolBudget,
+    private readonly processGroups: ProcessGroupRecords,
   ) {
     this.gate = new CreditGate(window);
     this.spool = new StreamSpool(budget);
@@ -216,6 +218,10 @@ export class CommandStream implements CommandIO {
 
   readStdin(): Promise<Buffer | null> {
     return this.stdinQueue.read();
+  }
+
+  recordProcessGroup(pid: number, command: string): () => void {
+    return this.processGroups.record(pid, command);
   }
 
   /** A message from the master for this stream. */

@@ -31,6 +31,12 @@ export interface CommandIO {
   readFile(): Promise<Buffer | null>;
   /** Bytes the master sends to the command's stdin; null at its end (exec --stdin). */
   readStdin(): Promise<Buffer | null>;
+  /**
+   * Records a process group just spawned, so that the next agent can kill it
+   * should this one be killed (agent/orphans.ts); returns what forgets it,
+   * for when the group's leader has exited. Absent outside an agent.
+   */
+  recordProcessGroup?(pid: number, command: string): () => void;
 }
 
 /** Thrown by a command to fail it the way buildbot-worker's exceptions do. */

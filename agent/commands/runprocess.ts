@@ -29,7 +29,9 @@
  * command fails ("SIGKILL failed to kill process", fake rc=-1). Completion
  * waits for the exit and for stdout/stderr to close, as twisted's
  * processEnded does (a background grandchild holding the pipe keeps the
- * command running, until a timeout kills the group).
+ * command running, until a timeout kills the group). While the leader runs,
+ * its group is recorded under the basedir, for the next agent to kill should
+ * this one be killed (orphans.ts).
  *
  * Flow control: a pipe's next chunk is read only once io.stdout/stderr/log
  * resolved for the previous one, so a slow master slows the child (blocked
@@ -357,7 +359,11 @@ export class RunProcess {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     this.child = child;
-    if (child.pid !== undefined) this.pgid = child.pid;
+    if (child.pid !== undefined) {
+      this.pgid = child.pid;
+      const forget = this.io.recordProcessGroup?.(child.pid, display);
+      if (forget) child.once('exit', forget);
+    }
 
     let spawnError: Error | null = null;
     child.on('error', (err) => {

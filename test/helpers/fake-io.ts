@@ -6,6 +6,7 @@
  * commands wait for credit (maxPending) and that memory stays bounded.
  */
 import type { CommandIO, FileTimes } from '../../agent/commands/command';
+import type { ProcessGroupRecords } from '../../agent/orphans';
 
 export type Event =
   | { kind: 'update'; key: string; value: unknown }
@@ -26,6 +27,8 @@ export interface FakeIOOptions {
   stdin?: Buffer[];
   /** Delay before each readStdin() answers. */
   stdinDelayMs?: number;
+  /** Where spawned process groups are recorded (agent/orphans.ts); none by default. */
+  processGroups?: ProcessGroupRecords;
 }
 
 type Channel = 'stdout' | 'stderr' | 'log' | 'write';
@@ -57,7 +60,11 @@ export class FakeIO implements CommandIO {
     this.download = [...(opts.download ?? [])];
     this.stdinChunks = [...(opts.stdin ?? [])];
     this.stdinDelay = opts.stdinDelayMs ?? 0;
+    const groups = opts.processGroups;
+    if (groups) this.recordProcessGroup = (pid, command) => groups.record(pid, command);
   }
+
+  recordProcessGroup?: (pid: number, command: string) => () => void;
 
   get signal(): AbortSignal {
     return this.controller.signal;
