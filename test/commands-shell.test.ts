@@ -443,6 +443,28 @@ t.test('usePTY: runs on a pty via script(1) when available', async (t) => {
   t.equal(io2.bytes('stdout').toString(), 'x');
 });
 
+t.test('usePTY: an interrupt kills the command on the pty, not only script(1)', async (t) => {
+  const hasScript = fs.existsSync('/usr/bin/script') || fs.existsSync('/bin/script');
+  t.ok(hasScript, 'script(1) is installed (util-linux; test/preflight.js installs it)');
+  if (!hasScript) return;
+  const base = tempdir(t);
+  const io = new FakeIO({ basedir: base });
+  // Ignores the SIGHUP that the pty's closing sends: only a signal to its own group ends it.
+  const run = shell({ workdir: '.', command: ['sh', '-c', 'trap "" HUP; echo $$ > pid; exec sleep 600'], usePTY: true, logEnviron: false }, io);
+  const pidFile = path.join(base, 'pid');
+  const deadline = Date.now() + 10_000;
+  while (!(fs.existsSync(pidFile) && fs.readFileSync(pidFile, 'utf8').trim()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  const pid = Number(fs.readFileSync(pidFile, 'utf8'));
+  t.teardown(() => {
+    if (alive(pid)) process.kill(pid, 'SIGKILL');
+  });
+  io.interrupt('stop');
+  await run;
+  const gone = Date.now() + 5000;
+  while (alive(pid) && Date.now() < gone) await new Promise((r) => setTimeout(r, 20));
+  t.notOk(alive(pid), 'the command on the pty is gone');
+});
+
 t.test('usePTY without script(1) on PATH: runs without a PTY and says so', async (t) => {
   const base = tempdir(t);
   const io = new FakeIO({ basedir: base });

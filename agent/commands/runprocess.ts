@@ -53,6 +53,7 @@
  *    takes strings), so argv bytes that are not UTF-8 cannot be passed.
  */
 import { spawn, type ChildProcess } from 'child_process';
+import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import type { Readable, Writable } from 'stream';
@@ -561,6 +562,17 @@ export class RunProcess {
   /** Signals the process group, else the process itself; true when one was hit. */
   private sendSig(name: string): boolean {
     const signum = (os.constants.signals as Record<string, number>)['SIG' + name];
+    // script(1) runs the command in a session (and process group) of its own on the pty: signal
+    // that group first, while script is still its parent, as twisted signals its PTY child's group.
+    if (signum !== undefined && this.usePTY && this.pgid !== null) {
+      for (const pid of childrenOf(this.pgid)) {
+        try {
+          process.kill(-pid, signum);
+        } catch {
+          // not a group leader, or gone
+        }
+      }
+    }
     if (signum !== undefined && this.pgid !== null) {
       try {
         process.kill(-this.pgid, signum);
@@ -635,4 +647,13 @@ export class RunProcess {
 
 class IndexError extends Error {
   override name = 'IndexError';
+}
+
+/** The pids of a process's children, from /proc (empty where there is none). */
+function childrenOf(pid: number): number[] {
+  try {
+    return fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
 }
