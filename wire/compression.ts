@@ -35,6 +35,12 @@ class History {
 
 /** After a body that did not shrink, the bodies sent raw without trying, doubling up to this many. */
 const MAX_SKIP = 16;
+/**
+ * Only bodies this big are skipped, or count as not shrinking: deflating a
+ * small one costs little, and on a slow line (512-byte frames) every byte
+ * saved counts, even right after an incompressible upload.
+ */
+const SKIP_MIN_BYTES = 4096;
 
 export class Compressor {
   private readonly history = new History();
@@ -50,7 +56,7 @@ export class Compressor {
   pack(body: Buffer): Buffer {
     let out = body;
     this.stats.bodies++;
-    if (body.length >= MIN_COMPRESS_BYTES && this.skip > 0) this.skip--;
+    if (body.length >= SKIP_MIN_BYTES && this.skip > 0) this.skip--;
     else if (body.length >= MIN_COMPRESS_BYTES) {
       this.stats.tried++;
       const dictionary = this.history.dictionary;
@@ -59,7 +65,7 @@ export class Compressor {
         out = Buffer.concat([Buffer.from([COMPRESSED_MARKER]), packed]);
         this.stats.packed++;
         this.nextSkip = 1;
-      } else {
+      } else if (body.length >= SKIP_MIN_BYTES) {
         // Data that does not shrink usually goes on not shrinking: stop paying for deflate, and look again now and then.
         this.skip = this.nextSkip;
         this.nextSkip = Math.min(MAX_SKIP, 2 * this.nextSkip);
