@@ -301,8 +301,11 @@ export class Session extends EventEmitter {
       if (this.compressor) body = this.compressor.pack(body);
       const seq = this.sendSeq++;
       const frame = encodeFrame(body, seq);
-      this.unacked.push({ seq, frame, leavesAt: this.write(frame), resent: false });
+      // Kept before it is written: a write to a closed link calls back (and flushes) at once.
+      const entry: Unacked = { seq, frame, leavesAt: 0, resent: false };
+      this.unacked.push(entry);
       this.unackedBytes += frame.length;
+      entry.leavesAt = this.write(frame);
     }
     if (this.link.lossy && this.unacked.length > 0) this.armRetransmit();
   }
