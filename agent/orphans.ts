@@ -39,6 +39,8 @@ interface GroupRecord {
 export class ProcessGroupRecords {
   readonly dir: string;
   private readonly basedir: string;
+  /** This agent as records name it; null without /proc. */
+  private readonly self = identify(process.pid);
 
   constructor(basedir: string, private readonly log: (line: string) => void) {
     this.basedir = path.resolve(basedir);
@@ -53,7 +55,7 @@ export class ProcessGroupRecords {
    */
   record(pid: number, command: string): () => void {
     const leader = identify(pid);
-    const agent = identify(process.pid);
+    const agent = this.self;
     if (!leader || !agent) return () => undefined; // no /proc
     const record: GroupRecord = {
       pid,

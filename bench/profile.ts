@@ -191,9 +191,33 @@ function mappings(pid: number): Array<[string, number]> {
   return [...by].sort((a, b) => b[1] - a[1]).slice(0, 6).map(([k, v]) => [k, round(v, 1)]);
 }
 
+/** Streams `bytes` of text from the agent while sampling its memory and the size of its spool directory. */
+async function measureStreaming(remote: RemoteAgent, pid: number, spoolDir: string, bytes: number, onOutput: () => void | Promise<void>) {
+  let spilled = 0;
+  const poll = setInterval(() => {
+    let size = 0;
+    try {
+      for (const f of fs.readdirSync(spoolDir)) size += fs.statSync(path.join(spoolDir, f)).size;
+    } catch {
+      // no spool file yet
+    }
+    spilled = Math.max(spilled, size);
+  }, 10);
+  const sampler = new RssSampler(pid, 10);
+  const start = performance.now();
+  try {
+    await withTimeout(runShell(remote, textProducer(bytes), { onOutput }).result, 300_000, 'streaming');
+  } finally {
+    clearInterval(poll);
+  }
+  const ms = performance.now() - start;
+  return { MBps: round(bytes / MB / (ms / 1000), 1), peak: sampler.stop(), spilledMB: round(spilled / MB, 1) };
+}
+
 /** Where an idle agent's RSS is, and what fills it while it streams (the spool). */
 async function memoryProfile(quick: boolean): Promise<ProfileReport> {
   const details: Array<[string, string | number]> = [];
+  const bytes = (quick ? 20 : 100) * MB;
   const pair = await hubAndAgent();
   try {
     const pid = pair.agent.pid!;
@@ -203,32 +227,11 @@ async function memoryProfile(quick: boolean): Promise<ProfileReport> {
     for (const [name, mb] of mappings(pid)) details.push([`idle agent: resident in ${name}`, `${mb} MB`]);
     const spoolDir = path.join(pair.agent.basedir, '.tether-spool');
     for (const slow of [false, true]) {
-      let spilled = 0;
-      const poll = setInterval(() => {
-        let size = 0;
-        try {
-          for (const f of fs.readdirSync(spoolDir)) size += fs.statSync(path.join(spoolDir, f)).size;
-        } catch {
-          // no spool file yet
-        }
-        spilled = Math.max(spilled, size);
-      }, 10);
-      const sampler = new RssSampler(pid, 10);
-      const bytes = (quick ? 20 : 100) * MB;
-      const start = performance.now();
-      await withTimeout(
-        runShell(pair.remote, textProducer(bytes), {
-          onOutput: slow ? () => new Promise<void>((resolve) => setTimeout(resolve, 1)) : () => undefined,
-        }).result,
-        300_000,
-        'streaming',
-      );
-      const ms = performance.now() - start;
-      clearInterval(poll);
-      const peak = sampler.stop();
+      const onOutput = slow ? () => new Promise<void>((resolve) => setTimeout(resolve, 1)) : () => undefined;
+      const m = await measureStreaming(pair.remote, pid, spoolDir, bytes, onOutput);
       details.push([
-        `streaming ${bytes / MB} MB to a ${slow ? 'slower (1 ms per chunk)' : 'fast'} consumer, ${round(bytes / MB / (ms / 1000), 1)} MB/s`,
-        `peak VmRSS ${round(peak.max, 1)} MB, USS ${round(peak.maxUss, 1)} MB; spilled to ${path.basename(spoolDir)}: up to ${round(spilled / MB, 1)} MB`,
+        `streaming ${bytes / MB} MB to a ${slow ? 'slower (1 ms per chunk)' : 'fast'} consumer, ${m.MBps} MB/s`,
+        `peak VmRSS ${round(m.peak.max, 1)} MB, USS ${round(m.peak.maxUss, 1)} MB; spilled to ${path.basename(spoolDir)}: up to ${m.spilledMB} MB`,
       ]);
       await sleep(500);
     }
@@ -242,26 +245,10 @@ async function memoryProfile(quick: boolean): Promise<ProfileReport> {
   try {
     const pid = small.agent.pid!;
     const spoolDir = path.join(small.basedir, '.tether-spool');
-    let spilled = 0;
-    const poll = setInterval(() => {
-      let size = 0;
-      try {
-        for (const f of fs.readdirSync(spoolDir)) size += fs.statSync(path.join(spoolDir, f)).size;
-      } catch {
-        // no spool file yet
-      }
-      spilled = Math.max(spilled, size);
-    }, 10);
-    const sampler = new RssSampler(pid, 10);
-    const bytes = (quick ? 20 : 100) * MB;
-    const start = performance.now();
-    await withTimeout(runShell(small.remote, textProducer(bytes), { onOutput: () => undefined }).result, 300_000, 'streaming');
-    const ms = performance.now() - start;
-    clearInterval(poll);
-    const peak = sampler.stop();
+    const m = await measureStreaming(small.remote, pid, spoolDir, bytes, () => undefined);
     details.push([
-      `with --spool-memory 1: streaming ${bytes / MB} MB to a fast consumer, ${round(bytes / MB / (ms / 1000), 1)} MB/s`,
-      `peak VmRSS ${round(peak.max, 1)} MB, USS ${round(peak.maxUss, 1)} MB; spilled to disk: up to ${round(spilled / MB, 1)} MB`,
+      `with --spool-memory 1: streaming ${bytes / MB} MB to a fast consumer, ${m.MBps} MB/s`,
+      `peak VmRSS ${round(m.peak.max, 1)} MB, USS ${round(m.peak.maxUss, 1)} MB; spilled to disk: up to ${m.spilledMB} MB`,
     ]);
   } finally {
     await small.agent.stop();

@@ -10,7 +10,7 @@ import { UsageError } from '../wire/transport';
 import { awaitAgent } from './await-agent';
 import { DEFAULT_GRACE_SECONDS, DEFAULT_KEEPALIVE_SECONDS, DEFAULT_MAX_FRAME, DEFAULT_WINDOW } from '../wire/handshake';
 import type { TetherHub } from './hub';
-import { HUB_OPTIONS, hubFromOptions, parseWorkers } from './hub-options';
+import { HUB_OPTIONS, type HubOptionValues, hubFromOptions, parseWorkers } from './hub-options';
 import { getFile, putFile } from './files';
 import { agentFacingUrl, forWorker, listenAll } from './listeners';
 import { progressBar } from './progress';
@@ -88,19 +88,12 @@ export const EXEC_OPTIONS = {
 
 export const FILE_OPTIONS = COMMON_OPTIONS;
 
-type CommonValues = {
+type CommonValues = HubOptionValues & {
   listen?: string[];
   worker?: string[];
   'workers-file'?: string;
   agent?: string;
   wait?: string;
-  cert?: string;
-  key?: string;
-  keepalive?: string;
-  grace?: string;
-  'no-resume'?: boolean;
-  'max-frame'?: string;
-  window?: string;
   verbose?: boolean;
 };
 

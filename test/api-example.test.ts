@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as ts from 'typescript';
-import { REPO_ROOT, freePort, makeTempDir, sleep, waitFor } from './helpers/buildbot';
+import { REPO_ROOT, freePort, listening, makeTempDir } from './helpers/buildbot';
 import { AGENT_BIN } from './helpers/tether-procs';
 
 /** The first ```ts block of the README's "### The library" section, under "## Without Buildbot". */
@@ -24,22 +24,6 @@ function readmeExample(): string {
   const block = /^```ts\n([\s\S]*?)^```$/m.exec(library);
   if (!block) throw new Error('"### The library" has no ```ts block');
   return block[1];
-}
-
-async function listening(port: number): Promise<void> {
-  if (!fs.existsSync('/proc/net/tcp')) return sleep(1000);
-  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
-  await waitFor(`a listener on port ${port}`, () =>
-    ['/proc/net/tcp', '/proc/net/tcp6'].some((f) => {
-      try {
-        return fs.readFileSync(f, 'utf8').split('\n').some((l) => {
-          const fields = l.trim().split(/\s+/);
-          return fields[1]?.endsWith(hex) && fields[3] === '0A';
-        });
-      } catch {
-        return false;
-      }
-    }), { timeoutMs: 20_000, intervalMs: 20 });
 }
 
 t.test('the README library example runs as written', async (t) => {

@@ -6,7 +6,7 @@
  * Tether run must pass the same checks and give the same normalised record
  * (step results, stdout/stderr lines) as buildbot-worker.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { type BuildbotMaster, createMaster, createWorker, freePort, tetherServiceConfig, teardownBuildbot } from './helpers/buildbot';
 import { type E2EFixture, checkE2E, e2eMasterOptions, e2eRecords, prepareE2E, runE2E } from './helpers/buildbot-e2e';
 import { ensureBinaries } from '../scripts/build-binary';
@@ -44,12 +44,12 @@ t.test('Tether gives the same build as buildbot-worker', async (t) => {
     t.same(got.interrupt, expected.interrupt, 'interrupt build: same results and output as buildbot-worker');
   };
 
-  t.test('through tether-master and tether-agent started by hand', async (t) => {
-    const secret = 'board secret ✓';
+  /** The build through tether-master and a tether-agent (`binary`: the single binary) started by hand; returns the agent. */
+  const byHand = async (t: Test, secret: string, binary?: string) => {
     const master = await createMaster(e2eMasterOptions(fx, [{ name: 'board', password: secret }]));
     const listenPort = await freePort();
     const bridge = await tetherMaster({ buildbotPort: master.msgpackPort, listenPort, workers: { board: secret } });
-    const agent = await tetherAgent({ port: listenPort, name: 'board', secret });
+    const agent = await tetherAgent({ port: listenPort, name: 'board', secret, binary });
     teardownBuildbot(t, master, bridge, agent);
     await master.start();
     await bridge.start();
@@ -57,6 +57,11 @@ t.test('Tether gives the same build as buildbot-worker', async (t) => {
     await master.waitForWorker('board');
     await sameBuild(t, master, agent.basedir);
     t.notMatch(bridge.output + agent.output, secret, 'the secret is never logged');
+    return agent;
+  };
+
+  t.test('through tether-master and tether-agent started by hand', async (t) => {
+    await byHand(t, 'board secret ✓');
   });
 
   t.test('through TetherService loaded from master.cfg', async (t) => {
@@ -76,18 +81,7 @@ t.test('Tether gives the same build as buildbot-worker', async (t) => {
 
   t.test('through tether-master and the single binary dist/tether-agent-linux-x64', async (t) => {
     const { 'linux-x64': binary } = await ensureBinaries({ targets: ['linux-x64'], log: (line) => t.comment(`build-binary: ${line}`) });
-    const secret = 'single binary secret ✓';
-    const master = await createMaster(e2eMasterOptions(fx, [{ name: 'board', password: secret }]));
-    const listenPort = await freePort();
-    const bridge = await tetherMaster({ buildbotPort: master.msgpackPort, listenPort, workers: { board: secret } });
-    const agent = await tetherAgent({ port: listenPort, name: 'board', secret, binary });
-    teardownBuildbot(t, master, bridge, agent);
-    await master.start();
-    await bridge.start();
-    await agent.start();
-    await master.waitForWorker('board');
-    await sameBuild(t, master, agent.basedir);
-    t.notMatch(bridge.output + agent.output, secret, 'the secret is never logged');
+    const agent = await byHand(t, 'single binary secret ✓', binary);
     const strange = agent.output.split('\n').filter((l) => l && !/^\d{4}-\d\d-\d\dT[\d:.]+Z tether-agent: /.test(l));
     t.same(strange, [], 'the binary printed only its own log lines');
   });

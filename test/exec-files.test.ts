@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { renderProgress } from '../master-plugin/progress';
-import { freePort, makeTempDir, sleep, waitFor } from './helpers/buildbot';
+import { freePort, listening, makeTempDir } from './helpers/buildbot';
 import { AGENT_BIN, MASTER_BIN } from './helpers/tether-procs';
 
 interface Exit {
@@ -23,23 +23,6 @@ function collect(proc: ChildProcess): Promise<Exit> {
   proc.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   proc.stderr?.on('data', (d: Buffer) => (err += d.toString()));
   return new Promise((resolve) => proc.once('close', (code) => resolve({ code, stdout: out, stderr: err })));
-}
-
-/** Waits until something listens on the port (read from /proc: probing it would be a connection). */
-async function listening(port: number): Promise<void> {
-  if (!fs.existsSync('/proc/net/tcp')) return sleep(500);
-  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
-  await waitFor(`a listener on port ${port}`, () =>
-    ['/proc/net/tcp', '/proc/net/tcp6'].some((f) => {
-      try {
-        return fs.readFileSync(f, 'utf8').split('\n').some((l) => {
-          const fields = l.trim().split(/\s+/);
-          return fields[1]?.endsWith(hex) && fields[3] === '0A';
-        });
-      } catch {
-        return false;
-      }
-    }), { timeoutMs: 20_000, intervalMs: 20 });
 }
 
 let basedir = '';

@@ -9,7 +9,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { freePort, makeTempDir, sleep, waitFor } from './helpers/buildbot';
+import { freePort, listening, makeTempDir, sleep, waitFor } from './helpers/buildbot';
 import { AGENT_BIN, MASTER_BIN } from './helpers/tether-procs';
 import { alive } from './helpers/processes';
 
@@ -91,24 +91,6 @@ async function exec(
   await listening(port); // so that the agent's first attempt connects
   const agent = opts.agent === false ? null : await startAgent(t, port, opts.agent ?? {});
   return { proc, done, agent, port };
-}
-
-/** Waits until something listens on the port (read from /proc: probing it would be a connection). */
-async function listening(port: number, timeoutMs = 20_000): Promise<void> {
-  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
-  const bound = () =>
-    ['/proc/net/tcp', '/proc/net/tcp6'].some((f) => {
-      try {
-        return fs.readFileSync(f, 'utf8').split('\n').some((l) => {
-          const fields = l.trim().split(/\s+/);
-          return fields[1]?.endsWith(hex) && fields[3] === '0A'; // 0A: LISTEN
-        });
-      } catch {
-        return false;
-      }
-    });
-  if (!fs.existsSync('/proc/net/tcp')) return sleep(500);
-  await waitFor(`a listener on port ${port}`, bound, { timeoutMs, intervalMs: 20 });
 }
 
 t.test('exit codes, and stdout/stderr kept apart without header lines', async (t) => {

@@ -1,10 +1,10 @@
 /** The line simulator (test/helpers/line-sim.ts): rate, backpressure, seeded noise, the cable. */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import { openSerialLine } from '../wire/serial-line';
-import { Noise, memoryLine, simulatedLine } from './helpers/line-sim';
+import { type LineSimOptions, Noise, memoryLine, simulatedLine } from './helpers/line-sim';
 
 interface Arrival {
   /** When the n-th byte arrived (performance.now()). */
@@ -79,8 +79,9 @@ t.test('the line holds 115200 baud (11 520 B/s) within 1 % in both directions', 
   }
 });
 
-t.test('the rate holds through ptys too, and idle time is not banked', async (t) => {
-  const line = await simulatedLine({ baud: 115200 });
+/** A simulated line at 115200 baud with both of its pty ends opened as serial lines, closed after the test. */
+async function openedLine(t: Test, options: LineSimOptions) {
+  const line = await simulatedLine(options);
   t.teardown(() => line.close());
   const agent = await openSerialLine(line.agentPath, { baud: 115200 });
   const master = await openSerialLine(line.masterPath, { baud: 115200 });
@@ -88,6 +89,11 @@ t.test('the rate holds through ptys too, and idle time is not banked', async (t)
     agent.destroy();
     master.destroy();
   });
+  return { line, agent, master };
+}
+
+t.test('the rate holds through ptys too, and idle time is not banked', async (t) => {
+  const { agent, master } = await openedLine(t, { baud: 115200 });
   await new Promise((r) => setTimeout(r, 300)); // idle: the line must not send faster afterwards
   const n = 2 * 11520;
   const started = performance.now();
@@ -105,14 +111,7 @@ t.test('the rate holds through ptys too, and idle time is not banked', async (t)
 });
 
 t.test('a sender is read no faster than the line sends (backpressure)', async (t) => {
-  const line = await simulatedLine({ baud: 115200, bufferBytes: 4096 });
-  t.teardown(() => line.close());
-  const agent = await openSerialLine(line.agentPath, { baud: 115200 });
-  const master = await openSerialLine(line.masterPath, { baud: 115200 });
-  t.teardown(() => {
-    agent.destroy();
-    master.destroy();
-  });
+  const { line, agent, master } = await openedLine(t, { baud: 115200, bufferBytes: 4096 });
   master.resume();
   let maxPending = 0;
   const sampler = setInterval(() => (maxPending = Math.max(maxPending, line.sim.pending('ab'))), 5);

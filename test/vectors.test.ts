@@ -24,31 +24,9 @@ import { ErrorCodes } from '../wire/errors';
 import { FrameReader, HANDSHAKE_MAX_BODY, checkFrame, encodeFrame } from '../wire/framing';
 import { Capability, PROTOCOL_VERSION } from '../wire/handshake';
 import { MsgType, decodeChallengeParams, decodeMessage, encodeMessage } from '../wire/messages';
+import { naiveCobsDecode, naiveCrc32c } from './helpers/naive-wire';
 
 const file = JSON.parse(readFileSync(VECTORS_PATH, 'utf8')) as VectorFile;
-
-/** Bit-at-a-time CRC-32C, straight from the definition. */
-function naiveCrc32c(data: Uint8Array): number {
-  let crc = 0xffffffff;
-  for (const byte of data) {
-    crc ^= byte;
-    for (let k = 0; k < 8; k++) crc = crc & 1 ? (crc >>> 1) ^ 0x82f63b78 : crc >>> 1;
-  }
-  return (crc ^ 0xffffffff) >>> 0;
-}
-
-/** COBS decoding of one frame (delimiter removed), straight from the definition. */
-function naiveCobsDecode(enc: Buffer): Buffer {
-  const out: number[] = [];
-  let i = 0;
-  while (i < enc.length) {
-    const code = enc[i++];
-    if (code === 0 || i + code - 1 > enc.length) throw new Error('bad COBS');
-    for (let k = 1; k < code; k++) out.push(enc[i++]);
-    if (code < 0xff && i < enc.length) out.push(0);
-  }
-  return Buffer.from(out);
-}
 
 function seqBytes(seq: number): Buffer {
   const b = Buffer.alloc(8);

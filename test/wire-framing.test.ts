@@ -18,6 +18,7 @@ import {
 } from '../wire/framing';
 import { Link } from '../wire/link';
 import { MsgType, decodeMessage, encodeMessage } from '../wire/messages';
+import { naiveCrc32c } from './helpers/naive-wire';
 import { Rng, tick } from './helpers/wire-net';
 
 function cobsEncode(data: Uint8Array): Buffer {
@@ -29,15 +30,6 @@ function cobsDecode(encoded: Uint8Array): Buffer | null {
   const copy = Buffer.from(encoded);
   const n = cobsDecodeInPlace(copy, copy.length);
   return n < 0 ? null : copy.subarray(0, n);
-}
-
-function naiveCrc32c(data: Uint8Array): number {
-  let crc = 0xffffffff;
-  for (const byte of data) {
-    crc ^= byte;
-    for (let k = 0; k < 8; k++) crc = crc & 1 ? (crc >>> 1) ^ 0x82f63b78 : crc >>> 1;
-  }
-  return (crc ^ 0xffffffff) >>> 0;
 }
 
 /** A frame of body || CRC with a CRC that does not match. */

@@ -47,32 +47,41 @@ export class Compressor {
   /** Bodies to send raw without trying (incompressible data: archives, random bytes). */
   private skip = 0;
   private nextSkip = 1;
-  readonly stats = { bodies: 0, tried: 0, packed: 0 };
+  /** Bodies deflate was run on, and those it made smaller. */
+  readonly stats = { tried: 0, packed: 0 };
 
   /** `level`: zlib's 1 (fast, for fast links) to 9 (smallest, for slow lines). */
   constructor(private readonly level = 6) {}
 
   /** Returns the body to send: compressed with the marker, or `body` itself. */
   pack(body: Buffer): Buffer {
-    let out = body;
-    this.stats.bodies++;
-    if (body.length >= SKIP_MIN_BYTES && this.skip > 0) this.skip--;
-    else if (body.length >= MIN_COMPRESS_BYTES) {
-      this.stats.tried++;
-      const dictionary = this.history.dictionary;
-      const packed = deflateRawSync(body, dictionary.length > 0 ? { dictionary, level: this.level } : { level: this.level });
-      if (packed.length + 1 < body.length) {
-        out = Buffer.concat([Buffer.from([COMPRESSED_MARKER]), packed]);
-        this.stats.packed++;
-        this.nextSkip = 1;
-      } else if (body.length >= SKIP_MIN_BYTES) {
-        // Data that does not shrink usually goes on not shrinking: stop paying for deflate, and look again now and then.
-        this.skip = this.nextSkip;
-        this.nextSkip = Math.min(MAX_SKIP, 2 * this.nextSkip);
-      }
-    }
+    const packed = this.deflate(body);
     this.history.add(body);
-    return out;
+    return packed ?? body;
+  }
+
+  /** The body compressed, with the marker; null when it is sent as it is. */
+  private deflate(body: Buffer): Buffer | null {
+    if (body.length < MIN_COMPRESS_BYTES) return null;
+    const big = body.length >= SKIP_MIN_BYTES;
+    if (big && this.skip > 0) {
+      this.skip--;
+      return null;
+    }
+    this.stats.tried++;
+    const dictionary = this.history.dictionary;
+    const packed = deflateRawSync(body, dictionary.length > 0 ? { dictionary, level: this.level } : { level: this.level });
+    if (packed.length + 1 < body.length) {
+      this.stats.packed++;
+      this.nextSkip = 1;
+      return Buffer.concat([Buffer.from([COMPRESSED_MARKER]), packed]);
+    }
+    if (big) {
+      // Data that does not shrink usually goes on not shrinking: stop paying for deflate, and look again now and then.
+      this.skip = this.nextSkip;
+      this.nextSkip = Math.min(MAX_SKIP, 2 * this.nextSkip);
+    }
+    return null;
   }
 }
 

@@ -87,6 +87,24 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** Waits until something listens on the TCP port (read from /proc: probing it would be a connection). */
+export async function listening(port: number): Promise<void> {
+  if (!fs.existsSync('/proc/net/tcp')) return sleep(1000);
+  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  const bound = () =>
+    ['/proc/net/tcp', '/proc/net/tcp6'].some((f) => {
+      try {
+        return fs.readFileSync(f, 'utf8').split('\n').some((l) => {
+          const fields = l.trim().split(/\s+/);
+          return fields[1]?.endsWith(hex) && fields[3] === '0A'; // 0A: LISTEN
+        });
+      } catch {
+        return false;
+      }
+    });
+  await waitFor(`a listener on port ${port}`, bound, { timeoutMs: 20_000, intervalMs: 20 });
+}
+
 /** Thrown from a waitFor callback to stop waiting at once. */
 export class WaitAbort extends Error {}
 
@@ -149,24 +167,11 @@ export function checkBuildbotInstalled(): void {
 
 /** The last `lines` lines of a (possibly large) text file; '' if missing. */
 export function tailFile(file: string, lines = 200, maxBytes = 256 * 1024): string {
-  let fd: number;
-  try {
-    fd = fs.openSync(file, 'r');
-  } catch {
-    return '';
-  }
-  try {
-    const size = fs.fstatSync(fd).size;
-    const start = Math.max(0, size - maxBytes);
-    const buf = Buffer.alloc(size - start);
-    fs.readSync(fd, buf, 0, buf.length, start);
-    return buf.toString('utf8').split('\n').slice(-lines).join('\n');
-  } finally {
-    fs.closeSync(fd);
-  }
+  return readFrom(file, 0, maxBytes).split('\n').slice(-lines).join('\n');
 }
 
-function readFrom(file: string, offset: number): string {
+/** A text file from byte `offset` on, at most its last `maxBytes`; '' if missing. */
+function readFrom(file: string, offset: number, maxBytes = Infinity): string {
   let fd: number;
   try {
     fd = fs.openSync(file, 'r');
@@ -175,9 +180,10 @@ function readFrom(file: string, offset: number): string {
   }
   try {
     const size = fs.fstatSync(fd).size;
-    if (size <= offset) return '';
-    const buf = Buffer.alloc(size - offset);
-    fs.readSync(fd, buf, 0, buf.length, offset);
+    const start = Math.max(offset, size - maxBytes);
+    if (size <= start) return '';
+    const buf = Buffer.alloc(size - start);
+    fs.readSync(fd, buf, 0, buf.length, start);
     return buf.toString('utf8');
   } finally {
     fs.closeSync(fd);
