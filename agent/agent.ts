@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { TetherError } from '../wire/errors';
-import { Capability, DEFAULT_MAX_FRAME, SERIAL_MAX_FRAME, agentHandshake } from '../wire/handshake';
+import { Capability, DEFAULT_MAX_FRAME, SERIAL_MAX_FRAME, agentHandshake, sessionOptions } from '../wire/handshake';
 import { Link } from '../wire/link';
 import { type Message, MsgType } from '../wire/messages';
 import { Session } from '../wire/session';
@@ -132,7 +132,7 @@ export class Agent extends EventEmitter {
       established = await agentHandshake(link, {
         name: this.opts.name,
         secret: this.opts.secret,
-        caps: Capability.DEFLATE | (resume ? Capability.RESUME : 0),
+        caps: Capability.DEFLATE | Capability.SELECTIVE_REPEAT | (resume ? Capability.RESUME : 0),
         // Small frames on a noisy line: a corrupted frame costs little to send again.
         maxFrame: this.opts.maxFrame ?? (lossy ? SERIAL_MAX_FRAME : DEFAULT_MAX_FRAME),
         timeoutMs: lossy ? SERIAL_HANDSHAKE_TIMEOUT_MS : undefined,
@@ -154,15 +154,13 @@ export class Agent extends EventEmitter {
         this.log(`the master no longer knows this agent's session: stopping its ${this.streams.size} orphaned command(s)`);
         previous.close(new TetherError('SESSION_EXPIRED', 'the master ended the session'));
       }
-      session = new Session(link, {
-        maxBody: params.maxFrame,
-        keepalive: params.keepalive,
-        deflate: (params.caps & Capability.DEFLATE) !== 0,
-        resumable: (params.caps & Capability.RESUME) !== 0,
-      });
+      session = new Session(link, sessionOptions(params));
       this.session = session;
       this.sessionId = established.session;
       session.on('message', (m: Message) => this.onMessage(session, params.window, m));
+      session.on('forged', (count: number) => {
+        if (count === 1) this.log(`a frame from ${this.opts.masterLabel} failed authentication (forged, replayed or reflected on the way): dropped`);
+      });
       session.once('close', (error: Error | null) => this.dropStreams(error ?? new TetherError('PEER_TIMEOUT', 'connection lost')));
       session.send({ type: MsgType.INFO, info: workerInfo(this.opts) });
       this.log(`connected to ${this.opts.masterLabel} as '${this.opts.name}'`);

@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parseCommandLine, printedInfo, logLine, runMain } from '../wire/cli-support';
-import { DEFAULT_MAX_FRAME, SERIAL_MAX_FRAME } from '../wire/handshake';
+import { DEFAULT_MAX_FRAME, MIN_MAX_FRAME, SERIAL_MAX_FRAME } from '../wire/handshake';
 import { UsageError, describeEndpoint, openEndpoint, parseEndpoint } from '../wire/transport';
 import { Agent } from './agent';
 import { commands } from './commands/registry';
@@ -160,8 +160,8 @@ async function runAgent(values: OptionValues): Promise<number> {
   const endpoint = parseEndpoint(values.master!);
   const secret = readSecret(values);
   const maxFrame = values['max-frame'] === undefined ? undefined : Number(values['max-frame']);
-  if (maxFrame !== undefined && (!Number.isInteger(maxFrame) || maxFrame < 256)) {
-    throw new UsageError('--max-frame must be an integer of at least 256');
+  if (maxFrame !== undefined && (!Number.isInteger(maxFrame) || maxFrame < MIN_MAX_FRAME)) {
+    throw new UsageError(`--max-frame must be an integer of at least ${MIN_MAX_FRAME}`);
   }
   const spoolMiB = values['spool-memory'] === undefined ? undefined : Number(values['spool-memory']);
   if (spoolMiB !== undefined && (!Number.isInteger(spoolMiB) || spoolMiB < 1)) {

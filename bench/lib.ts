@@ -11,11 +11,21 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { TetherHub } from '../master-plugin/hub';
+import { FrameAuth, deriveKeys, wireNumber } from '../wire/frame-auth';
+import { encodeAuthenticatedFrame, encodeHandshakeFrame } from '../wire/framing';
 import type { RemoteAgent } from '../master-plugin/remote';
 import { REPO_ROOT, makeTempDir, sleep } from '../test/helpers/buildbot';
 import { type TetherProcess, tetherAgent } from '../test/helpers/tether-procs';
 
 export { REPO_ROOT, sleep };
+
+/** Keys of a handshake that never happened: frames sized and timed as a session's. */
+const BENCH_AUTH = new FrameAuth(deriveKeys(Buffer.from('bench'), Buffer.alloc(32, 1), Buffer.alloc(32, 2)), 'agent');
+
+/** A frame as a session sends it after the handshake, at `number`; a handshake frame when `number` is null. */
+export function benchFrame(body: Buffer, number: number | null): Buffer {
+  return number === null ? encodeHandshakeFrame(body) : encodeAuthenticatedFrame(body, wireNumber(number), BENCH_AUTH.tag(number, body));
+}
 
 export const MB = 1e6;
 export const MiB = 1024 * 1024;

@@ -11,10 +11,9 @@
 import { performance } from 'node:perf_hooks';
 import type { RemoteAgent } from '../master-plugin/remote';
 import { runShell, shellArgs } from '../master-plugin/shell';
-import { encodeFrame } from '../wire/framing';
 import { Channel, MsgType, type OutgoingMessage, encodeMessage } from '../wire/messages';
 import {
-  type BenchOptions, MB, alternate, hubAndAgent, median, percentile, round, since, textProducer, timeLocal, withTimeout,
+  type BenchOptions, MB, alternate, benchFrame, hubAndAgent, median, percentile, round, since, textProducer, timeLocal, withTimeout,
 } from './lib';
 
 export interface ThroughputResult {
@@ -168,7 +167,7 @@ export function messageSizes(): MessageSize[] {
   ];
   return list.map(([message, m, carried, sequenced]) => {
     const body = encodeMessage(m);
-    const frame = encodeFrame(body, sequenced ? seq : null);
+    const frame = benchFrame(body, sequenced ? seq : 0);
     return { message, payload: carried, body: body.length, frame: frame.length, overhead: frame.length - carried };
   });
 }

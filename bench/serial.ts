@@ -32,9 +32,8 @@ import { runShell } from '../master-plugin/shell';
 import { openSerialLine } from '../wire/serial-line';
 import { simulatedLine } from '../test/helpers/line-sim';
 import { serialTetherAgent } from '../test/helpers/serial-procs';
-import { encodeFrame } from '../wire/framing';
 import { encodeMessage } from '../wire/messages';
-import { type BenchOptions, median, round, since, waitForAgentOrExit, withTimeout } from './lib';
+import { type BenchOptions, benchFrame, median, round, since, waitForAgentOrExit, withTimeout } from './lib';
 
 export const BAUDS = [9600, 115200, 921600] as const;
 export type SerialMode = 'raw' | 'text' | 'text-plain' | 'raw-plain';
@@ -103,7 +102,7 @@ async function lineLatency(remote: RemoteAgent, baud: number, lines: number): Pr
     'the latency lines',
   );
   if (result.rc !== 0 || delays.length !== lines) throw new Error(`latency at ${baud} baud: rc ${result.rc}, ${delays.length} of ${lines} lines`);
-  const frameBytes = encodeFrame(encodeMessage({ type: 'output', stream: 1, channel: 0, data: Buffer.alloc(20, 0x31) }), 1000).length;
+  const frameBytes = benchFrame(encodeMessage({ type: 'output', stream: 1, channel: 0, data: Buffer.alloc(20, 0x31) }), 1000).length;
   return {
     baud,
     lines,

@@ -11,11 +11,14 @@
  * (OUTPUT for the output head); a CBOR byte string is {"hex": "..."}; every
  * other value is the JSON value of the CBOR item (null is CBOR null).
  */
+import { createHmac } from 'node:crypto';
 import { writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Compressor } from '../wire/compression';
-import { encodeFrame, frameCrc } from '../wire/framing';
-import { proof } from '../wire/handshake';
+import { crc32c } from '../wire/crc32c';
+import { FrameAuth, KEY_LABELS, type SessionKeys, deriveKeys, numberBytes, wireNumber } from '../wire/frame-auth';
+import { AUTHENTICATED_CRC_PREFIX, encodeAuthenticatedFrame, encodeHandshakeFrame } from '../wire/framing';
+import { PROTOCOL_VERSION, proof } from '../wire/handshake';
 import {
   type ChallengeParams,
   type HelloParams,
@@ -31,14 +34,22 @@ export type Json = null | boolean | number | string | Json[] | { [key: string]: 
 export interface Vector {
   name: string;
   description: string;
-  /** Implicit sequence number covered by the CRC; null for link frames (first body byte < 0x0a). */
-  seq: number | null;
+  /** Who sends it: its tag is made with that direction's key. */
+  from: 'agent' | 'master';
+  /**
+   * The frame number its tag covers: the sequence number of a sequenced
+   * frame, the link-frame number of a link frame; null for a handshake frame
+   * (no number, no tag).
+   */
+  number: number | null;
   message: { [key: string]: Json };
   /** Frame body (the CBOR sequence), hex. */
   body: string;
-  /** CRC-32C as sent (little-endian on the wire), as a hex number. */
+  /** The 8-byte tag, hex: HMAC-SHA256(key of `from`, number as 8 bytes LE || body), first 8 bytes; null for handshake frames. */
+  tag: string | null;
+  /** CRC-32C as sent (little-endian on the wire), as a hex number: over body (handshake), or 0x02 || body || number || tag. */
   crc: string;
-  /** The whole wire frame: COBS(body || CRC) followed by the 0x00 delimiter. */
+  /** The whole wire frame: COBS(body || [number || tag ||] CRC) followed by the 0x00 delimiter. */
   hex: string;
   /** Bytes on the wire (hex.length / 2). */
   wireBytes: number;
@@ -70,8 +81,8 @@ export const MASTER_NONCE = Buffer.from(Array.from({ length: 32 }, (_, i) => 0x2
 export const SESSION_ID = Buffer.from(Array.from({ length: 16 }, (_, i) => 0xa0 + i));
 
 export const HELLO_PARAMS: HelloParams = {
-  versionMin: 1,
-  versionMax: 1,
+  versionMin: PROTOCOL_VERSION,
+  versionMax: PROTOCOL_VERSION,
   name: WORKER,
   nonce: AGENT_NONCE,
   caps: 0,
@@ -80,7 +91,7 @@ export const HELLO_PARAMS: HelloParams = {
 
 /** What the reference hub answers with its defaults (keepalive 10 s, window 256 KiB) to that HELLO. */
 export const CHALLENGE_PARAMS: ChallengeParams = {
-  version: 1,
+  version: PROTOCOL_VERSION,
   nonce: MASTER_NONCE,
   caps: 0,
   maxFrame: 1024,
@@ -144,7 +155,9 @@ export function messageFromJson(json: { [key: string]: Json }): OutgoingMessage 
 interface Spec {
   name: string;
   description: string;
-  seq: number | null;
+  from: 'agent' | 'master';
+  /** Frame number (sequence number, or link-frame number); null: a handshake frame. */
+  number: number | null;
   message: OutgoingMessage;
   /** Send compressed, with these earlier plain bodies of the direction as history. */
   deflateAfter?: Buffer[];
@@ -157,8 +170,8 @@ function helloBody(): Buffer {
 export function handshakeInputs() {
   const hello = helloBody();
   const params = encodeChallengeParams(CHALLENGE_PARAMS);
-  const masterInput = Buffer.concat([Buffer.from('tether/1 master\0'), hello, params]);
-  const agentInput = Buffer.concat([Buffer.from('tether/1 agent\0'), hello, params]);
+  const masterInput = Buffer.concat([Buffer.from(`tether/${PROTOCOL_VERSION} master\0`), hello, params]);
+  const agentInput = Buffer.concat([Buffer.from(`tether/${PROTOCOL_VERSION} agent\0`), hello, params]);
   return {
     hello,
     params,
@@ -166,6 +179,7 @@ export function handshakeInputs() {
     agentInput,
     masterProof: proof(SECRET, 'master', hello, params),
     agentProof: proof(SECRET, 'agent', hello, params),
+    keys: deriveKeys(Buffer.from(SECRET, 'utf8'), AGENT_NONCE, MASTER_NONCE),
   };
 }
 
@@ -182,67 +196,69 @@ function specs(): Spec[] {
     {
       name: 'stdout-10-bytes',
       description:
-        'A 10-byte stdout chunk on stream 0, the first sequenced frame of the session (seq 0). ' +
-        'Body: output head 0x20 (-1 - (2*0 + 0)), byte-string head 0x4a, 10 bytes. ' +
-        '8 bytes of overhead: 2 of CBOR heads, 4 of CRC, 1 COBS code byte, 1 delimiter: 18 bytes on the wire.',
-      seq: 0,
+        'A 10-byte stdout chunk on stream 0, the first sequenced frame of the session (seq 0), agent -> master. ' +
+        'Body: output head 0x20 (-1 - (2*0 + 0)), byte-string head 0x4a, 10 bytes; then the number 00 00, the 8-byte tag, the CRC. ' +
+        '18 bytes of overhead: 2 of CBOR heads, 2 of number, 8 of tag, 4 of CRC, 1 COBS code byte, 1 delimiter: 28 bytes on the wire.',
+      from: 'agent', number: 0,
       message: { type: 'output', stream: 0, channel: 0, data: bytes('0123456789') },
     },
     {
       name: 'stderr-stream-3',
       description: 'stderr chunk on stream 3: head -1 - (2*3 + 1) = -8, one byte 0x27.',
-      seq: 1,
+      from: 'agent', number: 1,
       message: { type: 'output', stream: 3, channel: 1, data: bytes('warning: x\n') },
     },
     {
       name: 'stdout-stream-12',
       description: 'stdout on stream 12: head -1 - 24 = -25 no longer fits the initial byte: 0x38 0x18.',
-      seq: 2,
+      from: 'agent', number: 2,
       message: { type: 'output', stream: 12, channel: 0, data: bytes('ok\n') },
     },
     {
       name: 'stdout-seq-2^32+5',
       description:
-        'The sequence number is 64-bit: this frame is sent at seq 4294967301 (0x100000005); ' +
-        'the CRC covers the 8 bytes 05 00 00 00 01 00 00 00 before the body.',
-      seq: 4294967301,
+        'The sequence number is 64-bit: this frame is sent at seq 4294967301 (0x100000005). The frame carries its ' +
+        'low 16 bits (05 00); the tag covers all 64: HMAC over 05 00 00 00 01 00 00 00 || body.',
+      from: 'agent', number: 4294967301,
       message: { type: 'output', stream: 0, channel: 0, data: bytes('0123456789') },
     },
     {
       name: 'hello',
       description:
-        `Agent -> master, link frame. Worker '${WORKER}', versions 1-1, agent nonce 00 01 .. 1f, caps 0, ` +
-        'max frame 1024. The reference encodes the parameter keys as one-character text strings ("1".."6").',
-      seq: null,
+        `Agent -> master, handshake frame (no number, no tag). Worker '${WORKER}', versions 2-2, agent nonce 00 01 .. 1f, caps 0, ` +
+        'max frame 1024. The parameter keys are integers (0x01 .. 0x06).',
+      from: 'agent', number: null,
       message: { type: MsgType.HELLO, params: HELLO_PARAMS },
     },
     {
       name: 'challenge',
       description:
-        'Master -> agent, link frame. Parameters (bstr-wrapped CBOR map): version 1, master nonce 20 21 .. 3f, ' +
+        'Master -> agent, handshake frame. Parameters (bstr-wrapped CBOR map): version 2, master nonce 20 21 .. 3f, ' +
         `caps 0, max frame 1024, keepalive 10 s, window 262144. Proof = HMAC-SHA256(key "${SECRET}", ` +
-        '"tether/1 master" 00 || HELLO body (vector "hello") || parameter bytes); see handshake.masterInput.',
-      seq: null,
+        '"tether/2 master" 00 || HELLO body (vector "hello") || parameter bytes); see handshake.masterInput.',
+      from: 'master', number: null,
       message: { type: MsgType.CHALLENGE, paramsBytes: h.params, proof: h.masterProof },
     },
     {
       name: 'proof',
       description:
-        `Agent -> master, link frame. Proof = HMAC-SHA256(key "${SECRET}", "tether/1 agent" 00 || HELLO body || ` +
+        `Agent -> master, handshake frame. Proof = HMAC-SHA256(key "${SECRET}", "tether/2 agent" 00 || HELLO body || ` +
         'parameter bytes); see handshake.agentInput.',
-      seq: null,
+      from: 'agent', number: null,
       message: { type: MsgType.PROOF, proof: h.agentProof },
     },
     {
       name: 'welcome',
-      description: 'Master -> agent, link frame. Session id a0 .. af, not resumed, next sequence number 0.',
-      seq: null,
+      description:
+        'Master -> agent: the first authenticated frame, link frame number 0, tagged with the master-to-agent key of ' +
+        'the handshake vectors (handshake.keys). Session id a0 .. af, not resumed, next sequence number 0.',
+      from: 'master', number: 0,
       message: { type: MsgType.WELCOME, session: SESSION_ID, resumed: false, nextSeq: 0 },
     },
     {
       name: 'info',
       description: "Agent -> master, the agent's first sequenced frame (seq 0): Buildbot's worker info keys.",
-      seq: 0,
+      from: 'agent', number: 0,
       message: {
         type: MsgType.INFO,
         info: {
@@ -259,25 +275,41 @@ function specs(): Spec[] {
         },
       },
     },
-    { name: 'ack', description: 'Link frame: every sequenced frame below 32 arrived.', seq: null, message: { type: MsgType.ACK, nextSeq: 32 } },
+    { name: 'ack', description: 'Agent -> master, link frame number 1: every sequenced frame below 32 arrived.', from: 'agent', number: 1, message: { type: MsgType.ACK, nextSeq: 32 } },
     {
       name: 'nak',
-      description: 'Link frame (lossy links): frames below 7 arrived, send again from 7.',
-      seq: null,
+      description: 'Agent -> master, link frame number 2, go-back-N (selective repeat not granted): frames below 7 arrived, a frame was lost: send again from 7.',
+      from: 'agent', number: 2,
       message: { type: MsgType.NAK, nextSeq: 7 },
     },
-    { name: 'ping', description: 'Link frame: keepalive, token 1.', seq: null, message: { type: MsgType.PING, token: 1 } },
-    { name: 'pong', description: 'Link frame: the answer to PING 1.', seq: null, message: { type: MsgType.PONG, token: 1 } },
+    {
+      name: 'ack-selective',
+      description:
+        'Agent -> master, link frame number 4, selective repeat: frames below 7 arrived, and of those after 7, ' +
+        'bits 1 and 2 of the bitmap (0x06) say 9 and 10 arrived and are held; 8 is missing.',
+      from: 'agent', number: 4,
+      message: { type: MsgType.ACK, nextSeq: 7, received: Buffer.from([0x06]) },
+    },
+    {
+      name: 'nak-selective',
+      description:
+        'Agent -> master, link frame number 5, selective repeat: as ack-selective, and a frame arrived damaged ' +
+        'after those (the first frame sent after 10, on an in-order line).',
+      from: 'agent', number: 5,
+      message: { type: MsgType.NAK, nextSeq: 7, received: Buffer.from([0x06]) },
+    },
+    { name: 'ping', description: 'Master -> agent, link frame number 1: keepalive, token 1.', from: 'master', number: 1, message: { type: MsgType.PING, token: 1 } },
+    { name: 'pong', description: 'Agent -> master, link frame number 3: the answer to PING 1.', from: 'agent', number: 3, message: { type: MsgType.PONG, token: 1 } },
     {
       name: 'error',
-      description: 'Link frame: ERROR code 7 (AUTH_FAILED), then the sender closes.',
-      seq: null,
-      message: { type: MsgType.ERROR, code: 7, message: "unknown worker 'board-02' or wrong secret" },
+      description: 'Master -> agent, link frame number 2: ERROR code 17 (INTERNAL), then the sender closes.',
+      from: 'master', number: 2,
+      message: { type: MsgType.ERROR, code: 17, message: 'the master is restarting' },
     },
     {
       name: 'start-shell',
       description: "Master -> agent: START of Buildbot's shell command on stream 0, arguments as Buildbot names them.",
-      seq: 0,
+      from: 'master', number: 0,
       message: {
         type: MsgType.START,
         stream: 0,
@@ -298,94 +330,94 @@ function specs(): Spec[] {
     {
       name: 'start-stat',
       description: 'Master -> agent: START of stat on stream 1.',
-      seq: 1,
+      from: 'master', number: 1,
       message: { type: MsgType.START, stream: 1, command: 'stat', args: { path: 'build/out.bin' } },
     },
-    { name: 'update-rc', description: "Agent -> master: the 'rc' update, 0.", seq: 3, message: { type: MsgType.UPDATE, stream: 0, key: 'rc', value: 0 } },
+    { name: 'update-rc', description: "Agent -> master: the 'rc' update, 0.", from: 'agent', number: 3, message: { type: MsgType.UPDATE, stream: 0, key: 'rc', value: 0 } },
     {
       name: 'update-elapsed',
       description: "Agent -> master: the 'elapsed' update, a float (the reference sends float64, 0xfb).",
-      seq: 4,
+      from: 'agent', number: 4,
       message: { type: MsgType.UPDATE, stream: 0, key: 'elapsed', value: 0.25 },
     },
-    { name: 'complete-ok', description: 'Agent -> master: stream 0 completed (failure null).', seq: 5, message: { type: MsgType.COMPLETE, stream: 0, failure: null } },
+    { name: 'complete-ok', description: 'Agent -> master: stream 0 completed (failure null).', from: 'agent', number: 5, message: { type: MsgType.COMPLETE, stream: 0, failure: null } },
     {
       name: 'complete-failed',
       description: "Agent -> master: stream 1 failed: [code 17 INTERNAL, buildbot-worker's exception text].",
-      seq: 6,
+      from: 'agent', number: 6,
       message: {
         type: MsgType.COMPLETE,
         stream: 1,
         failure: { code: 17, message: "FileNotFoundError: [Errno 2] No such file or directory: '/b/build/out.bin'" },
       },
     },
-    { name: 'interrupt', description: 'Master -> agent: interrupt stream 0.', seq: 2, message: { type: MsgType.INTERRUPT, stream: 0, why: 'timeout' } },
+    { name: 'interrupt', description: 'Master -> agent: interrupt stream 0.', from: 'master', number: 2, message: { type: MsgType.INTERRUPT, stream: 0, why: 'timeout' } },
     {
       name: 'data',
       description: 'File data on stream 1 (download_file: master -> agent; upload_*: agent -> master).',
-      seq: 3,
+      from: 'master', number: 3,
       message: { type: MsgType.DATA, stream: 1, data: bytes('#!/bin/sh\n') },
     },
     {
       name: 'data-with-zeros',
       description: 'A body full of 0x00 bytes (stream 0 itself encodes as 0x00): COBS replaces each 0x00 by a code byte.',
-      seq: 4,
+      from: 'master', number: 4,
       message: { type: MsgType.DATA, stream: 0, data: Buffer.from([0, 1, 0, 0, 2, 0]) },
     },
     {
       name: 'eof-times',
       description: 'Agent -> master: end of an upload with keepstamp: [atime, mtime] in seconds (float64).',
-      seq: 7,
+      from: 'agent', number: 7,
       message: { type: MsgType.EOF, stream: 1, times: { atime: 1700000000.25, mtime: 1700000000.5 } },
     },
-    { name: 'eof', description: 'End of file data without times (null).', seq: 5, message: { type: MsgType.EOF, stream: 1, times: null } },
-    { name: 'credit', description: 'Returns 65536 bytes of flow-control credit on stream 0.', seq: 6, message: { type: MsgType.CREDIT, stream: 0, bytes: 65536 } },
+    { name: 'eof', description: 'End of file data without times (null).', from: 'master', number: 5, message: { type: MsgType.EOF, stream: 1, times: null } },
+    { name: 'credit', description: 'Returns 65536 bytes of flow-control credit on stream 0.', from: 'master', number: 6, message: { type: MsgType.CREDIT, stream: 0, bytes: 65536 } },
     {
       name: 'log',
       description: "Agent -> master: new bytes of the watched logfile 'test.log' on stream 0.",
-      seq: 8,
+      from: 'agent', number: 8,
       message: { type: MsgType.LOG, stream: 0, name: 'test.log', data: bytes('PASS: t1\n') },
     },
     {
       name: 'header',
       description: "Agent -> master: Buildbot 'header' text on stream 0.",
-      seq: 9,
+      from: 'agent', number: 9,
       message: { type: MsgType.HEADER, stream: 0, text: 'make check\n in dir /b/build\n' },
     },
-    { name: 'print', description: 'Master -> agent: a line for the agent log.', seq: 7, message: { type: MsgType.PRINT, text: 'hello from the master' } },
-    { name: 'shutdown', description: 'Master -> agent: shut down (no fields).', seq: 8, message: { type: MsgType.SHUTDOWN } },
+    { name: 'print', description: 'Master -> agent: a line for the agent log.', from: 'master', number: 7, message: { type: MsgType.PRINT, text: 'hello from the master' } },
+    { name: 'shutdown', description: 'Master -> agent: shut down (no fields).', from: 'master', number: 8, message: { type: MsgType.SHUTDOWN } },
     {
       name: 'reject-stream',
       description: 'Agent -> master: START on stream 2 refused, code 13 UNKNOWN_COMMAND.',
-      seq: 10,
+      from: 'agent', number: 10,
       message: { type: MsgType.REJECT, stream: 2, code: 13, message: "this agent has no command 'git'" },
     },
     {
       name: 'reject-no-stream',
       description: 'Either way: a sequenced frame whose body could not be decoded, code 5 UNKNOWN_MESSAGE, stream null.',
-      seq: 11,
+      from: 'agent', number: 11,
       message: { type: MsgType.REJECT, stream: null, code: 5, message: 'unknown message type 42' },
     },
-    { name: 'stdin', description: "Master -> agent: bytes for stream 0's stdin.", seq: 9, message: { type: MsgType.STDIN, stream: 0, data: bytes('y\n') } },
-    { name: 'stdin-end', description: "Master -> agent: stream 0's stdin is closed (null).", seq: 10, message: { type: MsgType.STDIN, stream: 0, data: null } },
+    { name: 'stdin', description: "Master -> agent: bytes for stream 0's stdin.", from: 'master', number: 9, message: { type: MsgType.STDIN, stream: 0, data: bytes('y\n') } },
+    { name: 'stdin-end', description: "Master -> agent: stream 0's stdin is closed (null).", from: 'master', number: 10, message: { type: MsgType.STDIN, stream: 0, data: null } },
     {
       name: 'fragment',
       description: 'Master -> agent: the first piece of a message body larger than max_frame (more = true); the pieces, joined, are the body of one message.',
-      seq: 11,
+      from: 'master', number: 11,
       message: { type: MsgType.FRAGMENT, more: true, data: encodeMessage({ type: MsgType.PRINT, text: 'a long message' }).subarray(0, 6) },
     },
     {
       name: 'fragment-last',
       description: 'Master -> agent: the last piece (more = false); with the previous vector it makes PRINT "a long message".',
-      seq: 12,
+      from: 'master', number: 12,
       message: { type: MsgType.FRAGMENT, more: false, data: encodeMessage({ type: MsgType.PRINT, text: 'a long message' }).subarray(6) },
     },
     {
       name: 'body-300-bytes',
       description:
         'A 300-byte body (stdout, 296 bytes 01 02 .. ff 01 ..): head 0x20, 0x59 0x01 0x28, data. ' +
-        'body || CRC is 304 bytes without 0x00: COBS splits it into a 254-byte block (code 0xff) and a 50-byte block (code 0x33): 307 bytes on the wire.',
-      seq: 11,
+        'The body has no 0x00: its first 254 bytes go in one COBS block (code 0xff); the number 0c 00 ends the next block.',
+      from: 'agent', number: 12,
       message: { type: 'output', stream: 0, channel: 0, data: block300 },
     },
     {
@@ -393,7 +425,7 @@ function specs(): Spec[] {
       description:
         'Deflate capability: the first compressed body of a direction (empty history, no dictionary): ' +
         '0xff then raw deflate (zlib level 6) of the plain body, a stdout chunk of eight "PASS: test_000N" lines.',
-      seq: 12,
+      from: 'agent', number: 13,
       message: deflate1,
       deflateAfter: [],
     },
@@ -402,14 +434,14 @@ function specs(): Spec[] {
       description:
         'Deflate capability: the next body of the same direction, compressed with the plain body of deflate-first ' +
         'as the preset dictionary (the history), so the similar lines cost a few bytes.',
-      seq: 13,
+      from: 'agent', number: 14,
       message: { type: 'output', stream: 0, channel: 0, data: testLines(9, 16) },
       deflateAfter: [encodeMessage(deflate1)],
     },
   ];
 }
 
-function vector(spec: Spec): Vector {
+function vector(spec: Spec, keys: SessionKeys): Vector {
   const plain = encodeMessage(spec.message);
   let body = plain;
   let deflate: Vector['deflate'];
@@ -420,17 +452,31 @@ function vector(spec: Spec): Vector {
     if (body[0] !== 0xff) throw new Error(`${spec.name}: deflate did not make the body smaller`);
     deflate = { plainBody: plain.toString('hex'), history: Buffer.concat(spec.deflateAfter).toString('hex') };
   }
-  const frame = encodeFrame(body, spec.seq);
+  let frame: Buffer;
+  let tag: Buffer | null = null;
+  let crc: number;
+  if (spec.number === null) {
+    frame = encodeHandshakeFrame(body);
+    crc = crc32c(body);
+  } else {
+    tag = new FrameAuth(keys, spec.from).tag(spec.number, body);
+    const low = Buffer.alloc(2);
+    low.writeUInt16LE(wireNumber(spec.number));
+    frame = encodeAuthenticatedFrame(body, wireNumber(spec.number), tag);
+    crc = crc32c(Buffer.concat([Buffer.from([AUTHENTICATED_CRC_PREFIX]), body, low, tag]));
+  }
   return {
     name: spec.name,
     description: spec.description,
-    seq: spec.seq,
+    from: spec.from,
+    number: spec.number,
     message:
       spec.message.type === MsgType.CHALLENGE
         ? messageToJson({ type: MsgType.CHALLENGE, params: CHALLENGE_PARAMS, paramsBytes: spec.message.paramsBytes, proof: spec.message.proof })
         : messageToJson(spec.message),
     body: body.toString('hex'),
-    crc: '0x' + frameCrc(body, spec.seq).toString(16).padStart(8, '0'),
+    tag: tag && tag.toString('hex'),
+    crc: '0x' + crc.toString(16).padStart(8, '0'),
     hex: frame.toString('hex'),
     wireBytes: frame.length,
     ...(deflate ? { deflate } : {}),
@@ -439,14 +485,16 @@ function vector(spec: Spec): Vector {
 
 export function buildVectors(): VectorFile {
   const h = handshakeInputs();
-  const vectors = specs().map(vector);
+  const vectors = specs().map((spec) => vector(spec, h.keys));
   const size = (name: string) => vectors.find((v) => v.name === name)!.wireBytes;
   const handshake = ['hello', 'challenge', 'proof', 'welcome'].map(size);
   return {
-    protocol: 'tether/1',
+    protocol: `tether/${PROTOCOL_VERSION}`,
     note:
       'Generated by firmware-notes/make-vectors.ts from the reference encoder; test/vectors.test.ts checks it. ' +
-      'Every vector is independent; seq is the implicit sequence number its CRC covers (null: link frame).',
+      'Every vector is independent. number is the frame number its tag covers (the sequence number of a sequenced ' +
+      'frame, the link-frame number of a link frame); null for handshake frames, which have no number and no tag. ' +
+      'Tags use the keys in handshake.keys, derived from the handshake vectors.',
     handshake: {
       secret: SECRET,
       secretBytes: Buffer.from(SECRET, 'utf8').toString('hex'),
@@ -459,6 +507,22 @@ export function buildVectors(): VectorFile {
       masterProof: h.masterProof.toString('hex'),
       agentInput: h.agentInput.toString('hex'),
       agentProof: h.agentProof.toString('hex'),
+      keys: {
+        algorithm: 'HKDF-SHA256 (RFC 5869): IKM secretBytes, salt agentNonce || masterNonce, info the label, 32 bytes',
+        salt: Buffer.concat([AGENT_NONCE, MASTER_NONCE]).toString('hex'),
+        agentToMasterInfo: KEY_LABELS.agentToMaster,
+        masterToAgentInfo: KEY_LABELS.masterToAgent,
+        agentToMaster: h.keys.agentToMaster.toString('hex'),
+        masterToAgent: h.keys.masterToAgent.toString('hex'),
+      },
+      tagExample: {
+        vector: 'stdout-10-bytes',
+        key: 'agentToMaster',
+        input: Buffer.concat([numberBytes(0), encodeMessage({ type: 'output', stream: 0, channel: 0, data: bytes('0123456789') })]).toString('hex'),
+        hmac: createHmac('sha256', h.keys.agentToMaster)
+          .update(Buffer.concat([numberBytes(0), encodeMessage({ type: 'output', stream: 0, channel: 0, data: bytes('0123456789') })]))
+          .digest('hex'),
+      },
     },
     wireCost: {
       stdout10Bytes: size('stdout-10-bytes'),

@@ -1,6 +1,6 @@
 /** What every tether-master mode shares: the hub's options, the workers, and the hub built from them. */
 import { readFileSync } from 'node:fs';
-import { DEFAULT_GRACE_SECONDS, DEFAULT_KEEPALIVE_SECONDS, DEFAULT_MAX_FRAME, DEFAULT_WINDOW } from '../wire/handshake';
+import { DEFAULT_GRACE_SECONDS, DEFAULT_KEEPALIVE_SECONDS, DEFAULT_MAX_FRAME, DEFAULT_WINDOW, MIN_MAX_FRAME } from '../wire/handshake';
 import { UsageError } from '../wire/transport';
 import { COMPRESS_CHOICES, type CompressWhere, TetherHub } from './hub';
 
@@ -83,7 +83,7 @@ export function hubFromOptions(values: HubOptionValues, workers: Record<string, 
     keepalive: positiveInt(values.keepalive, '--keepalive', DEFAULT_KEEPALIVE_SECONDS),
     grace: positiveInt(values.grace, '--grace', DEFAULT_GRACE_SECONDS),
     resume: !values['no-resume'],
-    maxFrame: positiveInt(values['max-frame'], '--max-frame', DEFAULT_MAX_FRAME, 256),
+    maxFrame: positiveInt(values['max-frame'], '--max-frame', DEFAULT_MAX_FRAME, MIN_MAX_FRAME),
     window: positiveInt(values.window, '--window', DEFAULT_WINDOW, 1024),
     compress: compressChoice(values.compress),
     cert: values.cert,

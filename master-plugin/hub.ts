@@ -14,6 +14,7 @@ import {
   DEFAULT_WINDOW,
   masterHandshake,
   newSessionId,
+  sessionOptions,
 } from '../wire/handshake';
 import { Link } from '../wire/link';
 import { Session } from '../wire/session';
@@ -159,32 +160,37 @@ export class TetherHub extends EventEmitter {
         if (!allowed(name)) return undefined;
         return Object.prototype.hasOwnProperty.call(this.workers, name) ? this.workers[name] : undefined;
       },
-      caps: (this.offersDeflate(link) ? Capability.DEFLATE : 0) | (this.options.resume === false ? 0 : Capability.RESUME),
+      caps:
+        Capability.SELECTIVE_REPEAT |
+        (this.offersDeflate(link) ? Capability.DEFLATE : 0) |
+        (this.options.resume === false ? 0 : Capability.RESUME),
       maxFrame: this.options.maxFrame ?? DEFAULT_MAX_FRAME,
       keepalive: this.options.keepalive ?? DEFAULT_KEEPALIVE_SECONDS,
       window: this.options.window ?? DEFAULT_WINDOW,
       openSession: (name, hello, caps) => {
-        const waiting = (caps & Capability.RESUME) !== 0 && hello.resume ? this.detached(name, hello.resume.session) : undefined;
-        if (waiting) return { session: hello.resume!.session, resumed: true, nextSeq: waiting.session.nextRecvSeq };
-        return { session: newSessionId(), resumed: false, nextSeq: 0 };
+        const waiting = (caps & Capability.RESUME) !== 0 && hello.resume ? this.resumable(name, hello.resume.session) : undefined;
+        if (!waiting) return { session: newSessionId(), resumed: false, nextSeq: 0 };
+        // The agent has left its old link, though this side may not have noticed (a serial
+        // line, a half-open socket): it is authenticated, so the session moves to the new one.
+        waiting.session.dropLink(new TetherError('PEER_TIMEOUT', 'the agent resumed the session on a new connection'));
+        return { session: hello.resume!.session, resumed: true, nextSeq: waiting.session.nextRecvSeq };
       },
     }).then(
       (id) => {
-        const waiting = id.resumed ? this.detached(id.name, id.session) : undefined;
+        const waiting = id.resumed ? this.resumable(id.name, id.session) : undefined;
         if (waiting) {
           waiting.session.resume(link, id.peerNextSeq);
           this.log(`worker '${id.name}' resumed its session from ${peer}`);
           this.emit('agentResumed', waiting);
           return;
         }
-        const resumable = (id.params.caps & Capability.RESUME) !== 0;
-        const session = new Session(link, {
-          maxBody: id.params.maxFrame,
-          keepalive: id.params.keepalive,
-          deflate: (id.params.caps & Capability.DEFLATE) !== 0,
-          resumable,
-        });
+        const options = sessionOptions(id.params);
+        const resumable = options.resumable;
+        const session = new Session(link, options);
         const agent = new AgentConnection(id.name, session, id.params.window, (this.options.grace ?? DEFAULT_GRACE_SECONDS) * 1000, this.log);
+        session.on('forged', (count: number) => {
+          if (count === 1) this.log(`worker '${id.name}': a frame failed authentication (forged, replayed or reflected on the way): dropped`);
+        });
         if (resumable) {
           const key = id.session.toString('hex');
           this.sessions.set(key, agent);
@@ -204,10 +210,10 @@ export class TetherHub extends EventEmitter {
     );
   }
 
-  /** The agent connection whose session `id` waits, detached, for worker `name` to come back. */
-  private detached(name: string, id: Buffer): AgentConnection | undefined {
+  /** The agent connection whose session `id`, of worker `name`, can be resumed. */
+  private resumable(name: string, id: Buffer): AgentConnection | undefined {
     const agent = this.sessions.get(id.toString('hex'));
-    return agent && agent.name === name && !agent.session.isAttached && !agent.session.isClosed ? agent : undefined;
+    return agent && agent.name === name && !agent.session.isClosed ? agent : undefined;
   }
 
   private admit(agent: AgentConnection, peer: string): void {

@@ -63,6 +63,8 @@ t.test('round trip of every message type', async (t) => {
     { type: MsgType.ACK, nextSeq: 0 },
     { type: MsgType.ACK, nextSeq: 65536 },
     { type: MsgType.NAK, nextSeq: 23 },
+    { type: MsgType.ACK, nextSeq: 7, received: Buffer.from([0x06]) },
+    { type: MsgType.NAK, nextSeq: 7, received: Buffer.from([0xff, 0x01]) },
     { type: MsgType.PING, token: 0 },
     { type: MsgType.PONG, token: 65535 },
     { type: MsgType.ERROR, code: 7, message: 'no' },
@@ -244,7 +246,8 @@ t.test('malformed messages: BAD_MESSAGE', async (t) => {
 });
 
 t.test('room to extend: fields after the defined ones are ignored', async (t) => {
-  t.same(decodeMessage(hex('05 18 20 61 61 a0')), { type: MsgType.ACK, nextSeq: 32 });
+  t.same(decodeMessage(hex('07 18 20 61 61 a0')), { type: MsgType.PING, token: 32 });
+  t.same(decodeMessage(hex('05 18 20 41 06 a0')), { type: MsgType.ACK, nextSeq: 32, received: Buffer.from([6]) }, 'ACK: after its bitmap');
   t.same(decodeMessage(hex('15 01 02')), { type: MsgType.SHUTDOWN });
 });
 

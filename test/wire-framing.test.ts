@@ -1,22 +1,23 @@
 /**
  * The framing layer: CRC-32C, COBS, the FrameReader (delimiting, size limit,
- * resynchronisation) and the Link's CRC check with implicit sequence numbers.
+ * resynchronisation), and the Link's checks: the CRC (noise), then after the
+ * handshake the tag and frame number (forgery, replay, reflection).
  */
 import t from 'tap';
 import { PassThrough } from 'node:stream';
 import { cobsDecodeInPlace, cobsEncodeInto, cobsMaxEncodedLength } from '../wire/cobs';
 import { crc32c } from '../wire/crc32c';
+import { FrameAuth, deriveKeys, nearestNumber, nextNumber } from '../wire/frame-auth';
 import {
-  CRC_BYTES,
   FrameReader,
   HANDSHAKE_MAX_BODY,
-  checkFrame,
-  sequenceOffset,
-  encodeFrame,
-  frameCrc,
+  TRAILER_BYTES,
+  authenticatedParts,
+  encodeAuthenticatedFrame,
+  encodeHandshakeFrame,
   isSequencedBody,
 } from '../wire/framing';
-import { Link } from '../wire/link';
+import { FORGED_FRAME_BUDGET, Link } from '../wire/link';
 import { MsgType, decodeMessage, encodeMessage } from '../wire/messages';
 import { naiveCrc32c } from './helpers/naive-wire';
 import { Rng, tick } from './helpers/wire-net';
@@ -35,13 +36,21 @@ function cobsDecode(encoded: Uint8Array): Buffer | null {
 /** A frame of body || CRC with a CRC that does not match. */
 function badCrcFrame(body: Buffer): Buffer {
   const raw = Buffer.concat([body, Buffer.alloc(4)]);
-  raw.writeUInt32LE((frameCrc(body, null) ^ 0x5a5a5a5a) >>> 0, body.length);
+  raw.writeUInt32LE((naiveCrc32c(body) ^ 0x5a5a5a5a) >>> 0, body.length);
   return Buffer.concat([cobsEncode(raw), Buffer.from([0])]);
 }
 
-const ping = (token: number) => encodeFrame(encodeMessage({ type: MsgType.PING, token }), null);
-const stdout = (text: string, seq: number) =>
-  encodeFrame(encodeMessage({ type: 'output', stream: 0, channel: 0, data: Buffer.from(text) }), seq);
+const NONCE_A = Buffer.alloc(32, 1);
+const NONCE_M = Buffer.alloc(32, 2);
+const keys = deriveKeys(Buffer.from('sesame'), NONCE_A, NONCE_M);
+/** The master's side: it tags what the links under test (agents) receive. */
+const master = new FrameAuth(keys, 'master');
+
+const ping = (token: number) => encodeHandshakeFrame(encodeMessage({ type: MsgType.PING, token }));
+/** A frame as the master sends it after the handshake, tagged at `number` (with `by`'s key). */
+const tagged = (body: Buffer, number: number, by = master) => encodeAuthenticatedFrame(body, number % 0x10000, by.tag(number, body));
+const stdoutBody = (text: string) => encodeMessage({ type: 'output', stream: 0, channel: 0, data: Buffer.from(text) });
+const stdout = (text: string, seq: number) => tagged(stdoutBody(text), seq);
 
 function collect(reader: FrameReader): { frames: Buffer[]; invalid: string[] } {
   const got = { frames: [] as Buffer[], invalid: [] as string[] };
@@ -50,20 +59,40 @@ function collect(reader: FrameReader): { frames: Buffer[]; invalid: string[] } {
   return got;
 }
 
-/** A Link fed through a PassThrough, with the bodies it hands on. */
-function linkHarness(maxBody?: number, lossy = false) {
+/**
+ * A Link fed through a PassThrough, with the bodies it hands on; with
+ * `authenticated`, as an agent's link after the handshake, expecting
+ * sequenced frames from `expected.seq` on (the test moves it).
+ */
+function linkHarness(maxBody?: number, authenticated = false) {
   const stream = new PassThrough();
-  const link = new Link(stream, { maxBody, lossy });
-  const frames: Array<{ body: Buffer; sequenced: boolean }> = [];
+  const written: Buffer[] = [];
+  const link = new Link(stream, { maxBody });
+  const expected = { seq: 0 };
+  if (authenticated) link.authenticate(new FrameAuth(keys, 'agent'), () => expected.seq);
+  const frames: Array<{ body: Buffer; number: number | null; sequenced: boolean }> = [];
   const corrupt: string[] = [];
-  link.on('frame', (body: Buffer, sequenced: boolean) => frames.push({ body, sequenced }));
+  const forged: number[] = [];
+  link.on('frame', (body: Buffer, number: number | null, sequenced: boolean) => frames.push({ body, number, sequenced }));
   link.on('corrupt', (why: string) => corrupt.push(why));
+  link.on('forged', (count: number) => forged.push(count));
+  const write = stream.write.bind(stream);
+  // What the link writes goes to `written`; what the test feeds goes to the reader.
+  stream.write = ((chunk: Buffer, ...rest: unknown[]) => {
+    written.push(chunk);
+    const done = rest.find((r) => typeof r === 'function') as (() => void) | undefined;
+    done?.();
+    return true;
+  }) as typeof stream.write;
   return {
     link,
     frames,
     corrupt,
+    forged,
+    written,
+    expected,
     async feed(bytes: Buffer) {
-      stream.write(bytes);
+      write(bytes);
       await tick();
     },
   };
@@ -96,15 +125,32 @@ t.test('CRC-32C: slicing-by-8 equals the bitwise definition at every length and 
   t.equal(mismatches, 0);
 });
 
-t.test('the frame CRC covers the implicit sequence number as 8 little-endian bytes', async (t) => {
-  const body = encodeMessage({ type: 'output', stream: 0, channel: 0, data: Buffer.from('0123456789') });
-  for (const seq of [0, 1, 255, 256, 0xffffffff, 0x100000005, 2 ** 53 - 1]) {
+t.test('an authenticated frame: CRC over 0x02 || body || number || tag; tag over number (64 bits, LE) || body', async (t) => {
+  const body = stdoutBody('0123456789');
+  for (const number of [0, 1, 255, 256, 0xffff, 0x10000, 0xffffffff, 0x100000005, 2 ** 53 - 1]) {
+    const frame = cobsDecode(tagged(body, number).subarray(0, -1))!;
     const prefix = Buffer.alloc(8);
-    prefix.writeBigUInt64LE(BigInt(seq));
-    t.equal(frameCrc(body, seq), naiveCrc32c(Buffer.concat([prefix, body])), `seq ${seq}`);
+    prefix.writeBigUInt64LE(BigInt(number));
+    const parts = authenticatedParts(frame)!;
+    t.equal(parts.low, number % 0x10000, `number ${number}: its low 16 bits, little-endian`);
+    t.equal(frame.readUInt32LE(frame.length - 4), naiveCrc32c(Buffer.concat([Buffer.from([2]), frame.subarray(0, -4)])), `number ${number}: CRC`);
+    t.ok(new FrameAuth(keys, 'agent').verify(number, body, parts.tag), `number ${number}: the agent checks the master's tag`);
   }
-  t.equal(frameCrc(body, null), naiveCrc32c(body), 'link frames: the body alone');
-  t.not(frameCrc(body, 0), frameCrc(body, null), 'seq 0 still changes the CRC');
+  t.equal(TRAILER_BYTES, 14, 'number 2 + tag 8 + CRC 4');
+  const handshake = cobsDecode(encodeHandshakeFrame(body).subarray(0, -1))!;
+  t.equal(handshake.readUInt32LE(handshake.length - 4), naiveCrc32c(body), 'a handshake frame: CRC over the body alone');
+  t.equal(authenticatedParts(handshake), null, 'which fails as an authenticated frame');
+});
+
+t.test('frame numbers from their low 16 bits', async (t) => {
+  t.equal(nearestNumber(5, 5), 5);
+  t.equal(nearestNumber(0xffff, 0x10000), 0xffff, 'just below, across the 16-bit boundary');
+  t.equal(nearestNumber(2, 0xfffe), 0x10002, 'just above, across it');
+  t.equal(nearestNumber(0x0005, 0x100000000), 0x100000005, 'high words come from the expected number');
+  t.equal(nearestNumber(0xffff, 0), 0xffff, 'never below 0');
+  t.equal(nextNumber(3, 3), 3, 'link frames: the next expected');
+  t.equal(nextNumber(10, 3), 10, 'or later (lost ones leave a gap)');
+  t.equal(nextNumber(2, 3), 0x10002, 'never earlier: an older number means 2^16 later, which its tag will not fit');
 });
 
 // ---- COBS ------------------------------------------------------------------------
@@ -165,7 +211,7 @@ t.test('COBS: random round trips, including 0-heavy data and 254/255-byte runs',
 // ---- FrameReader -----------------------------------------------------------------
 
 t.test('FrameReader: frames split at 0x00, delivered whole whatever the chunking', async (t) => {
-  const frames = [ping(1), stdout('hello', 0), encodeFrame(Buffer.alloc(900, 0), null), stdout('x'.repeat(1000), 1)];
+  const frames = [ping(1), stdout('hello', 0), encodeHandshakeFrame(Buffer.alloc(900, 0)), stdout('x'.repeat(1000), 1)];
   const stream = Buffer.concat(frames);
   const expected = frames.map((f) => cobsDecode(f.subarray(0, -1))!.toString('hex'));
 
@@ -216,21 +262,24 @@ t.test('Link: resynchronises after leading garbage', async (t) => {
   }
 });
 
-t.test('Link: garbage between frames costs only the garbage', async (t) => {
+t.test('Link: garbage between frames costs only the garbage, and is never taken for a forgery', async (t) => {
   const rng = new Rng(5);
-  const h = linkHarness();
+  const h = linkHarness(undefined, true);
   const parts: Buffer[] = [];
   for (let i = 0; i < 50; i++) {
     parts.push(stdout(`frame ${i}`, i));
     parts.push(rng.bytes(1 + rng.int(200)), Buffer.from([0])); // garbage, possibly with its own zeros
   }
-  h.link.on('frame', (_body: Buffer, sequenced: boolean) => {
-    if (sequenced) h.link.expectedSeq++;
+  h.link.on('frame', (_body: Buffer, number: number | null) => {
+    if (number !== null) h.expected.seq = number + 1;
   });
   await h.feed(Buffer.concat(parts));
   t.same(h.frames.map((f) => decodeMessage(f.body)).map((m) => (m.type === 'output' ? m.data.toString() : '?')),
     Array.from({ length: 50 }, (_, i) => `frame ${i}`), 'all 50 frames, in order');
-  t.ok(h.link.stats.crcErrors + h.link.stats.badFrames >= 50, 'every piece of garbage is counted');
+  t.same(h.frames.map((f) => f.number), Array.from({ length: 50 }, (_, i) => i), 'each with its number');
+  t.ok(h.link.stats.crcErrors + h.link.stats.badFrames >= 50, 'every piece of garbage is counted as noise');
+  t.equal(h.link.stats.forged, 0, 'none as forged');
+  t.notOk(h.link.isClosed);
 });
 
 t.test('Link: a frame with a bad CRC is counted and never handed on', async (t) => {
@@ -241,24 +290,25 @@ t.test('Link: a frame with a bad CRC is counted and never handed on', async (t) 
   t.equal(h.link.stats.crcErrors, 1, 'stats.crcErrors');
   t.same(h.corrupt, ['crc']);
 
-  // Flip each bit of a valid frame's body in turn (re-stuffed, so COBS stays valid): all refused.
-  const valid = Buffer.concat([body, Buffer.alloc(4)]);
-  valid.writeUInt32LE(frameCrc(body, null), body.length);
+  // Flip each bit of a valid authenticated frame in turn (re-stuffed, so COBS stays valid): all refused, as noise.
+  const auth = linkHarness(undefined, true);
+  const valid = cobsDecode(stdout('x', 0).subarray(0, -1))!;
   let accepted = 0;
   for (let bit = 0; bit < valid.length * 8; bit++) {
     const raw = Buffer.from(valid);
     raw[bit >> 3] ^= 1 << (bit & 7);
-    const before = h.frames.length;
-    await h.feed(Buffer.concat([cobsEncode(raw), Buffer.from([0])]));
-    if (h.frames.length !== before) accepted++;
+    const before = auth.frames.length;
+    await auth.feed(Buffer.concat([cobsEncode(raw), Buffer.from([0])]));
+    if (auth.frames.length !== before) accepted++;
   }
   t.equal(accepted, 0, `none of ${valid.length * 8} single-bit errors gets through`);
-  t.equal(h.link.stats.crcErrors + h.link.stats.badFrames, 1 + valid.length * 8);
-  await h.feed(ping(8));
-  t.same(decodeMessage(h.frames[0].body), { type: MsgType.PING, token: 8 }, 'the next good frame is accepted');
+  t.equal(auth.link.stats.crcErrors + auth.link.stats.badFrames, valid.length * 8, 'each counted as noise');
+  t.equal(auth.link.stats.forged, 0, 'none as forged: the CRC caught them before the tag was looked at');
+  await auth.feed(stdout('y', 0));
+  t.equal(decodeMessage(auth.frames[0].body).type, 'output', 'the next good frame is accepted');
 });
 
-t.test('Link: a frame shorter than a CRC is dropped as bad', async (t) => {
+t.test('Link: a frame shorter than its trailer is dropped as bad', async (t) => {
   const h = linkHarness();
   await h.feed(Buffer.from([0x02, 0x05, 0x01, 0x00])); // decodes to 05 00 00: 3 bytes
   t.equal(h.frames.length, 0);
@@ -266,49 +316,58 @@ t.test('Link: a frame shorter than a CRC is dropped as bad', async (t) => {
   t.same(h.corrupt, ['short']);
 });
 
-t.test('Link: the implicit sequence number must be the one expected', async (t) => {
-  const h = linkHarness();
-  h.link.expectedSeq = 5;
-  await h.feed(Buffer.concat([stdout('four', 4), stdout('six', 6), stdout('2^32+5', 0x100000005)]));
-  t.equal(h.frames.length, 0, 'seq 4, 6 and 2^32+5 refused while 5 is expected');
-  t.equal(h.link.stats.crcErrors, 3);
-  await h.feed(Buffer.concat([stdout('five', 5), ping(1)]));
-  t.equal(h.frames.length, 2, 'seq 5 accepted; link frames need no number');
-  t.same(h.frames.map((f) => f.sequenced), [true, false]);
-  t.equal(h.link.expectedSeq, 5, 'the Link does not advance the number itself (the Session does)');
-  const f = stdout('again', 9);
-  t.ok(checkFrame(cobsDecode(f.subarray(0, -1))!, 9).ok);
-  t.notOk(checkFrame(cobsDecode(f.subarray(0, -1))!, 10).ok, 'a replayed frame fails at any later number');
+t.test('Link: a handshake body over the limit is dropped as oversize, even when its encoding fits the buffer', async (t) => {
+  const h = linkHarness(64);
+  const body = Buffer.alloc(70, 0);
+  body[0] = MsgType.PING;
+  await h.feed(encodeHandshakeFrame(body));
+  t.same(h.corrupt, ['oversize']);
+  t.equal(h.frames.length, 0);
 });
 
-t.test('Link on a lossy line: a frame sent again or after a lost one is told apart from a damaged one', async (t) => {
+t.test('Link: after the handshake, only frames with the right tag at the right number get through', async (t) => {
   const h = linkHarness(undefined, true);
-  const placed: string[] = [];
-  h.link.on('duplicate', () => placed.push('duplicate'));
-  h.link.on('ahead', (offset: number) => placed.push(`ahead ${offset}`));
-  h.link.expectedSeq = 200;
-  await h.feed(Buffer.concat([199, 72, 71, 201, 202, 328, 329].map((seq) => stdout(String(seq), seq))));
-  t.same(placed, ['duplicate', 'duplicate', 'ahead 1', 'ahead 2', 'ahead 128'], 'up to 128 either side of 200 is placed');
-  t.same(h.corrupt, ['crc', 'crc'], '71 and 329 are too far to tell: they count as damage');
-  t.same([h.link.stats.duplicates, h.link.stats.ahead, h.link.stats.crcErrors], [2, 3, 2]);
-  const damaged = stdout('201', 201);
-  damaged[3] ^= 0x10;
-  await h.feed(damaged);
-  t.same([h.link.stats.duplicates, h.link.stats.ahead, h.link.stats.crcErrors], [2, 3, 3], 'a damaged copy is damage');
-  t.equal(h.frames.length, 0, 'nothing was handed on');
-
-  const reliable = linkHarness();
-  reliable.link.expectedSeq = 200;
-  await reliable.feed(Buffer.concat([stdout('199', 199), stdout('201', 201)]));
-  t.same([reliable.link.stats.duplicates, reliable.link.stats.ahead, reliable.link.stats.crcErrors], [0, 0, 2], 'TCP never sends again: no search');
+  const body = stdoutBody('run me');
+  h.expected.seq = 5;
+  await h.feed(tagged(body, 5));
+  t.same(h.frames.map((f) => f.number), [5], 'the expected frame, with its number');
+  const agent = new FrameAuth(keys, 'agent');
+  const stranger = new FrameAuth(deriveKeys(Buffer.from('sesame'), NONCE_A, Buffer.alloc(32, 3)), 'master');
+  const forgeries: Array<[string, Buffer]> = [
+    ['a frame tagged for another number (moved)', encodeAuthenticatedFrame(body, 6, master.tag(7, body))],
+    ['a frame reflected back (the agent\'s own key)', tagged(body, 5, agent)],
+    ['a frame from another connection (other nonces)', tagged(body, 5, stranger)],
+  ];
+  for (const [why, frame] of forgeries) {
+    const before = h.link.stats.forged;
+    await h.feed(frame);
+    t.equal(h.link.stats.forged, before + 1, `${why}: forged`);
+  }
+  t.equal(h.frames.length, 1, 'none of them handed on');
+  t.notOk(h.link.isClosed, `under ${FORGED_FRAME_BUDGET} forged frames the link stays`);
+  await h.feed(tagged(encodeMessage({ type: MsgType.PING, token: 1 }), 0));
+  t.same(h.frames.map((f) => f.number), [5, 0], 'link frames have numbers of their own');
+  await h.feed(tagged(encodeMessage({ type: MsgType.PING, token: 1 }), 0));
+  t.equal(h.link.stats.forged, FORGED_FRAME_BUDGET, 'a link frame replayed: forged (the next one expected is 1)');
+  t.ok(h.link.isClosed, `${FORGED_FRAME_BUDGET} forged frames close the link`);
+  const far = linkHarness(undefined, true);
+  far.expected.seq = 5;
+  await far.feed(encodeAuthenticatedFrame(body, 5, master.tag(5 + 0x10000, body)));
+  t.same([far.link.stats.forged, far.frames.length], [1, 0], 'a frame 2^16 away (same bits on the wire): forged');
+  t.same(h.written, [], 'as a broken connection closes, without ERROR: a resumable session resumes with new keys');
 });
 
-t.test('sequenceOffset: the hint is tried first, then the nearest numbers', async (t) => {
-  const frame = cobsDecode(stdout('x', 1000).subarray(0, -1))!;
-  t.equal(sequenceOffset(frame, 990, 16), 10);
-  t.equal(sequenceOffset(frame, 1010, 16, 5), -10, 'a wrong hint costs one more CRC');
-  t.equal(sequenceOffset(frame, 990, 9), 0, 'beyond the span');
-  t.equal(sequenceOffset(frame, 3, 16), 0);
+t.test('Link: a handshake frame after the handshake is noise, not a forgery; but an ERROR is taken while the agent waits for WELCOME', async (t) => {
+  const h = linkHarness(undefined, true);
+  await h.feed(encodeHandshakeFrame(encodeMessage({ type: MsgType.ERROR, code: 7, message: 'a handshake error' })));
+  t.same([h.link.stats.crcErrors, h.link.stats.forged, h.frames.length], [1, 0, 0]);
+  const waiting = linkHarness();
+  waiting.link.authenticate(new FrameAuth(keys, 'agent'), () => 0, true);
+  await waiting.feed(encodeHandshakeFrame(encodeMessage({ type: MsgType.ERROR, code: 7, message: 'wrong secret' })));
+  t.same(waiting.frames.map((f) => [decodeMessage(f.body).type, f.number]), [[MsgType.ERROR, null]], 'the handshake ERROR');
+  await waiting.feed(tagged(encodeMessage({ type: MsgType.PING, token: 1 }), 0));
+  await waiting.feed(encodeHandshakeFrame(encodeMessage({ type: MsgType.ERROR, code: 7, message: 'too late' })));
+  t.equal(waiting.frames.length, 2, 'after the first authenticated frame, a handshake ERROR is noise');
 });
 
 t.test('FrameReader: an oversize frame is dropped without the buffer growing, then the next frame is read', async (t) => {
@@ -316,7 +375,7 @@ t.test('FrameReader: an oversize frame is dropped without the buffer growing, th
   const got = collect(reader);
   const buffer = () => (reader as unknown as { buffer: Buffer }).buffer;
   const fixed = buffer();
-  t.equal(fixed.length, cobsMaxEncodedLength(HANDSHAKE_MAX_BODY + CRC_BYTES), 'one frame of buffer');
+  t.equal(fixed.length, cobsMaxEncodedLength(HANDSHAKE_MAX_BODY + TRAILER_BYTES), 'one frame of buffer (with the longest trailer)');
 
   const rng = new Rng(6);
   const heapBefore = process.memoryUsage().arrayBuffers;
@@ -336,11 +395,11 @@ t.test('FrameReader: the body limit', async (t) => {
   {
     const reader = new FrameReader(1024);
     const got = collect(reader);
-    reader.feed(encodeFrame(nonZero(1024), null));
-    t.equal(got.frames.length, 1, 'a 1024-byte body without 0x00 (worst-case COBS) is accepted at limit 1024');
-    reader.feed(encodeFrame(nonZero(1025), null));
+    reader.feed(encodeAuthenticatedFrame(nonZero(1024), 1, Buffer.alloc(8, 1)));
+    t.equal(got.frames.length, 1, 'a 1024-byte body without 0x00 (worst-case COBS), with its trailer, is accepted at limit 1024');
+    reader.feed(encodeAuthenticatedFrame(nonZero(1025), 1, Buffer.alloc(8, 1)));
     t.same(got.invalid, ['oversize'], 'a 1025-byte body without 0x00 is refused');
-    reader.feed(encodeFrame(Buffer.alloc(2000, 0), null));
+    reader.feed(encodeHandshakeFrame(Buffer.alloc(2000, 0)));
     t.same(got.invalid, ['oversize', 'oversize'], 'a 2000-byte body of zeros is refused');
     reader.feed(ping(1));
     t.equal(got.frames.length, 2, 'and the reader goes on');
@@ -349,29 +408,45 @@ t.test('FrameReader: the body limit', async (t) => {
     const reader = new FrameReader(1024);
     const got = collect(reader);
     reader.setMaxBody(64 * 1024);
-    reader.feed(encodeFrame(nonZero(60_000), null));
+    reader.feed(encodeHandshakeFrame(nonZero(60_000)));
     t.equal(got.frames.length, 1, 'setMaxBody raises the limit (after the handshake)');
     reader.setMaxBody(64);
-    reader.feed(encodeFrame(nonZero(65), null));
+    reader.feed(encodeAuthenticatedFrame(nonZero(65), 1, Buffer.alloc(8, 1)));
     t.same(got.invalid, ['oversize'], 'and lowers it');
   }
   {
-    // A body a few bytes over the limit but full of 0x00 encodes to no more than the
+    // A frame a few bytes over the limit but full of 0x00 encodes to no more than the
     // buffer holds: the decoded size must be checked as well as the encoded one.
     const reader = new FrameReader(1024);
     const got = collect(reader);
     const body = Buffer.alloc(1028, 0);
     body[0] = 0x0f;
-    const frame = encodeFrame(body, null);
-    t.ok(frame.length - 1 <= cobsMaxEncodedLength(1024 + CRC_BYTES), 'its encoding fits the buffer');
+    const frame = encodeAuthenticatedFrame(body, 0, Buffer.alloc(8));
+    t.ok(frame.length - 1 <= cobsMaxEncodedLength(1024 + TRAILER_BYTES), 'its encoding fits the buffer');
     reader.feed(frame);
     t.equal(got.frames.length, 0, 'a 1028-byte body of 0x00 is refused at limit 1024');
     t.same(got.invalid, ['oversize']);
     const exact = Buffer.alloc(1024, 0);
     exact[0] = 0x0f;
-    reader.feed(encodeFrame(exact, null));
+    reader.feed(encodeAuthenticatedFrame(exact, 0, Buffer.alloc(8)));
     t.equal(got.frames.length, 1, 'a 1024-byte one is accepted');
   }
+});
+
+t.test('COBS from parts: a frame is never joined before it is encoded', async (t) => {
+  const rng = new Rng(9);
+  let bad = 0;
+  for (let i = 0; i < 500; i++) {
+    const parts = Array.from({ length: 1 + rng.int(4) }, () => {
+      const b = rng.bytes(rng.int(600));
+      for (let k = 0; k < b.length; k++) if (rng.next() < 0.2) b[k] = 0;
+      return b;
+    });
+    const joined = Buffer.concat(parts);
+    const out = Buffer.alloc(cobsMaxEncodedLength(joined.length));
+    if (!out.subarray(0, cobsEncodeInto(parts, out, 0)).equals(cobsEncode(joined))) bad++;
+  }
+  t.equal(bad, 0, 'the same bytes as the joined input');
 });
 
 t.test('isSequencedBody: the first body byte classifies the frame', async (t) => {

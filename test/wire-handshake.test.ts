@@ -7,9 +7,8 @@
  */
 import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
-import { PassThrough } from 'node:stream';
 import { TetherError } from '../wire/errors';
-import { encodeFrame } from '../wire/framing';
+import { FrameReader, encodeHandshakeFrame, handshakeBody } from '../wire/framing';
 import { agentHandshake, masterHandshake, proof } from '../wire/handshake';
 import { Link } from '../wire/link';
 import { type ChallengeParams, type HelloParams, type Message, MsgType, type OutgoingMessage, encodeChallengeParams, encodeMessage } from '../wire/messages';
@@ -19,6 +18,7 @@ import {
   delay,
   echo,
   fakeMaster,
+  masterSide,
   socketPair,
   startAgent,
   startHub,
@@ -35,11 +35,11 @@ const is = (type: Message['type']) => (m: Message) => m.type === type;
 const errorCode = (m: Message | undefined) => (m && m.type === MsgType.ERROR ? m.code : undefined);
 
 function helloParams(over: Partial<HelloParams> = {}): HelloParams {
-  return { versionMin: 1, versionMax: 1, name: 'other', nonce: randomBytes(32), caps: 0, maxFrame: 65536, ...over };
+  return { versionMin: 2, versionMax: 2, name: 'other', nonce: randomBytes(32), caps: 0, maxFrame: 65536, ...over };
 }
 
 function challengeParams(over: Partial<ChallengeParams> = {}): ChallengeParams {
-  return { version: 1, nonce: randomBytes(32), caps: 0, maxFrame: 65536, keepalive: 10, window: 262144, ...over };
+  return { version: 2, nonce: randomBytes(32), caps: 0, maxFrame: 65536, keepalive: 10, window: 262144, ...over };
 }
 
 /** A CHALLENGE answering `hello`, its proof made with `secret`. */
@@ -91,7 +91,7 @@ t.test('handshake', async (t) => {
     const rejection = fx.nextRejection(5000);
     const peer = await Peer.connect(fx.port);
     const hello = encodeMessage({ type: MsgType.HELLO, params: helloParams() });
-    peer.link.send(hello, null);
+    peer.link.sendHandshake(hello);
     const challenge = (await peer.waitFor(is(MsgType.CHALLENGE), 5000, 'CHALLENGE')) as Challenge;
     t.ok(challenge.proof.equals(proof(SECRETS.other, 'master', hello, challenge.paramsBytes)), 'the real master proves itself');
     peer.sendLink({ type: MsgType.PROOF, proof: proof('guessed', 'agent', hello, challenge.paramsBytes) });
@@ -168,10 +168,10 @@ t.test('handshake', async (t) => {
       frames.push(upstream.subarray(at, end + 1));
       at = end + 1;
     }
-    const recorder = new Link(new PassThrough());
+    const recorder = new FrameReader();
     const seen: number[] = [];
-    recorder.on('frame', (body: Buffer) => seen.push(body[0]));
-    recorder.reader.feed(Buffer.concat(frames));
+    recorder.on('frame', (frame: Buffer) => seen.push(handshakeBody(frame)![0]));
+    recorder.feed(Buffer.concat(frames));
     t.same(seen, [MsgType.HELLO, MsgType.PROOF], 'recorded HELLO and PROOF');
 
     const rejection = fx.nextRejection(5000);
@@ -237,7 +237,7 @@ t.test('handshake', async (t) => {
   t.test('an oversize frame in the handshake is dropped, never decoded; the reader resynchronises', async (t) => {
     const peer = await Peer.connect(fx.port);
     // A valid HELLO but 3000 bytes long: over the 1024-byte pre-handshake limit.
-    peer.link.send(encodeMessage({ type: MsgType.HELLO, params: helloParams({ name: 'x'.repeat(3000) }) }), null);
+    peer.link.sendHandshake(encodeMessage({ type: MsgType.HELLO, params: helloParams({ name: 'x'.repeat(3000) }) }));
     await delay(200);
     t.same(peer.received, [], 'no answer: not decoded (it would get ERROR AUTH_FAILED for that name)');
     t.notOk(peer.isClosed, 'the connection stays open');
@@ -261,7 +261,7 @@ t.test('handshake', async (t) => {
       timeoutMs: 300,
       openSession: () => ({ session: randomBytes(16), resumed: false, nextSeq: 0 }),
     });
-    peer.write(encodeFrame(Buffer.alloc(5000, 0x01), null));
+    peer.write(encodeHandshakeFrame(Buffer.alloc(5000, 0x01)));
     const error = await handshake.then(() => null, (e: TetherError) => e);
     t.equal(error?.code, 'HANDSHAKE_TIMEOUT');
     await peer.waitClosed(3000);
@@ -272,16 +272,16 @@ t.test('handshake', async (t) => {
 
   t.test('the agent side times out too', async (t) => {
     const [client, server] = await socketPair();
-    const masterSide = new Peer(server);
+    const masterEnd = new Peer(server);
     const link = new Link(client);
     const handshake = agentHandshake(link, { name: 'good', secret: 'sesame', caps: 0, maxFrame: 65536, timeoutMs: 300 });
-    await masterSide.waitFor(is(MsgType.HELLO), 3000);
-    masterSide.write(encodeFrame(Buffer.alloc(5000, 0x02), null)); // oversize: dropped
+    await masterEnd.waitFor(is(MsgType.HELLO), 3000);
+    masterEnd.write(encodeHandshakeFrame(Buffer.alloc(5000, 0x02))); // oversize: dropped
     const error = await handshake.then(() => null, (e: TetherError) => e);
     t.equal(error?.code, 'HANDSHAKE_TIMEOUT');
     t.equal(link.stats.badFrames, 1);
     link.close();
-    masterSide.destroy();
+    masterEnd.destroy();
   });
 
   t.test('an unknown worker name is challenged like a known one and refused at PROOF: names cannot be probed', async (t) => {
@@ -290,7 +290,7 @@ t.test('handshake', async (t) => {
       const rejection = fx.nextRejection(5000);
       const peer = await Peer.connect(fx.port);
       const hello = encodeMessage({ type: MsgType.HELLO, params: helloParams({ name }) });
-      peer.link.send(hello, null);
+      peer.link.sendHandshake(hello);
       const challenge = (await peer.waitFor(is(MsgType.CHALLENGE), 5000, 'CHALLENGE')) as Challenge;
       peer.sendLink({ type: MsgType.PROOF, proof: proof('guessed', 'agent', hello, challenge.paramsBytes) });
       const error = await peer.waitFor(is(MsgType.ERROR), 5000, 'ERROR');
@@ -311,28 +311,29 @@ t.test('handshake', async (t) => {
     await stillWorks(t);
   });
 
-  t.test('version mismatch: UNSUPPORTED_VERSION from the hub', async (t) => {
-    for (const [min, max] of [[2, 5], [0, 0]]) {
+  t.test('version mismatch: UNSUPPORTED_VERSION from the hub; an agent of version 1 is told to upgrade', async (t) => {
+    for (const [min, max, says] of [[3, 5, /upgrade tether-master/], [0, 0, /upgrade tether-agent/], [1, 1, /every frame authenticated\): upgrade tether-agent/]] as const) {
       const rejection = fx.nextRejection(5000);
       const peer = await Peer.connect(fx.port);
       peer.sendLink({ type: MsgType.HELLO, params: helloParams({ versionMin: min, versionMax: max }) });
       const error = await peer.waitFor(is(MsgType.ERROR), 5000, 'ERROR');
       await peer.waitClosed(5000);
       t.equal(errorCode(error), 6, `versions ${min}-${max}: ERROR 6 UNSUPPORTED_VERSION`);
+      t.match((error as { message: string }).message, says, `versions ${min}-${max}: the message says what to do`);
       t.equal((await rejection).code, 'UNSUPPORTED_VERSION');
     }
     const peer = await Peer.connect(fx.port);
     peer.sendLink({ type: MsgType.HELLO, params: helloParams({ versionMin: 1, versionMax: 7 }) });
     const challenge = (await peer.waitFor(is(MsgType.CHALLENGE), 5000)) as Challenge;
-    t.equal(challenge.params.version, 1, 'an agent speaking 1-7 gets version 1');
+    t.equal(challenge.params.version, 2, 'an agent speaking 1-7 gets version 2');
     peer.destroy();
     await stillWorks(t);
   });
 
   t.test('parameters the agent did not offer: UNSUPPORTED_VERSION from the agent, no PROOF', async (t) => {
     const cases: Array<[string, Partial<ChallengeParams>]> = [
-      ['version 2', { version: 2 }],
-      ['a capability not offered (bit 4)', { caps: 4 }],
+      ['version 3', { version: 3 }],
+      ['a capability not offered (bit 8)', { caps: 8 }],
       ['a bigger max frame than offered', { maxFrame: 1 << 20 }],
       ['a max frame under 64', { maxFrame: 32 }],
     ];
@@ -385,12 +386,10 @@ t.test('handshake', async (t) => {
     for (const c of cases) {
       const fake = await fakeMaster(
         handler(async (peer) => {
-          const hello = (await peer.waitFor(is(MsgType.HELLO), 5000)) as Hello;
-          peer.sendLink(challengeFor(hello, SECRETS.good));
-          await peer.waitFor(is(MsgType.PROOF), 5000);
-          peer.link.reader.setMaxBody(65536);
-          const welcome = encodeFrame(encodeMessage({ type: MsgType.WELCOME, session: randomBytes(16), resumed: false, nextSeq: 0 }), null);
-          const start = encodeFrame(encodeMessage({ type: MsgType.START, stream: 0, command: 'echo', args: { text: c.text } }), 0);
+          await masterSide(peer, SECRETS.good, {}, false);
+          // Link frame 0, framed without being written, so that it can go in one write with the START.
+          const welcome = peer.link.encodeSequenced(encodeMessage({ type: MsgType.WELCOME, session: randomBytes(16), resumed: false, nextSeq: 0 }), 0);
+          const start = peer.link.encodeSequenced(encodeMessage({ type: MsgType.START, stream: 0, command: 'echo', args: { text: c.text } }), 0);
           if (c.coalesced) peer.write(Buffer.concat([welcome, start]));
           else {
             peer.write(welcome);
@@ -398,7 +397,7 @@ t.test('handshake', async (t) => {
             peer.write(start);
           }
           await delay(100);
-          peer.link.send(encodeMessage({ type: MsgType.START, stream: 1, command: 'echo', args: { text: 'next' } }), 1);
+          peer.write(peer.link.encodeSequenced(encodeMessage({ type: MsgType.START, stream: 1, command: 'echo', args: { text: 'next' } }), 1));
         }),
       );
       const agent = startAgent(fake.port, 'good', SECRETS.good);

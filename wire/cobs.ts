@@ -10,27 +10,44 @@ export function cobsMaxEncodedLength(length: number): number {
   return length + Math.ceil((length + 1) / 254);
 }
 
-/** Encodes `src` into `dst` at `offset`; returns the offset after the last byte written. */
-export function cobsEncodeInto(src: Uint8Array, dst: Uint8Array, offset: number): number {
-  const source = Buffer.from(src.buffer, src.byteOffset, src.length);
-  let out = offset;
-  let at = 0;
-  for (;;) {
-    const zero = source.indexOf(0, at);
-    const end = zero === -1 ? source.length : zero;
-    // The run [at, end) goes out in blocks of at most 254 bytes, each after its code byte.
-    while (end - at >= 254) {
-      dst[out++] = 0xff;
-      dst.set(source.subarray(at, at + 254), out);
-      out += 254;
-      at += 254;
+/**
+ * Encodes `src` (one buffer, or the parts of one frame in order, so a frame is
+ * never joined before it is encoded) into `dst` at `offset`; returns the
+ * offset after the last byte written.
+ */
+export function cobsEncodeInto(src: Uint8Array | readonly Uint8Array[], dst: Uint8Array, offset: number): number {
+  const parts = src instanceof Uint8Array ? [src] : src;
+  let code = offset;
+  let out = offset + 1;
+  let run = 0;
+  for (const part of parts) {
+    const source = Buffer.from(part.buffer, part.byteOffset, part.length);
+    let at = 0;
+    while (at < source.length) {
+      const zero = source.indexOf(0, at);
+      const end = zero === -1 ? source.length : zero;
+      // The run [at, end) goes out in blocks of at most 254 bytes, each after its code byte.
+      while (at < end) {
+        const take = Math.min(end - at, 254 - run);
+        dst.set(source.subarray(at, at + take), out);
+        out += take;
+        at += take;
+        run += take;
+        if (run === 254) {
+          dst[code] = 0xff;
+          code = out++;
+          run = 0;
+        }
+      }
+      if (zero === -1) break;
+      dst[code] = run + 1;
+      code = out++;
+      run = 0;
+      at = zero + 1;
     }
-    dst[out++] = end - at + 1;
-    dst.set(source.subarray(at, end), out);
-    out += end - at;
-    if (zero === -1) return out;
-    at = zero + 1;
   }
+  dst[code] = run + 1;
+  return out;
 }
 
 /**

@@ -5,14 +5,15 @@
  * takes the bytes. Neither side can be made to buffer more than one window.
  */
 import { TetherError } from './errors';
+import { PAYLOAD_HEAD_BYTES } from './messages';
 
 /**
  * Payload bytes per frame: the frame limit less room for the message head
- * (type, stream, length: at most 16 bytes) and for `fieldBytes` of other
- * fields such as a log's name, and never above one window.
+ * and for `fieldBytes` of other fields such as a log's name, and never above
+ * one window.
  */
 export function payloadLimit(maxBody: number, window: number, fieldBytes = 0): number {
-  return Math.max(1, Math.min(maxBody - 16 - fieldBytes, window));
+  return Math.max(1, Math.min(maxBody - PAYLOAD_HEAD_BYTES - fieldBytes, window));
 }
 
 /** Sender side: awaits credit before each send. */

@@ -1,89 +1,103 @@
 /**
  * Framing, the same on every byte stream (TCP, TLS, serial):
  *
- *   wire frame = COBS(body || CRC-32C) 0x00
+ *   handshake frame      = COBS(body || CRC) 0x00
+ *   authenticated frame  = COBS(body || number || tag || CRC) 0x00
  *
- * The CRC (4 bytes, little-endian) covers the body, and for sequenced frames
- * it first covers the frame's sequence number as 8 little-endian bytes. The
- * number itself is not sent: as in TLS's record MAC, it is implicit, so a lost
- * or repeated frame fails its check exactly like a corrupted one. The first
- * body byte tells which kind a frame is: below 0x0a it is a link frame
- * (handshake, ack, keepalive, error) with no sequence number.
+ * CRC-32C (4 bytes, little-endian) covers everything before it; it tells line
+ * noise from everything else. An authenticated frame's CRC first covers one
+ * implicit byte, AUTHENTICATED_CRC_PREFIX, which is not sent: a handshake frame
+ * read as an authenticated one (or the other way round) fails its CRC, like
+ * noise, instead of being taken for a forgery. After the handshake every frame is
+ * authenticated (frame-auth.ts): `number` is the low 16 bits of its frame
+ * number (2 bytes, little-endian), `tag` 8 bytes of HMAC. The first body byte
+ * tells which kind a frame is: below 0x0a a link frame (handshake, ACK,
+ * keepalive, ERROR), numbered by its own counter; from 0x0a a sequenced frame,
+ * numbered by its sequence number.
  */
 import { Writable } from 'node:stream';
 import { cobsDecodeInPlace, cobsEncodeInto, cobsMaxEncodedLength } from './cobs';
 import { crc32c } from './crc32c';
+import { NUMBER_BYTES, TAG_BYTES } from './frame-auth';
 
 export const CRC_BYTES = 4;
-/** First body byte below this: link frame, CRC without a sequence number. */
+/** What an authenticated frame carries after its body: number, tag, CRC. */
+export const TRAILER_BYTES = NUMBER_BYTES + TAG_BYTES + CRC_BYTES;
+/** The byte an authenticated frame's CRC covers first, not sent: the protocol version. */
+export const AUTHENTICATED_CRC_PREFIX = 0x02;
+const AUTHENTICATED_CRC_SEED = crc32c(Buffer.from([AUTHENTICATED_CRC_PREFIX]));
+/** First body byte below this: link frame. */
 export const FIRST_SEQUENCED_BYTE = 0x0a;
 /** Largest body accepted before the handshake agrees on another size. */
 export const HANDSHAKE_MAX_BODY = 1024;
-
-const seqScratch = Buffer.alloc(8);
-
-function seqCrc(seq: number): number {
-  seqScratch.writeUInt32LE(seq % 0x1_0000_0000, 0);
-  seqScratch.writeUInt32LE(Math.floor(seq / 0x1_0000_0000), 4);
-  return crc32c(seqScratch);
-}
-
-/** The CRC a frame body carries: over the implicit sequence number (if any), then the body. */
-export function frameCrc(body: Uint8Array, seq: number | null): number {
-  return crc32c(body, seq === null ? 0 : seqCrc(seq));
-}
 
 export function isSequencedBody(body: Uint8Array): boolean {
   return body[0] >= FIRST_SEQUENCED_BYTE;
 }
 
-/** Encodes one frame for the wire, delimiter included. `seq` is null for link frames. */
-export function encodeFrame(body: Uint8Array, seq: number | null): Buffer {
-  const raw = Buffer.allocUnsafe(body.length + CRC_BYTES);
-  raw.set(body, 0);
-  raw.writeUInt32LE(frameCrc(body, seq), body.length);
-  const out = Buffer.allocUnsafe(cobsMaxEncodedLength(raw.length) + 1);
-  const end = cobsEncodeInto(raw, out, 0);
+/** Most bytes a frame with a body of `maxBody` takes on the wire, delimiter included. */
+export function maxWireBytes(maxBody: number): number {
+  return cobsMaxEncodedLength(maxBody + TRAILER_BYTES) + 1;
+}
+
+function crcBytes(parts: readonly Uint8Array[], seed: number): Buffer {
+  let crc = seed;
+  for (const part of parts) crc = crc32c(part, crc);
+  const out = Buffer.allocUnsafe(CRC_BYTES);
+  out.writeUInt32LE(crc, 0);
+  return out;
+}
+
+/** COBS-encodes the parts of one frame and adds the CRC and the delimiter: one allocation, no joining. */
+function encodeParts(parts: Uint8Array[], seed: number): Buffer {
+  parts.push(crcBytes(parts, seed));
+  let length = 0;
+  for (const part of parts) length += part.length;
+  const out = Buffer.allocUnsafe(cobsMaxEncodedLength(length) + 1);
+  const end = cobsEncodeInto(parts, out, 0);
   out[end] = 0;
   return out.subarray(0, end + 1);
 }
 
-export type FrameCheck =
-  | { ok: true; body: Buffer; sequenced: boolean }
-  | { ok: false; reason: 'crc' | 'short' };
-
-/**
- * Checks a decoded frame (body || CRC) against the sequence number the
- * receiver expects next. Nothing in the body is interpreted before this passes.
- */
-export function checkFrame(frame: Buffer, expectedSeq: number): FrameCheck {
-  if (frame.length < CRC_BYTES + 1) return { ok: false, reason: 'short' };
-  const body = frame.subarray(0, frame.length - CRC_BYTES);
-  const sequenced = isSequencedBody(body);
-  const crc = frame.readUInt32LE(body.length);
-  if (crc !== frameCrc(body, sequenced ? expectedSeq : null)) return { ok: false, reason: 'crc' };
-  return { ok: true, body, sequenced };
+/** A handshake frame (HELLO, CHALLENGE, PROOF, an ERROR during the handshake), delimiter included. */
+export function encodeHandshakeFrame(body: Uint8Array): Buffer {
+  return encodeParts([body], 0);
 }
 
-/**
- * For a sequenced frame that failed its check at `expectedSeq`: the offset
- * from `expectedSeq` of the number whose CRC it does carry, tried first at
- * `hint`, then at +1, -1, +2, -2 ... up to `span` either way; 0 if none
- * matches (the frame is damaged). A negative offset is a copy of a frame
- * that already arrived (sent again), a positive one a frame sent after one
- * that was lost. A damaged frame matches by chance with odds of about
- * 2 × span / 2^32.
- */
-export function sequenceOffset(frame: Buffer, expectedSeq: number, span: number, hint = 0): number {
-  const body = frame.subarray(0, frame.length - CRC_BYTES);
-  const crc = frame.readUInt32LE(body.length);
-  const matches = (offset: number) => expectedSeq + offset >= 0 && crc === frameCrc(body, expectedSeq + offset);
-  if (hint !== 0 && Math.abs(hint) <= span && matches(hint)) return hint;
-  for (let distance = 1; distance <= span; distance++) {
-    if (distance !== hint && matches(distance)) return distance;
-    if (-distance !== hint && matches(-distance)) return -distance;
-  }
-  return 0;
+/** An authenticated frame: `low` the frame number's low 16 bits, `tag` its tag. */
+export function encodeAuthenticatedFrame(body: Uint8Array, low: number, tag: Uint8Array): Buffer {
+  const number = Buffer.allocUnsafe(NUMBER_BYTES);
+  number.writeUInt16LE(low, 0);
+  return encodeParts([body, number, tag], AUTHENTICATED_CRC_SEED);
+}
+
+function crcMatches(frame: Buffer, seed: number): boolean {
+  const end = frame.length - CRC_BYTES;
+  return frame.readUInt32LE(end) === crc32c(frame, seed, 0, end);
+}
+
+/** The body of a decoded handshake frame, or null if it is too short or fails its CRC. */
+export function handshakeBody(frame: Buffer): Buffer | null {
+  if (frame.length < CRC_BYTES + 1 || !crcMatches(frame, 0)) return null;
+  return frame.subarray(0, frame.length - CRC_BYTES);
+}
+
+export interface AuthenticatedParts {
+  body: Buffer;
+  /** The frame number's low 16 bits. */
+  low: number;
+  tag: Buffer;
+}
+
+/** The parts of a decoded authenticated frame, or null if it is too short or fails its CRC. */
+export function authenticatedParts(frame: Buffer): AuthenticatedParts | null {
+  if (frame.length < TRAILER_BYTES + 1 || !crcMatches(frame, AUTHENTICATED_CRC_SEED)) return null;
+  const bodyEnd = frame.length - TRAILER_BYTES;
+  return {
+    body: frame.subarray(0, bodyEnd),
+    low: frame.readUInt16LE(bodyEnd),
+    tag: frame.subarray(bodyEnd + NUMBER_BYTES, bodyEnd + NUMBER_BYTES + TAG_BYTES),
+  };
 }
 
 export interface FrameReaderStats {
@@ -96,11 +110,12 @@ export interface FrameReaderStats {
 
 /**
  * A Writable that splits a byte stream into frames at 0x00 and undoes COBS.
- * The limit is enforced while bytes arrive, so an endless frame costs no more
- * than one frame's buffer. Garbage between frames ends at the next delimiter:
- * that is how the reader resynchronises.
+ * The limit (on the body; the buffer also holds the longest trailer) is
+ * enforced while bytes arrive, so an endless frame costs no more than one
+ * frame's buffer. Garbage between frames ends at the next delimiter: that is
+ * how the reader resynchronises.
  *
- * Events: 'frame' (Buffer: body || CRC, a copy), 'invalid' ('malformed' | 'oversize').
+ * Events: 'frame' (Buffer: body || trailer, a copy), 'invalid' ('malformed' | 'oversize').
  */
 export class FrameReader extends Writable {
   readonly stats: FrameReaderStats = { frames: 0, malformed: 0, oversize: 0 };
@@ -112,7 +127,7 @@ export class FrameReader extends Writable {
   constructor(maxBody: number = HANDSHAKE_MAX_BODY) {
     super();
     this.limit = maxBody;
-    this.buffer = Buffer.allocUnsafe(cobsMaxEncodedLength(maxBody + CRC_BYTES));
+    this.buffer = Buffer.allocUnsafe(cobsMaxEncodedLength(maxBody + TRAILER_BYTES));
   }
 
   get maxBody(): number {
@@ -122,7 +137,7 @@ export class FrameReader extends Writable {
   /** Changes the body size limit; takes effect from the next frame. */
   setMaxBody(maxBody: number): void {
     this.limit = maxBody;
-    const size = cobsMaxEncodedLength(maxBody + CRC_BYTES);
+    const size = cobsMaxEncodedLength(maxBody + TRAILER_BYTES);
     if (size === this.buffer.length) return;
     const next = Buffer.allocUnsafe(size);
     if (this.length > size) {
@@ -139,17 +154,23 @@ export class FrameReader extends Writable {
     done();
   }
 
-  /** Feeds bytes synchronously (the Writable interface calls this too). */
-  feed(chunk: Buffer): void {
+  /**
+   * Feeds bytes synchronously, frame by frame, while `more()` says to go on;
+   * returns how many bytes of `chunk` were consumed (all of them unless
+   * `more()` stopped it after a frame).
+   */
+  feed(chunk: Buffer, more: () => boolean = () => true): number {
     let start = 0;
     while (start < chunk.length) {
       const zero = chunk.indexOf(0, start);
       const end = zero === -1 ? chunk.length : zero;
       this.collect(chunk, start, end);
-      if (zero === -1) return;
+      if (zero === -1) return chunk.length;
       this.finishFrame();
       start = zero + 1;
+      if (!more()) return start;
     }
+    return start;
   }
 
   private collect(chunk: Buffer, start: number, end: number): void {
@@ -178,7 +199,7 @@ export class FrameReader extends Writable {
       this.emit('invalid', 'malformed');
       return;
     }
-    if (decoded > this.limit + CRC_BYTES) {
+    if (decoded > this.limit + TRAILER_BYTES) {
       // The encoded size bound lets a few bytes more through when the body holds zeros.
       this.stats.oversize++;
       this.emit('invalid', 'oversize');

@@ -7,15 +7,18 @@
  *   agent  -> master  PROOF      agent proof
  *   master -> agent   WELCOME    session id, resumed?, next sequence number expected
  *
- * master proof = HMAC(secret, "tether/1 master" 0x00 || HELLO body || parameters)
- * agent proof  = HMAC(secret, "tether/1 agent"  0x00 || HELLO body || parameters)
+ * master proof = HMAC(secret, "tether/2 master" 0x00 || HELLO body || parameters)
+ * agent proof  = HMAC(secret, "tether/2 agent"  0x00 || HELLO body || parameters)
  *
  * Both proofs cover both nonces and everything negotiated, so neither can be
  * replayed or bent to other parameters. The agent checks the master's proof
  * before it proves anything itself, so an impostor master learns nothing.
+ * Once a side has checked the other's proof it derives the frame keys
+ * (frame-auth.ts): WELCOME and every frame after it are authenticated.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { TetherError, type ErrorName, errorName } from './errors';
+import { FrameAuth, deriveKeys } from './frame-auth';
 import type { Link } from './link';
 import {
   type ChallengeParams,
@@ -29,9 +32,12 @@ import {
   encodeMessage,
 } from './messages';
 
-export const PROTOCOL_VERSION = 1;
-export const Capability = { DEFLATE: 1, RESUME: 2 } as const;
+/** Version 2: every frame after the handshake is authenticated (version 1 only had a CRC). */
+export const PROTOCOL_VERSION = 2;
+export const Capability = { DEFLATE: 1, RESUME: 2, SELECTIVE_REPEAT: 4 } as const;
 export const DEFAULT_MAX_FRAME = 64 * 1024;
+/** The smallest frame body a peer may offer: room for every fixed-size message and a FRAGMENT piece. */
+export const MIN_MAX_FRAME = 64;
 /** Default on lossy (serial) lines: 512-byte frames cost under 3 % and survive noise. */
 export const SERIAL_MAX_FRAME = 512;
 export const DEFAULT_WINDOW = 256 * 1024;
@@ -41,16 +47,16 @@ export const DEFAULT_GRACE_SECONDS = 300;
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 
 export function proof(secret: string, role: 'master' | 'agent', helloBody: Buffer, params: Buffer): Buffer {
-  return createHmac('sha256', secret).update(`tether/1 ${role}\0`).update(helloBody).update(params).digest();
+  return createHmac('sha256', secret).update(`tether/${PROTOCOL_VERSION} ${role}\0`).update(helloBody).update(params).digest();
+}
+
+/** The link's frame keys once the proofs are checked: from the secret and both nonces. */
+function frameAuth(secret: string, hello: HelloParams, params: ChallengeParams, role: 'agent' | 'master'): FrameAuth {
+  return new FrameAuth(deriveKeys(Buffer.from(secret, 'utf8'), hello.nonce, params.nonce), role);
 }
 
 function sameProof(a: Buffer, b: Buffer): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
-}
-
-/** Acks and keepalives of an earlier session (first body byte is their type). */
-function isLeftover(body: Buffer): boolean {
-  return body[0] === MsgType.ACK || body[0] === MsgType.NAK || body[0] === MsgType.PING || body[0] === MsgType.PONG;
 }
 
 /** Resolves with the next link message; rejects on close, timeout or a sequenced frame. */
@@ -61,9 +67,7 @@ function nextMessage(link: Link, timeoutMs: number): Promise<Message> {
       link.off('frame', onFrame);
       link.off('close', onClose);
     };
-    const onFrame = (body: Buffer, sequenced: boolean) => {
-      // A serial line may still carry frames of a session that ended: skip them.
-      if (link.lossy && (sequenced || isLeftover(body))) return;
+    const onFrame = (body: Buffer, _number: number | null, sequenced: boolean) => {
       cleanup();
       if (sequenced) {
         reject(new TetherError('NOT_AUTHENTICATED', 'a session message arrived before authentication'));
@@ -88,14 +92,16 @@ function nextMessage(link: Link, timeoutMs: number): Promise<Message> {
     }, timeoutMs);
     link.on('frame', onFrame);
     link.once('close', onClose);
-    link.deliverBacklog();
+    link.resumeReading();
   });
 }
 
 /** Sends ERROR (unless the peer sent it) and closes the link; returns the error for throwing. */
 export function failLink(link: Link, error: TetherError): TetherError {
   if (!link.isClosed && !error.fromPeer) {
-    link.send(encodeMessage({ type: MsgType.ERROR, code: error.wireCode, message: error.message }), null);
+    const body = encodeMessage({ type: MsgType.ERROR, code: error.wireCode, message: error.message });
+    if (link.isAuthenticated) link.sendLinkMessage(body);
+    else link.sendHandshake(body);
   }
   link.close(error);
   return error;
@@ -156,22 +162,24 @@ async function agentSteps(link: Link, opts: AgentHandshakeOptions): Promise<Esta
     resume: opts.resume,
   };
   const helloBody = encodeMessage({ type: MsgType.HELLO, params: hello });
-  link.send(helloBody, null);
+  link.sendHandshake(helloBody);
   const challenge = expect(await nextMessage(link, timeout), MsgType.CHALLENGE);
   if (!sameProof(challenge.proof, proof(opts.secret, 'master', helloBody, challenge.paramsBytes))) {
     throw new TetherError('AUTH_FAILED', 'the master failed authentication (wrong secret, or not the real master)');
   }
   const p = challenge.params;
-  if (p.version !== PROTOCOL_VERSION || (p.caps & ~opts.caps) !== 0 || p.maxFrame > opts.maxFrame || p.maxFrame < 64) {
+  if (p.version !== PROTOCOL_VERSION || (p.caps & ~opts.caps) !== 0 || p.maxFrame > opts.maxFrame || p.maxFrame < MIN_MAX_FRAME) {
     throw new TetherError('UNSUPPORTED_VERSION', 'the master chose parameters this agent did not offer');
   }
   if (p.keepalive < 1 || p.window < 1024) {
     throw new TetherError('UNSUPPORTED_VERSION', `unusable parameters from the master: keepalive ${p.keepalive} s, window ${p.window} bytes`);
   }
-  // The master is authentic: frames after WELCOME (a resumed session's retransmissions)
-  // may come in the same read, so take them at the agreed size from now on.
-  link.reader.setMaxBody(p.maxFrame);
-  link.send(encodeMessage({ type: MsgType.PROOF, proof: proof(opts.secret, 'agent', helloBody, challenge.paramsBytes) }), null);
+  // The master is authentic: from now on frames are authenticated (the master may still
+  // refuse the PROOF with a handshake ERROR), and frames after WELCOME (a resumed session's
+  // retransmissions) may come in the same read, so take them at the agreed size.
+  link.sendHandshake(encodeMessage({ type: MsgType.PROOF, proof: proof(opts.secret, 'agent', helloBody, challenge.paramsBytes) }));
+  link.authenticate(frameAuth(opts.secret, hello, p, 'agent'), () => opts.resume?.nextSeq ?? 0, true);
+  link.setMaxBody(p.maxFrame);
   const welcome = expect(await nextMessage(link, timeout), MsgType.WELCOME);
   return { session: welcome.session, resumed: welcome.resumed, peerNextSeq: welcome.nextSeq, params: p };
 }
@@ -204,8 +212,14 @@ async function masterSteps(link: Link, opts: MasterHandshakeOptions): Promise<Ag
   const timeout = opts.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
   const hello = expect(await nextMessage(link, timeout), MsgType.HELLO);
   const h = hello.params;
-  if (h.versionMin > PROTOCOL_VERSION || h.versionMax < PROTOCOL_VERSION) {
-    throw new TetherError('UNSUPPORTED_VERSION', `agent speaks versions ${h.versionMin}-${h.versionMax}, master speaks ${PROTOCOL_VERSION}`);
+  if (h.versionMax < PROTOCOL_VERSION) {
+    throw new TetherError(
+      'UNSUPPORTED_VERSION',
+      `the agent speaks protocol version ${h.versionMax}, which authenticates only the handshake; this master needs version ${PROTOCOL_VERSION} (every frame authenticated): upgrade tether-agent`,
+    );
+  }
+  if (h.versionMin > PROTOCOL_VERSION) {
+    throw new TetherError('UNSUPPORTED_VERSION', `agent speaks versions ${h.versionMin}-${h.versionMax}, master speaks ${PROTOCOL_VERSION}: upgrade tether-master`);
   }
   // An unknown name is challenged like a known one, with a secret nobody has, and fails at
   // PROOF exactly as a wrong secret does: the answer does not tell which names exist.
@@ -214,20 +228,33 @@ async function masterSteps(link: Link, opts: MasterHandshakeOptions): Promise<Ag
     version: PROTOCOL_VERSION,
     nonce: randomBytes(NONCE_BYTES),
     caps: h.caps & opts.caps,
-    maxFrame: Math.max(64, Math.min(h.maxFrame, opts.maxFrame)),
+    maxFrame: Math.max(MIN_MAX_FRAME, Math.min(h.maxFrame, opts.maxFrame)),
     keepalive: opts.keepalive,
     window: opts.window,
   };
   const paramsBytes = encodeChallengeParams(params);
-  link.send(encodeMessage({ type: MsgType.CHALLENGE, paramsBytes, proof: proof(secret, 'master', hello.raw, paramsBytes) }), null);
+  link.sendHandshake(encodeMessage({ type: MsgType.CHALLENGE, paramsBytes, proof: proof(secret, 'master', hello.raw, paramsBytes) }));
   const agentProof = expect(await nextMessage(link, timeout), MsgType.PROOF);
   if (!sameProof(agentProof.proof, proof(secret, 'agent', hello.raw, paramsBytes))) {
     throw new TetherError('AUTH_FAILED', `unknown worker '${h.name}' or wrong secret`);
   }
   const opened = opts.openSession(h.name, h, params.caps);
-  link.send(encodeMessage({ type: MsgType.WELCOME, session: opened.session, resumed: opened.resumed, nextSeq: opened.nextSeq }), null);
-  link.reader.setMaxBody(params.maxFrame);
+  link.authenticate(frameAuth(secret, h, params, 'master'), () => opened.nextSeq);
+  link.setMaxBody(params.maxFrame);
+  link.sendLinkMessage(encodeMessage({ type: MsgType.WELCOME, session: opened.session, resumed: opened.resumed, nextSeq: opened.nextSeq }));
   return { name: h.name, hello: h, session: opened.session, resumed: opened.resumed, peerNextSeq: h.resume?.nextSeq ?? 0, params };
+}
+
+/** What the negotiated parameters make of a new session (its options, as session.ts takes them). */
+export function sessionOptions(params: ChallengeParams) {
+  return {
+    maxBody: params.maxFrame,
+    keepalive: params.keepalive,
+    window: params.window,
+    deflate: (params.caps & Capability.DEFLATE) !== 0,
+    selective: (params.caps & Capability.SELECTIVE_REPEAT) !== 0,
+    resumable: (params.caps & Capability.RESUME) !== 0,
+  };
 }
 
 export function newSessionId(): Buffer {

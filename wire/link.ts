@@ -1,37 +1,49 @@
 /**
  * A link is one byte stream (a TCP or TLS socket, a serial port) carrying
- * frames. It checks every frame's CRC against the sequence number expected
- * next and hands on only frames that pass; the rest are counted and dropped
- * without being decoded.
+ * frames. It owns what is per connection: the frame reader and its limit, the
+ * frame keys once the handshake has made them, and the numbering of link
+ * frames. It checks every frame before anything in it is decoded: the CRC
+ * (else it is line noise: counted, dropped), then, after the handshake, the
+ * tag (else it is forged: counted, dropped, and a few of them end the link).
+ *
+ * Events: 'frame' (body, number | null, sequenced) for every frame that passed;
+ * 'corrupt' (reason) for noise; 'forged' (count); 'close' (error | null).
  */
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { TetherError } from './errors';
-import { FrameReader, HANDSHAKE_MAX_BODY, checkFrame, encodeFrame, isSequencedBody, sequenceOffset } from './framing';
+import { type FrameAuth, nearestNumber, nextNumber, wireNumber } from './frame-auth';
+import {
+  FrameReader,
+  HANDSHAKE_MAX_BODY,
+  authenticatedParts,
+  encodeAuthenticatedFrame,
+  encodeHandshakeFrame,
+  handshakeBody,
+  isSequencedBody,
+} from './framing';
+import { MsgType } from './messages';
 
 export interface LinkStats {
   framesIn: number;
   framesOut: number;
   bytesIn: number;
   bytesOut: number;
-  /** Frames dropped for a CRC mismatch: damaged, or (on a reliable link) not the sequence number expected. */
+  /** Frames dropped for a CRC mismatch: line noise (or bytes that were never a frame). */
   crcErrors: number;
-  /** Lossy links: frames dropped as copies, sent again, of frames that already arrived. */
-  duplicates: number;
-  /** Lossy links: frames dropped because one before them was lost (go-back-N keeps nothing out of order). */
-  ahead: number;
-  /** Frames dropped for bad COBS, oversize or a body too short to hold a CRC. */
+  /** Frames dropped for bad COBS, oversize or a body too short to hold its trailer. */
   badFrames: number;
+  /** Frames whose CRC was right but whose tag was not: forged, replayed or reflected. */
+  forged: number;
 }
 
-const MAX_BACKLOG = 64;
 /**
- * On a lossy link, how many sequence numbers either side of the expected one
- * a failed frame is tried at, to tell damage from a frame sent again or one
- * after a lost frame: more than a go-back resends of frames the receiver
- * already has (its ACKs go out every 32 frames).
+ * Forged frames a link takes before it closes: a few, so that the odd frame
+ * of line noise that passes its CRC by chance (odds 2^-32 per damaged frame)
+ * does not end it, while an attacker gets no more than a few tries at a
+ * 2^-64 chance each.
  */
-const SEQUENCE_SEARCH_SPAN = 128;
+export const FORGED_FRAME_BUDGET = 4;
 
 export interface LinkOptions {
   lossy?: boolean;
@@ -41,35 +53,37 @@ export interface LinkOptions {
 }
 
 export class Link extends EventEmitter {
-  readonly reader: FrameReader;
-  readonly stats: LinkStats = { framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0, crcErrors: 0, duplicates: 0, ahead: 0, badFrames: 0 };
-  /** Sequence number of the next sequenced frame to accept. */
-  expectedSeq = 0;
+  private readonly reader: FrameReader;
+  readonly stats: LinkStats = { framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0, crcErrors: 0, badFrames: 0, forged: 0 };
   private closed = false;
-  /** Offset of the last frame placed by sequenceOffset(): the next one most likely follows it. */
-  private lastOffset = 0;
-  /** Frames that arrived while nobody listened (between handshake steps), not yet checked. */
-  private readonly backlog: Buffer[] = [];
+  /** Bytes read while nobody listened for frames (between handshake steps): the stream is paused meanwhile. */
+  private unread: Buffer | null = null;
 
-  /** A lossy link (a serial line) may drop or corrupt frames: the session retransmits. */
+  private auth: FrameAuth | null = null;
+  /** Where a sequenced frame's number is reconstructed from: the number its receiver expects next. */
+  private sequenceReference: () => number = () => 0;
+  /** Until an authenticated frame arrives, an ERROR of the handshake may still come (the agent waiting for WELCOME). */
+  private handshakeErrorsAccepted = false;
+  private linkSendNumber = 0;
+  private linkReceiveNumber = 0;
+  /** When the stream last took bytes written to it, or began to hold some (Date.now() ms). */
+  private lastTaken = Date.now();
+
+  /** A lossy link (a serial line) may drop or corrupt frames: the session sends them again. */
   readonly lossy: boolean;
-  /** The line rate, where the transport knows it (serial). */
+  /** The line rate the transport was configured with (serial); the line may well be faster. */
   readonly bytesPerSecond: number | undefined;
 
   constructor(readonly stream: Duplex, options: LinkOptions = {}) {
     super();
     this.lossy = options.lossy ?? false;
     this.bytesPerSecond = options.bytesPerSecond;
-    const maxBody = options.maxBody ?? HANDSHAKE_MAX_BODY;
-    this.reader = new FrameReader(maxBody);
+    this.reader = new FrameReader(options.maxBody ?? HANDSHAKE_MAX_BODY);
     this.reader.on('frame', (frame: Buffer) => this.onFrame(frame));
-    this.reader.on('invalid', (reason: string) => {
-      this.stats.badFrames++;
-      this.emit('corrupt', reason);
-    });
+    this.reader.on('invalid', (reason: string) => this.corrupt(reason));
     stream.on('data', (chunk: Buffer) => {
       this.stats.bytesIn += chunk.length;
-      this.reader.feed(chunk);
+      this.read(chunk);
     });
     stream.once('close', () => this.finish(null));
     stream.on('end', () => this.finish(null));
@@ -80,63 +94,162 @@ export class Link extends EventEmitter {
     return this.closed;
   }
 
+  get isAuthenticated(): boolean {
+    return this.auth !== null;
+  }
+
+  /** Largest frame body accepted now. */
+  get maxBody(): number {
+    return this.reader.maxBody;
+  }
+
+  /** Sets the largest frame body accepted; takes effect from the next frame. */
+  setMaxBody(maxBody: number): void {
+    this.reader.setMaxBody(maxBody);
+  }
+
+  /** Bytes written that the stream has not taken yet. */
+  get writableLength(): number {
+    return this.stream.writableLength;
+  }
+
+  /** How long the stream has held bytes without taking any (0 when it holds none): a peer that does not read. */
+  stalledMs(now = Date.now()): number {
+    return this.stream.writableLength > 0 ? now - this.lastTaken : 0;
+  }
+
+  /**
+   * From now on every frame is authenticated, both ways. `sequenceReference`
+   * gives the sequence number expected next (frames are numbered near it);
+   * with `handshakeErrors`, an ERROR frame of the handshake is still taken
+   * until the first authenticated frame arrives.
+   */
+  authenticate(auth: FrameAuth, sequenceReference: () => number, handshakeErrors = false): void {
+    this.auth = auth;
+    this.sequenceReference = sequenceReference;
+    this.handshakeErrorsAccepted = handshakeErrors;
+  }
+
+  /** Points sequenced numbers at another receiver (a resumed session takes over the link). */
+  setSequenceReference(reference: () => number): void {
+    this.sequenceReference = reference;
+  }
+
+  private read(chunk: Buffer): void {
+    if (this.closed) return;
+    if (this.unread !== null) {
+      this.unread = Buffer.concat([this.unread, chunk]);
+      return;
+    }
+    const used = this.listening() ? this.reader.feed(chunk, () => this.listening()) : 0;
+    if (used < chunk.length) {
+      // Nobody listens between two steps of the handshake: keep the rest unread.
+      this.unread = chunk.subarray(used);
+      this.stream.pause();
+    }
+  }
+
+  private listening(): boolean {
+    return this.listenerCount('frame') > 0 && !this.closed;
+  }
+
+  /** Goes on reading after a pause for want of a listener. */
+  resumeReading(): void {
+    if (this.unread === null || !this.listening()) return;
+    const rest = this.unread;
+    this.unread = null;
+    this.read(rest);
+    if (this.unread === null) this.stream.resume();
+  }
+
+  private corrupt(reason: string): void {
+    if (reason === 'crc') this.stats.crcErrors++;
+    else this.stats.badFrames++;
+    this.emit('corrupt', reason);
+  }
+
   private onFrame(frame: Buffer): void {
     if (this.closed) return;
-    if (this.listenerCount('frame') === 0) {
-      // The handshake and the session take over between two frames of one read: keep the
-      // frame for whoever listens next, unchecked, since the sequence number may change.
-      if (this.backlog.length >= MAX_BACKLOG) this.close(new TetherError('FLOW_CONTROL', 'too many frames before the session started'));
-      else this.backlog.push(frame);
+    if (!this.auth) {
+      const body = handshakeBody(frame);
+      if (!body) this.corrupt(frame.length < 5 ? 'short' : 'crc');
+      else if (body.length > this.reader.maxBody) this.corrupt('oversize');
+      else this.deliver(body, null);
       return;
     }
-    this.checkAndEmit(frame);
-  }
-
-  /** Hands frames that arrived while nobody listened to the listener now attached. */
-  deliverBacklog(): void {
-    while (this.backlog.length > 0 && this.listenerCount('frame') > 0 && !this.closed) this.checkAndEmit(this.backlog.shift()!);
-  }
-
-  private checkAndEmit(frame: Buffer): void {
-    const check = checkFrame(frame, this.expectedSeq);
-    if (!check.ok) {
-      if (check.reason === 'crc' && this.lossy && isSequencedBody(frame)) {
-        const offset = sequenceOffset(frame, this.expectedSeq, SEQUENCE_SEARCH_SPAN, this.lastOffset + 1);
-        this.lastOffset = offset;
-        if (offset < 0) {
-          this.stats.duplicates++;
-          this.emit('duplicate');
-          return;
-        }
-        if (offset > 0) {
-          this.stats.ahead++;
-          this.emit('ahead', offset);
-          return;
-        }
-      }
-      if (check.reason === 'crc') this.stats.crcErrors++;
-      else this.stats.badFrames++;
-      this.emit('corrupt', check.reason);
+    const parts = authenticatedParts(frame);
+    if (!parts) {
+      const late = this.handshakeErrorsAccepted ? handshakeBody(frame) : null;
+      if (late && late[0] === MsgType.ERROR) this.deliver(late, null);
+      else this.corrupt(frame.length < 15 ? 'short' : 'crc');
       return;
     }
+    const { body, low, tag } = parts;
+    if (body.length > this.reader.maxBody) {
+      this.corrupt('oversize');
+      return;
+    }
+    const sequenced = isSequencedBody(body);
+    const number = sequenced ? nearestNumber(low, this.sequenceReference()) : nextNumber(low, this.linkReceiveNumber);
+    if (!this.auth.verify(number, body, tag)) {
+      this.forged();
+      return;
+    }
+    this.handshakeErrorsAccepted = false;
+    if (!sequenced) this.linkReceiveNumber = number + 1;
+    this.deliver(body, number);
+  }
+
+  private deliver(body: Buffer, number: number | null): void {
     this.stats.framesIn++;
-    this.emit('frame', check.body, check.sequenced);
+    this.emit('frame', body, number, isSequencedBody(body));
   }
 
-  /** Writes one frame; `seq` null for a link frame. Returns false when the stream wants a pause. */
-  send(body: Buffer, seq: number | null): boolean {
-    return this.writeRaw(encodeFrame(body, seq));
+  private forged(): void {
+    this.stats.forged++;
+    this.emit('forged', this.stats.forged);
+    // The connection is closed as a broken one is, without ERROR: a resumable session then
+    // resumes over a new connection with new keys, and the attacker has not ended it.
+    if (this.stats.forged >= FORGED_FRAME_BUDGET) {
+      this.close(new TetherError('AUTH_FAILED', `${this.stats.forged} frames failed authentication: the link is being tampered with`));
+    }
   }
 
-  /** Writes an encoded frame; `flushed` runs once the stream has taken it (or failed to). */
-  writeRaw(frame: Buffer, flushed?: () => void): boolean {
+  /** Sends a handshake frame (before the keys exist). */
+  sendHandshake(body: Buffer): void {
+    this.write(encodeHandshakeFrame(body));
+  }
+
+  /** Sends a link frame (ACK, NAK, PING, PONG, ERROR, WELCOME): authenticated, with the next link-frame number. */
+  sendLinkMessage(body: Buffer): number {
+    const frame = this.encode(body, this.linkSendNumber++);
+    this.write(frame);
+    return frame.length;
+  }
+
+  /** The wire frame of a sequenced body with its sequence number (the session keeps it, to send again). */
+  encodeSequenced(body: Buffer, seq: number): Buffer {
+    return this.encode(body, seq);
+  }
+
+  private encode(body: Buffer, number: number): Buffer {
+    if (!this.auth) throw new TetherError('NOT_AUTHENTICATED', 'a session frame before the handshake made the keys');
+    return encodeAuthenticatedFrame(body, wireNumber(number), this.auth.tag(number, body));
+  }
+
+  /** Writes an encoded frame; `flushed` runs once the stream has taken it (or failed to). Returns false when the stream wants a pause. */
+  write(frame: Buffer, flushed?: () => void): boolean {
     if (this.closed) {
       flushed?.();
       return false;
     }
     this.stats.framesOut++;
     this.stats.bytesOut += frame.length;
-    return this.stream.write(frame, flushed && (() => flushed()));
+    if (this.stream.writableLength === 0) this.lastTaken = Date.now();
+    return this.stream.write(frame, () => {
+      this.lastTaken = Date.now();
+      flushed?.();
+    });
   }
 
   /** Ends the link: flushes what was written, then closes the stream. */
@@ -151,6 +264,7 @@ export class Link extends EventEmitter {
   private finish(error: Error | null): void {
     if (this.closed) return;
     this.closed = true;
+    this.unread = null;
     this.emit('close', error);
   }
 }

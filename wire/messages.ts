@@ -1,5 +1,5 @@
 /**
- * Every message of protocol version 1. A frame body is a CBOR sequence: the
+ * Every message of protocol version 2. A frame body is a CBOR sequence: the
  * message type (a small integer) followed by the message's fields. Types 1-9
  * are link messages (no sequence number); 10-23 and the negative output heads
  * are sequenced. firmware-notes/PROTOCOL.md has the CDDL for each.
@@ -67,8 +67,13 @@ export type Message =
   | { type: typeof MsgType.CHALLENGE; params: ChallengeParams; paramsBytes: Bytes; proof: Bytes }
   | { type: typeof MsgType.PROOF; proof: Bytes }
   | { type: typeof MsgType.WELCOME; session: Bytes; resumed: boolean; nextSeq: number }
-  | { type: typeof MsgType.ACK; nextSeq: number }
-  | { type: typeof MsgType.NAK; nextSeq: number }
+  /**
+   * ACK: every sequenced frame below nextSeq arrived; NAK: the same, and a
+   * frame was lost. `received` (selective repeat): bit i set when frame
+   * nextSeq + 1 + i arrived and is held.
+   */
+  | { type: typeof MsgType.ACK; nextSeq: number; received?: Bytes }
+  | { type: typeof MsgType.NAK; nextSeq: number; received?: Bytes }
   | { type: typeof MsgType.PING; token: number }
   | { type: typeof MsgType.PONG; token: number }
   | { type: typeof MsgType.ERROR; code: number; message: string }
@@ -93,6 +98,9 @@ export type Message =
 export type MessageOf<T extends Message['type']> = Extract<Message, { type: T }>;
 
 // ---- encoding ----------------------------------------------------------
+
+/** Room for the head of a message carrying payload (type, stream, byte-string length): at most 16 bytes. */
+export const PAYLOAD_HEAD_BYTES = 16;
 
 /** Output is the hot path: its body is written by hand, two bytes of head for a short chunk. */
 export function encodeOutput(stream: number, channel: ChannelId, data: Uint8Array): Buffer {
@@ -135,7 +143,7 @@ export function encodeMessage(m: OutgoingMessage): Buffer {
     case MsgType.PROOF: return encodeSequence([m.type, m.proof]);
     case MsgType.WELCOME: return encodeSequence([m.type, m.session, m.resumed, m.nextSeq]);
     case MsgType.ACK:
-    case MsgType.NAK: return encodeSequence([m.type, m.nextSeq]);
+    case MsgType.NAK: return encodeSequence(m.received ? [m.type, m.nextSeq, m.received] : [m.type, m.nextSeq]);
     case MsgType.PING:
     case MsgType.PONG: return encodeSequence([m.type, m.token]);
     case MsgType.ERROR: return encodeSequence([m.type, m.code, m.message]);
@@ -265,7 +273,10 @@ export function decodeMessage(body: Buffer): Message {
         nextSeq: uint(f[2], 'welcome sequence'),
       };
     case MsgType.ACK:
-    case MsgType.NAK: return { type: head, nextSeq: uint(f[0], 'acknowledged sequence') };
+    case MsgType.NAK: {
+      const nextSeq = uint(f[0], 'acknowledged sequence');
+      return f[1] === undefined ? { type: head, nextSeq } : { type: head, nextSeq, received: bytes(f[1], 'received frames') };
+    }
     case MsgType.PING:
     case MsgType.PONG: return { type: head, token: uint(f[0], 'ping token') };
     case MsgType.ERROR: return { type: head, code: uint(f[0], 'error code'), message: text(f[1], 'error message') };

@@ -1,18 +1,28 @@
 /**
- * A session carries sequenced messages over a link once the handshake is
- * done. Each direction numbers its sequenced frames from the number agreed in
- * the handshake; the receiver acknowledges cumulatively (ACK n: all below n
- * arrived), and the sender keeps every unacknowledged frame so that it can
- * send it again: after a NAK on a lossy line, or on a new link when a session
- * resumes. Keepalive pings find a dead peer on links that never report one.
+ * A session carries sequenced messages over an authenticated link once the
+ * handshake is done. It puts together the parts that each do one job:
+ *
+ *   send-queue.ts      messages waiting for the link (bounded in bytes)
+ *   send-window.ts     frames sent and not yet acknowledged; what goes again, when
+ *   receive-window.ts  the number expected next; frames held out of order
+ *   fragments.ts       messages larger than a frame
+ *   compression.ts     the deflate capability
+ *
+ * and adds what is the session's own: acknowledging (ACK, NAK), keepalive,
+ * the bounds on what a peer can make it hold, ERROR and close, and resuming
+ * over a new link. Everything a peer can fill is bounded in bytes
+ * (PROTOCOL.md 7.8); a peer past a bound gets ERROR and the session ends.
  */
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
+import { Compressor, Decompressor } from './compression';
 import { TetherError, errorName } from './errors';
+import { Reassembler } from './fragments';
 import type { Link } from './link';
 import { type Message, MsgType, type OutgoingMessage, decodeMessage, encodeMessage } from './messages';
-import { encodeFrame } from './framing';
-import { Compressor, Decompressor } from './compression';
+import { ReceiveWindow } from './receive-window';
+import { SendQueue } from './send-queue';
+import { RoundTrip, type SentFrame, SendWindow } from './send-window';
 
 export interface SessionOptions {
   /** Largest frame body either side may send. */
@@ -21,6 +31,10 @@ export interface SessionOptions {
   keepalive: number;
   /** Compress sequenced bodies (the deflate capability was negotiated). */
   deflate?: boolean;
+  /** Selective repeat was negotiated: frames after a lost one are held, and only the lost one is sent again. */
+  selective?: boolean;
+  /** The streams' flow-control window: what may wait for the link grows with it. */
+  window?: number;
   /** The next sequence number the peer expects from us, and we from it. */
   sendSeq?: number;
   recvSeq?: number;
@@ -36,94 +50,97 @@ export interface SessionOptions {
 const ACK_EVERY_FRAMES = 32;
 const ACK_EVERY_BYTES = 32 * 1024;
 const ACK_DELAY_MS = 10;
-/** Largest message, fragmented or not; output and file data never come near it. */
-const MAX_MESSAGE_BYTES = 1024 * 1024;
-/** Room for a FRAGMENT's type, flag and length head. */
-const FRAGMENT_HEAD_BYTES = 8;
-/** Least wait, after a frame has left the line, for its ACK before a lossy link sends it again. */
-const MIN_ACK_WAIT_MS = 200;
-/** Least time before the receiver repeats a NAK for the same frame. */
+/** Least time before a go-back-N receiver repeats a NAK for the same frame. */
 const MIN_NAK_REPEAT_MS = 50;
-/** Longest wait for an ACK, however often the wait has been doubled. */
-const MAX_ACK_WAIT_MS = 10_000;
-/** Each timeout doubles the wait (as TCP's), up to this factor, until an ACK makes progress. */
-const MAX_BACKOFF = 16;
-/** Bytes handed to a fast stream and not yet flushed before the session queues instead. */
-const FAST_LINK_BUFFER = 256 * 1024;
-
-interface Unacked {
-  seq: number;
-  frame: Buffer;
-  /** When its last byte leaves the line (performance.now() ms), estimated from the line rate when it was written. */
-  leavesAt: number;
-  /** Written more than once: its ACK says nothing about the turnaround (Karn's rule). */
-  resent: boolean;
+/** Frames unacknowledged at most: far below 2^15, so that 16 bits of frame number place every one. */
+export const MAX_UNACKED_FRAMES = 1024;
+/** Bytes of frames unacknowledged at most: on TCP and TLS, and on a lossy line with selective repeat. */
+export const MAX_UNACKED_BYTES_RELIABLE = 2 * 1024 * 1024;
+export const MAX_UNACKED_BYTES_LOSSY = 64 * 1024;
+/**
+ * Bytes of messages waiting for the link at most: past this the peer is not
+ * acknowledging (FLOW_CONTROL). Payload waits only within its streams' credit,
+ * so a working peer never comes near it.
+ */
+export function maxQueuedBytes(window: number): number {
+  return 2 * 1024 * 1024 + 4 * window;
 }
+/** Bytes handed to a fast stream and not yet taken before the session waits. */
+const FAST_LINK_BUFFER = 256 * 1024;
+/** Past this many bytes not taken by the stream, link replies (ACK, PONG) wait: the newest of each goes once it drains. */
+const LINK_REPLY_BACKLOG = 64 * 1024;
+/** The retransmission timer never waits less, nor more, than this; nor doubles more than MAX_BACKOFF times. */
+const MIN_RETRANSMIT_MS = 50;
+const MAX_RETRANSMIT_MS = 10_000;
+const MAX_BACKOFF = 16;
 
-/** A message waiting for the link; output to the same stream and channel merges while it waits. */
-type Queued = { body: Buffer } | { output: Extract<OutgoingMessage, { type: 'output' }> };
+export interface SessionStats {
+  /** Copies of frames that had already arrived (the peer sent them again). */
+  duplicates: number;
+  /** Frames held out of order until a lost one came again. */
+  held: number;
+  /** Frames dropped because one before them was missing (go-back-N, or beyond the hold bounds). */
+  ahead: number;
+  /** Sequenced frames sent again. */
+  resent: number;
+  /** Retransmission timeouts. */
+  timeouts: number;
+}
 
 export class Session extends EventEmitter {
   private link: Link;
   private sendSeq: number;
-  private readonly queue: Queued[] = [];
-  private readonly unacked: Unacked[] = [];
-  private unackedBytes = 0;
+  private readonly queue: SendQueue;
+  private readonly sender: SendWindow;
+  private readonly receiver: ReceiveWindow;
+  private readonly reassembler = new Reassembler();
+  private readonly compressor: Compressor | null;
+  private readonly decompressor: Decompressor | null;
+  readonly maxBody: number;
+  readonly sessionStats: SessionStats = { duplicates: 0, held: 0, ahead: 0, resent: 0, timeouts: 0 };
+
   /** Bytes written to the stream whose write callback has not run yet. */
   private buffered = 0;
   private pendingAckFrames = 0;
   private pendingAckBytes = 0;
   private ackTimer: NodeJS.Timeout | null = null;
+  /** The expected number an immediate ACK (a gap) was sent for: one per gap, the rest on the usual schedule. */
+  private gapAckedAt = -1;
+  /** Go-back-N: the last NAK sent, and how far ahead the last frame after the gap was. */
+  private lastNak = { seq: -1, at: 0, ahead: 0 };
+  /** Link replies held back while the stream is full: the newest PONG token, and whether an ACK is owed. */
+  private heldPong: number | null = null;
+  private heldAck = false;
   private keepaliveTimer: NodeJS.Timeout | null = null;
   private retransmitTimer: NodeJS.Timeout | null = null;
-  private lastHeard = Date.now();
-  private pingToken = 0;
-  /** The last NAK sent, and the offset of the last frame after the lost one seen since (0: none). */
-  private lastNak = { seq: -1, at: 0, offset: 0 };
-  /** When the bytes written so far will have left the line (performance.now() ms), on a link of known rate. */
-  private lineFreeAt = 0;
-  /**
-   * Lossy links: the time from a frame leaving the line to its ACK arriving
-   * (the peer's ack delay and the way back), smoothed as TCP smooths its
-   * round trip (RFC 6298); null until the first ACK of a frame sent once.
-   */
-  private turnaround: { mean: number; deviation: number } | null = null;
   private backoff = 1;
-  /** Lossy links: bytes allowed in flight, halved on each loss and grown by each ack (AIMD). */
-  private window = Infinity;
-  /** After a go-back: the next unacknowledged frame to send again, and the bytes resent since. */
-  private resendSeq: number | null = null;
-  private resentBytes = 0;
+  /** Go-back-N to a peer that keeps nothing out of order: bytes in flight, halved on each loss (AIMD). */
+  private goBackWindow: number;
+  private lastHeard = Date.now();
+  /** When an ACK last made progress, or frames began to wait for one. */
+  private lastAckProgress = Date.now();
+  private pingToken = 0;
   private closed = false;
   private attached = true;
-  private fragments: Buffer[] = [];
-  private fragmentBytes = 0;
-  private readonly compressor: Compressor | null;
-  private readonly decompressor: Decompressor | null;
-  readonly maxBody: number;
 
   constructor(link: Link, readonly options: SessionOptions) {
     super();
+    this.link = link;
     this.maxBody = options.maxBody;
     this.sendSeq = options.sendSeq ?? 0;
+    this.queue = new SendQueue(options.maxBody);
+    // Before the first measurement: a generous wait, from the line's nominal rate where there is one.
+    this.sender = new SendWindow(new RoundTrip(250 + 4 * this.lineMs(options.maxBody), MIN_RETRANSMIT_MS));
+    this.receiver = new ReceiveWindow(options.recvSeq ?? 0, options.selective ?? false);
+    this.goBackWindow = this.goBackLimit;
     // A slow line is worth the smallest output; on a fast link deflate's speed matters more.
     this.compressor = options.deflate ? new Compressor(link.lossy ? 6 : 1) : null;
     this.decompressor = options.deflate ? new Decompressor(options.maxBody) : null;
-    this.link = link;
-    this.window = this.inflightLimit;
-    link.expectedSeq = options.recvSeq ?? 0;
     this.listen(link);
     this.startKeepalive();
-    // Frames that came in the same read as the handshake's last message wait until the
+    // Frames that came in the same read as the handshake's last message are read once the
     // owner, in the same tick as this constructor, has subscribed to 'message'.
-    queueMicrotask(() => link.deliverBacklog());
-  }
-
-  private startKeepalive(): void {
-    const interval = Math.max(50, this.options.keepalive * 1000);
-    this.lastHeard = Date.now();
-    this.keepaliveTimer = setInterval(() => this.keepaliveTick(interval), interval);
-    this.keepaliveTimer.unref();
+    queueMicrotask(() => link.resumeReading());
   }
 
   /** False while a resumable session waits for a new link. */
@@ -131,52 +148,23 @@ export class Session extends EventEmitter {
     return this.attached && !this.closed;
   }
 
-  /** The next sequence number this side expects from the peer (sent in a resuming handshake). */
-  get nextRecvSeq(): number {
-    return this.link.expectedSeq;
-  }
-
-  /**
-   * Goes on over a new link after a resuming handshake: frames the peer
-   * already has are dropped, the rest are sent again, then the queue.
-   */
-  resume(link: Link, peerNextSeq: number): void {
-    if (this.closed) throw new TetherError('SESSION_EXPIRED', 'the session has ended');
-    link.expectedSeq = this.link.expectedSeq;
-    this.link = link;
-    this.attached = true;
-    this.buffered = 0;
-    this.listen(link);
-    this.onAck(peerNextSeq);
-    this.window = this.inflightLimit;
-    this.lineFreeAt = 0;
-    this.backoff = 1;
-    this.resendSeq = this.unacked.length > 0 ? this.unacked[0].seq : null;
-    this.resentBytes = 0;
-    this.startKeepalive();
-    link.deliverBacklog();
-    this.flush();
-    this.emit('attached');
-  }
-
-  /** The link is gone but the session may resume: keep everything, stop the timers. */
-  private detach(error: Error | null): void {
-    this.attached = false;
-    for (const timer of [this.ackTimer, this.retransmitTimer]) if (timer) clearTimeout(timer);
-    this.ackTimer = this.retransmitTimer = null;
-    if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
-    this.keepaliveTimer = null;
-    this.pendingAckFrames = this.pendingAckBytes = 0;
-    this.emit('detached', error);
-  }
-
   get isClosed(): boolean {
     return this.closed;
   }
 
+  /** The next sequence number this side expects from the peer (sent in a resuming handshake). */
+  get nextRecvSeq(): number {
+    return this.receiver.expected;
+  }
+
   /** Bytes of sent frames not yet acknowledged by the peer. */
   get unackedByteCount(): number {
-    return this.unackedBytes;
+    return this.sender.bytes;
+  }
+
+  /** Bytes of messages waiting for the link. */
+  get queuedByteCount(): number {
+    return this.queue.bytes;
   }
 
   /** Messages waiting for the link. */
@@ -184,11 +172,20 @@ export class Session extends EventEmitter {
     return this.queue.length;
   }
 
-  get stats() {
-    return this.link.stats;
+  /** Bytes of frames held out of order. */
+  get heldByteCount(): number {
+    return this.receiver.holdingBytes;
   }
 
-  /** Line time in ms for `bytes` on a link of known rate (0 for fast links). */
+  get stats() {
+    return { ...this.link.stats, ...this.sessionStats };
+  }
+
+  private get lossy(): boolean {
+    return this.link.lossy;
+  }
+
+  /** Line time in ms for `bytes` at the link's nominal rate (0 for links of unknown rate). */
   private lineMs(bytes: number): number {
     const rate = this.link.bytesPerSecond;
     return rate ? (bytes * 1000) / rate : 0;
@@ -200,22 +197,33 @@ export class Session extends EventEmitter {
     return rate ? Math.max(2 * this.maxBody, rate / 50) : FAST_LINK_BUFFER;
   }
 
-  /**
-   * On lossy links, unacknowledged bytes are capped so that a go-back costs
-   * little. The peer caps its own the same way (the reference's rule in
-   * PROTOCOL.md 7.3), so this is also how much of its data an ACK from it
-   * may queue behind.
-   */
-  private get inflightLimit(): number {
-    const rate = this.link.bytesPerSecond;
-    return this.link.lossy ? Math.max(4 * this.maxBody, (rate ?? 0) * 0.3) : Infinity;
+  private get unackedLimit(): number {
+    if (this.lossy && !this.receiverHolds) return this.goBackWindow;
+    return this.lossy ? MAX_UNACKED_BYTES_LOSSY : MAX_UNACKED_BYTES_RELIABLE;
+  }
+
+  /** Go-back-N's ceiling: a go-back costs little when little is in flight. */
+  private get goBackLimit(): number {
+    return Math.max(4 * this.maxBody, (this.link.bytesPerSecond ?? 0) * 0.3);
+  }
+
+  /** The peer holds frames out of order (selective repeat): only lost frames go again. */
+  private get receiverHolds(): boolean {
+    return this.options.selective ?? false;
+  }
+
+  private startKeepalive(): void {
+    const interval = Math.max(50, this.options.keepalive * 1000);
+    this.lastHeard = this.lastAckProgress = Date.now();
+    this.keepaliveTimer = setInterval(() => this.keepaliveTick(interval), interval);
+    this.keepaliveTimer.unref();
   }
 
   private listen(link: Link): void {
-    link.on('frame', (body: Buffer, sequenced: boolean) => this.onFrame(body, sequenced));
-    link.on('corrupt', () => this.nak(0));
-    link.on('duplicate', () => this.onDuplicate());
-    link.on('ahead', (offset: number) => this.nak(offset));
+    link.setSequenceReference(() => this.receiver.expected);
+    link.on('frame', (body: Buffer, number: number | null, sequenced: boolean) => this.onFrame(body, number, sequenced));
+    link.on('corrupt', () => this.onCorrupt());
+    link.on('forged', (count: number) => this.emit('forged', count));
     link.once('close', (error: Error | null) => {
       if (link !== this.link || this.closed) return;
       const why = error ?? new TetherError('PEER_TIMEOUT', 'the connection closed');
@@ -225,166 +233,204 @@ export class Session extends EventEmitter {
   }
 
   /**
+   * Goes on over a new, authenticated link after a resuming handshake: frames
+   * the peer already has are dropped, the rest are framed with the new link's
+   * keys and sent again, then the queue.
+   */
+  resume(link: Link, peerNextSeq: number): void {
+    if (this.closed) throw new TetherError('SESSION_EXPIRED', 'the session has ended');
+    this.link = link;
+    this.attached = true;
+    this.buffered = 0;
+    this.heldAck = false;
+    this.heldPong = null;
+    this.listen(link);
+    this.sender.acknowledge(peerNextSeq, undefined, performance.now());
+    this.sender.resendAll((entry) => link.encodeSequenced(entry.body, entry.seq));
+    this.goBackWindow = this.goBackLimit;
+    this.backoff = 1;
+    this.startKeepalive();
+    link.resumeReading();
+    this.flush();
+    this.emit('attached');
+  }
+
+  /**
+   * The peer is known to have left this link (it resumes the session on
+   * another): close it, so a resumable session detaches at once.
+   */
+  dropLink(error: TetherError): void {
+    if (this.attached && !this.closed) this.link.close(error);
+  }
+
+  /** The link is gone but the session may resume: keep everything, stop the timers. */
+  private detach(error: Error | null): void {
+    this.attached = false;
+    this.stopTimers();
+    this.pendingAckFrames = this.pendingAckBytes = 0;
+    this.emit('detached', error);
+  }
+
+  private stopTimers(): void {
+    for (const timer of [this.ackTimer, this.retransmitTimer]) if (timer) clearTimeout(timer);
+    this.ackTimer = this.retransmitTimer = null;
+    if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
+    this.keepaliveTimer = null;
+  }
+
+  /**
    * Queues a sequenced message and sends what the link takes now. Throws
-   * FRAME_TOO_LARGE if it cannot fit in a frame. Output chunks for the same
-   * stream and channel that wait behind a busy link merge into one frame.
+   * FRAME_TOO_LARGE if it cannot be sent. A peer that lets more than
+   * MAX_QUEUED_BYTES wait (it does not acknowledge) ends the session.
    */
   send(message: OutgoingMessage): void {
     if (this.closed) return;
-    if (message.type === 'output') {
-      if (message.data.length + 16 > this.maxBody) this.tooLarge(message.data.length + 16);
-      const last = this.queue[this.queue.length - 1];
-      if (
-        last && 'output' in last && last.output.stream === message.stream && last.output.channel === message.channel &&
-        last.output.data.length + message.data.length + 16 <= this.maxBody
-      ) {
-        last.output = { ...last.output, data: Buffer.concat([last.output.data, message.data]) };
-      } else {
-        this.queue.push({ output: message });
-      }
-    } else {
-      const body = encodeMessage(message);
-      if (body.length > MAX_MESSAGE_BYTES) this.tooLarge(body.length);
-      if (body.length <= this.maxBody) this.queue.push({ body });
-      else this.queueFragments(body);
+    this.queue.push(message);
+    const limit = maxQueuedBytes(this.options.window ?? 0);
+    if (this.queue.bytes > limit) {
+      this.close(new TetherError('FLOW_CONTROL', `more than ${limit} bytes wait for the peer, which does not acknowledge them`));
+      return;
     }
     this.flush();
   }
 
-  /** A message larger than a frame (a big START on a serial line) goes in FRAGMENT pieces. */
-  private queueFragments(body: Buffer): void {
-    const piece = this.maxBody - FRAGMENT_HEAD_BYTES;
-    for (let at = 0; at < body.length; at += piece) {
-      const data = body.subarray(at, at + piece);
-      this.queue.push({ body: encodeMessage({ type: MsgType.FRAGMENT, more: at + piece < body.length, data }) });
-    }
-  }
-
-  private tooLarge(size: number): never {
-    throw new TetherError('FRAME_TOO_LARGE', `a ${size}-byte message exceeds the ${this.maxBody}-byte frame limit`);
-  }
-
-  /** Collects FRAGMENT pieces; returns the whole body once the last piece is in. */
-  private reassemble(piece: { more: boolean; data: Buffer }): Buffer | null {
-    this.fragments.push(piece.data);
-    this.fragmentBytes += piece.data.length;
-    if (this.fragmentBytes > MAX_MESSAGE_BYTES) {
-      this.fragments = [];
-      this.fragmentBytes = 0;
-      throw new TetherError('FRAME_TOO_LARGE', `a fragmented message exceeds ${MAX_MESSAGE_BYTES} bytes`);
-    }
-    if (piece.more) return null;
-    const body = Buffer.concat(this.fragments);
-    this.fragments = [];
-    this.fragmentBytes = 0;
-    return body;
-  }
-
-  /** Writes retransmissions, then queued messages, while the stream's buffer and the in-flight window allow. */
+  /** Writes frames to send again, then queued messages, while the stream's buffer and the unacknowledged bounds allow. */
   private flush(): void {
-    if (!this.attached) return;
-    while (this.resendSeq !== null && !this.closed && this.buffered < this.bufferLimit && this.resentBytes < this.window) {
-      const entry = this.unacked[this.resendSeq - (this.unacked[0]?.seq ?? this.resendSeq)];
-      if (!entry) {
-        this.resendSeq = null;
-        break;
-      }
-      this.resentBytes += entry.frame.length;
-      this.resendSeq = entry.seq + 1;
-      entry.leavesAt = this.write(entry.frame);
-      entry.resent = true;
+    if (!this.attached || this.closed) return;
+    while (this.buffered < this.bufferLimit) {
+      const entry = this.sender.nextResend();
+      if (!entry) break;
+      this.sessionStats.resent++;
+      this.write(entry);
     }
-    if (this.resendSeq !== null && this.resendSeq >= this.sendSeq) this.resendSeq = null;
-    while (this.resendSeq === null && this.queue.length > 0 && !this.closed && this.buffered < this.bufferLimit && this.unackedBytes < this.window) {
-      const item = this.queue.shift()!;
-      let body = 'body' in item ? item.body : encodeMessage(item.output);
+    while (
+      !this.sender.resendWaiting && this.queue.length > 0 && !this.closed && this.buffered < this.bufferLimit &&
+      this.sender.bytes < this.unackedLimit && this.sender.count < MAX_UNACKED_FRAMES
+    ) {
+      let body = this.queue.shift()!;
       if (this.compressor) body = this.compressor.pack(body);
       const seq = this.sendSeq++;
-      const frame = encodeFrame(body, seq);
+      if (this.sender.count === 0) this.lastAckProgress = Date.now();
       // Kept before it is written: a write to a closed link calls back (and flushes) at once.
-      const entry: Unacked = { seq, frame, leavesAt: 0, resent: false };
-      this.unacked.push(entry);
-      this.unackedBytes += frame.length;
-      entry.leavesAt = this.write(frame);
+      this.write(this.sender.add(seq, body, this.link.encodeSequenced(body, seq)));
     }
-    if (this.link.lossy && this.unacked.length > 0) this.armRetransmit();
+    this.armRetransmit();
   }
 
-  /** Writes a sequenced frame; returns when it will have left the line. */
-  private write(frame: Buffer): number {
+  /** Writes a sequenced frame (new, or again). */
+  private write(entry: SentFrame): void {
     const link = this.link;
-    this.buffered += frame.length;
-    link.writeRaw(frame, () => {
+    const length = entry.frame.length;
+    this.sender.sending(entry);
+    const order = entry.order;
+    this.buffered += length;
+    link.write(entry.frame, () => {
       if (link !== this.link) return;
-      this.buffered -= frame.length;
-      if (this.queue.length > 0 || this.resendSeq !== null) this.flush();
+      this.buffered -= length;
+      // The callback of an earlier transmission says nothing about when this one left.
+      if (entry.order === order) entry.writtenAt = performance.now();
+      this.drained();
     });
-    return this.queueOnLine(frame.length);
   }
 
-  /** Sends a link message (ack, ping, error): not sequenced, never retransmitted. */
+  /** The stream took a frame: held link replies go now, and more frames if any wait. */
+  private drained(): void {
+    if (this.link.writableLength < LINK_REPLY_BACKLOG) {
+      if (this.heldPong !== null) {
+        const token = this.heldPong;
+        this.heldPong = null;
+        this.sendLink({ type: MsgType.PONG, token });
+      }
+      if (this.heldAck) {
+        this.heldAck = false;
+        this.sendAck(MsgType.ACK);
+      }
+    }
+    if (this.queue.length > 0 || this.sender.resendWaiting) this.flush();
+  }
+
+  /**
+   * Sends a link message (ACK, NAK, PING, PONG, ERROR). While the stream
+   * holds more than LINK_REPLY_BACKLOG (a peer that sends and does not read),
+   * replies wait instead: the newest PONG, and one ACK with the state of then.
+   */
   private sendLink(message: OutgoingMessage): void {
     if (!this.attached) return;
-    const frame = encodeFrame(encodeMessage(message), null);
-    this.link.writeRaw(frame);
-    this.queueOnLine(frame.length);
+    if (message.type !== MsgType.ERROR && this.link.writableLength >= LINK_REPLY_BACKLOG) {
+      if (message.type === MsgType.PONG) this.heldPong = message.token;
+      if (message.type === MsgType.ACK || message.type === MsgType.NAK) this.heldAck = true;
+      return;
+    }
+    this.link.sendLinkMessage(encodeMessage(message));
   }
 
-  /** Bytes written now leave the line after everything written before them: returns when. */
-  private queueOnLine(bytes: number): number {
-    this.lineFreeAt = Math.max(performance.now(), this.lineFreeAt) + this.lineMs(bytes);
-    return this.lineFreeAt;
-  }
-
-  private onFrame(frameBody: Buffer, sequenced: boolean): void {
+  private onFrame(body: Buffer, number: number | null, sequenced: boolean): void {
+    if (this.closed) return;
     this.lastHeard = Date.now();
+    if (!sequenced || number === null) {
+      this.onLinkFrame(body);
+      return;
+    }
+    const arrival = this.receiver.take(number, body, (next) => this.deliver(next));
+    switch (arrival) {
+      case 'next':
+        this.countForAck(body.length);
+        // A gap remains behind the frames just delivered: the sender should hear at once.
+        if (this.receiver.holding > 0) this.ackGap();
+        return;
+      case 'duplicate':
+        this.sessionStats.duplicates++;
+        this.countForAck(0);
+        return;
+      case 'held':
+        this.sessionStats.held++;
+        this.ackGap();
+        return;
+      case 'dropped':
+        this.sessionStats.ahead++;
+        this.nakGoBack(number - this.receiver.expected);
+    }
+  }
+
+  /** A delivered sequenced body: inflated, reassembled, decoded, handed on. */
+  private deliver(frameBody: Buffer): void {
+    if (this.closed) return;
     let body = frameBody;
-    if (sequenced) {
-      this.link.expectedSeq++;
-      this.pendingAckFrames++;
-      this.pendingAckBytes += body.length;
-      this.scheduleAck();
-      if (this.decompressor) {
-        try {
-          body = this.decompressor.unpack(frameBody);
-        } catch (error) {
-          // The two histories no longer agree: nothing after this can be read.
-          this.close(error as TetherError);
-          return;
-        }
+    if (this.decompressor) {
+      try {
+        body = this.decompressor.unpack(frameBody);
+      } catch (error) {
+        // The two histories no longer agree: nothing after this can be read.
+        this.close(error as TetherError);
+        return;
       }
     }
     let message: Message;
     try {
       message = decodeMessage(body);
-      if (sequenced && message.type === MsgType.FRAGMENT) {
-        const whole = this.reassemble(message);
-        if (!whole) {
-          this.emit('fragment');
-          return;
-        }
+      if (message.type === MsgType.FRAGMENT) {
+        const whole = this.reassembler.add(message);
+        if (!whole) return;
         message = decodeMessage(whole);
-      } else if (sequenced && this.fragments.length > 0) {
+      } else if (this.reassembler.pending) {
         // The pieces of one message are sent in a row: anything else between them is a broken sender.
-        this.fragments = [];
-        this.fragmentBytes = 0;
+        this.reassembler.reset();
         throw new TetherError('BAD_MESSAGE', 'a message arrived between the fragments of another');
       }
+      if (message.type !== 'output' && message.type < MsgType.INFO) {
+        throw new TetherError('BAD_MESSAGE', `link message ${message.type} in a sequenced frame`);
+      }
     } catch (error) {
-      // The frame passed its CRC, so this is the peer's mistake, not noise: say so and go on.
+      // The frame passed its tag, so this is the peer's mistake, not noise: say so and go on.
       const e = error instanceof TetherError ? error : new TetherError('BAD_MESSAGE', String(error));
-      if (sequenced) this.send({ type: MsgType.REJECT, stream: null, code: e.wireCode, message: e.message });
+      this.send({ type: MsgType.REJECT, stream: null, code: e.wireCode, message: e.message });
       this.emit('rejected', e);
-      return;
-    }
-    if (!sequenced) {
-      this.onLinkMessage(message);
       return;
     }
     try {
       this.emit('message', message);
     } catch (error) {
-      // A message the peer should not have sent: overrunning its credit ends the session,
+      // A message the peer should not have sent: overrunning a bound ends the session,
       // anything else gets a REJECT and the session goes on.
       const e = error instanceof TetherError ? error : new TetherError('INTERNAL', String(error));
       if (e.code === 'FLOW_CONTROL') this.close(e);
@@ -392,13 +438,21 @@ export class Session extends EventEmitter {
     }
   }
 
-  private onLinkMessage(message: Message): void {
+  private onLinkFrame(body: Buffer): void {
+    let message: Message;
+    try {
+      message = decodeMessage(body);
+    } catch (error) {
+      // An authenticated link frame this version cannot read changes nothing.
+      this.emit('rejected', error instanceof TetherError ? error : new TetherError('BAD_MESSAGE', String(error)));
+      return;
+    }
     switch (message.type) {
       case MsgType.ACK:
-        this.onAck(message.nextSeq);
+        this.onAck(message.nextSeq, message.received, false);
         return;
       case MsgType.NAK:
-        this.onNak(message.nextSeq);
+        this.onAck(message.nextSeq, message.received, true);
         return;
       case MsgType.PING:
         this.sendLink({ type: MsgType.PONG, token: message.token });
@@ -407,7 +461,7 @@ export class Session extends EventEmitter {
       case MsgType.PONG:
         return;
       case MsgType.ERROR:
-        this.finish(new TetherError(errorName(message.code) ?? 'INTERNAL', `peer closed the session: ${message.message}`));
+        this.finish(new TetherError(errorName(message.code) ?? 'INTERNAL', `peer closed the session: ${message.message}`, true));
         return;
       default:
         // A handshake message inside a session is a confused peer; it changes nothing.
@@ -415,134 +469,76 @@ export class Session extends EventEmitter {
     }
   }
 
-  /**
-   * On a lossy link, a frame failed: ask at once for the one expected next.
-   * The frames already on the line behind a lost one fail too (`offset`: how
-   * far after it each is), and need not each send a NAK: again for the same
-   * frame only when the peer has evidently sent it again (a frame after it
-   * comes with a smaller offset than the last: a new round of go-back-N), or
-   * after a few frames' time (in case the NAK was lost). The peer ignores
-   * NAKs that come before its new copy can have arrived.
-   */
-  private nak(offset: number): void {
-    if (!this.link.lossy || this.closed) return;
-    const now = Date.now();
-    const seq = this.link.expectedSeq;
-    const last = this.lastNak;
-    const newRound = offset > 0 && last.offset > 0 && offset <= last.offset;
-    if (last.seq === seq && !newRound && now - last.at < this.nakRepeatMs()) {
-      if (offset > 0) last.offset = offset;
+  /** ACK or NAK from the peer. */
+  private onAck(nextSeq: number, received: Buffer | undefined, nak: boolean): void {
+    if (nextSeq > this.sendSeq) {
+      this.close(new TetherError('BAD_MESSAGE', `the peer acknowledged frame ${nextSeq - 1}, which was never sent`));
       return;
     }
-    this.lastNak = { seq, at: now, offset };
+    const now = performance.now();
+    const progress = this.sender.acknowledge(nextSeq, received, now);
+    if (nak) {
+      if (this.receiverHolds) this.sender.damaged();
+      else {
+        this.goBackWindow = Math.max(2 * this.maxBody, this.goBackWindow / 2);
+        this.sender.goBack(nextSeq, now);
+      }
+    }
+    if (progress) {
+      this.backoff = 1;
+      this.lastAckProgress = Date.now();
+      if (!nak) this.goBackWindow = Math.min(this.goBackLimit, this.goBackWindow + this.maxBody);
+      this.clearRetransmit();
+    }
+    this.flush();
+  }
+
+  /** A frame failed its CRC (noise): on a lossy line, tell the sender now. */
+  private onCorrupt(): void {
+    if (!this.lossy || this.closed) return;
+    if (this.receiver.selective) this.sendAck(MsgType.NAK);
+    else this.nakGoBack(0);
+  }
+
+  /**
+   * Go-back-N: ask again for the frame expected. The frames already on the
+   * line behind a lost one arrive too (`ahead`: how far after it) and need
+   * not each send a NAK: again for the same frame only when the peer has
+   * evidently gone back (a frame after it comes nearer than the last), or
+   * after a few frames' time (in case the NAK was lost).
+   */
+  private nakGoBack(ahead: number): void {
+    if (!this.lossy && ahead === 0) return;
+    const now = Date.now();
+    const seq = this.receiver.expected;
+    const last = this.lastNak;
+    const newRound = ahead > 0 && last.ahead > 0 && ahead <= last.ahead;
+    if (last.seq === seq && !newRound && now - last.at < this.nakRepeatMs()) {
+      if (ahead > 0) last.ahead = ahead;
+      return;
+    }
+    this.lastNak = { seq, at: now, ahead };
     this.sendLink({ type: MsgType.NAK, nextSeq: seq });
   }
 
-  /**
-   * A copy of a frame that already arrived: the peer went back because our
-   * ACK was late or lost. No NAK (that would send it back further); the ACK
-   * is repeated instead, counted like a frame received.
-   */
-  private onDuplicate(): void {
-    if (this.closed) return;
-    this.pendingAckFrames++;
-    this.scheduleAck();
+  /** Least time between two NAKs for the same frame: a round trip, and at least a few frames' line time. */
+  private nakRepeatMs(): number {
+    return Math.max(MIN_NAK_REPEAT_MS, 4 * this.lineMs(this.maxBody), this.sender.roundTrip.smoothedMs) + ACK_DELAY_MS;
   }
 
-  private onAck(nextSeq: number): void {
-    let newest: Unacked | null = null;
-    while (this.unacked.length > 0 && this.unacked[0].seq < nextSeq) {
-      newest = this.unacked.shift()!;
-      this.unackedBytes -= newest.frame.length;
-      this.resentBytes = Math.max(0, this.resentBytes - newest.frame.length);
-    }
-    if (this.resendSeq !== null && this.resendSeq < nextSeq) this.resendSeq = this.unacked.length > 0 ? nextSeq : null;
-    if (!newest) return;
-    if (this.link.lossy && !newest.resent) this.measureTurnaround(Math.max(0, performance.now() - newest.leavesAt));
-    this.backoff = 1;
-    this.window = Math.min(this.inflightLimit, this.window + this.maxBody);
-    this.clearRetransmit();
-    this.flush();
-    if (this.link.lossy && this.unacked.length > 0) this.armRetransmit();
-  }
-
-  private measureTurnaround(ms: number): void {
-    const t = this.turnaround;
-    if (!t) {
-      this.turnaround = { mean: ms, deviation: ms / 2 };
+  /** A gap opened (selective repeat): one ACK with the bitmap at once for it; later ones on the usual schedule. */
+  private ackGap(): void {
+    if (this.gapAckedAt === this.receiver.expected) {
+      this.countForAck(0);
       return;
     }
-    t.deviation += (Math.abs(ms - t.mean) - t.deviation) / 4;
-    t.mean += (ms - t.mean) / 8;
+    this.gapAckedAt = this.receiver.expected;
+    this.sendAck(MsgType.ACK);
   }
 
-  /**
-   * How long after a frame has left the line its ACK may take: the measured
-   * turnaround with room for jitter, and at least the line time of a full
-   * in-flight window from the peer (which its ACK may queue behind) plus a
-   * margin; doubled after each timeout. Damage is answered by a NAK at once:
-   * this timeout only recovers a lost tail or a lost NAK, so it can be patient.
-   */
-  private ackWaitMs(): number {
-    const floor = Math.max(MIN_ACK_WAIT_MS, this.nakRepeatMs()) + this.lineMs(this.inflightLimit);
-    const measured = this.turnaround ? this.turnaround.mean + 4 * this.turnaround.deviation : 0;
-    return Math.min(MAX_ACK_WAIT_MS, this.backoff * Math.max(floor, measured));
-  }
-
-  /** Least time between two NAKs for the same frame: a few frames' line time, and an ACK delay. */
-  private nakRepeatMs(): number {
-    return Math.max(MIN_NAK_REPEAT_MS, 4 * this.lineMs(this.maxBody)) + ACK_DELAY_MS;
-  }
-
-  /** NAK n: everything below n arrived, n did not. Go back to it, unless this NAK is about an older copy of it. */
-  private onNak(seq: number): void {
-    this.onAck(seq);
-    const first = this.unacked[0];
-    if (!first || first.seq !== seq) return;
-    // A copy of n is still to be written, or the one sent again has not left the line yet:
-    // the peer asked before it could have seen it.
-    if (this.resendSeq !== null && this.resendSeq <= seq) return;
-    if (first.resent && performance.now() < first.leavesAt) return;
-    this.goBack(seq);
-  }
-
-  /** Go-back-N: sends every unacknowledged frame from `seq` again, and halves the in-flight window. */
-  private goBack(seq: number): void {
-    this.window = Math.max(2 * this.maxBody, this.window / 2);
-    if (this.unacked.length === 0 || seq >= this.sendSeq) return;
-    this.resendSeq = Math.max(seq, this.unacked[0].seq);
-    this.resentBytes = 0;
-    this.clearRetransmit();
-    this.flush();
-  }
-
-  /**
-   * Times the oldest unacknowledged frame: once it has left the line and its
-   * ACK has had time to come back, the sender goes back to it. Its deadline
-   * moves when it is written again, so the timer checks before going back.
-   */
-  private armRetransmit(): void {
-    if (this.retransmitTimer || this.closed || !this.attached || this.unacked.length === 0) return;
-    const oldest = this.unacked[0];
-    const deadline = () => oldest.leavesAt + this.ackWaitMs();
-    this.retransmitTimer = setTimeout(() => {
-      this.retransmitTimer = null;
-      if (this.unacked[0] !== oldest || performance.now() < deadline()) {
-        this.armRetransmit();
-        return;
-      }
-      this.backoff = Math.min(MAX_BACKOFF, 2 * this.backoff);
-      this.goBack(oldest.seq);
-    }, Math.max(1, deadline() - performance.now()));
-    this.retransmitTimer.unref();
-  }
-
-  private clearRetransmit(): void {
-    if (this.retransmitTimer) clearTimeout(this.retransmitTimer);
-    this.retransmitTimer = null;
-  }
-
-  private scheduleAck(): void {
+  private countForAck(bytes: number): void {
+    this.pendingAckFrames++;
+    this.pendingAckBytes += bytes;
     if (this.pendingAckFrames >= ACK_EVERY_FRAMES || this.pendingAckBytes >= ACK_EVERY_BYTES) {
       this.flushAck();
       return;
@@ -553,18 +549,70 @@ export class Session extends EventEmitter {
     }
   }
 
+  /** Sends the ACK owed, if any. */
   private flushAck(): void {
-    if (this.ackTimer) clearTimeout(this.ackTimer);
-    this.ackTimer = null;
     if (this.pendingAckFrames === 0 || this.closed) return;
-    this.pendingAckFrames = 0;
-    this.pendingAckBytes = 0;
-    this.sendLink({ type: MsgType.ACK, nextSeq: this.link.expectedSeq });
+    this.sendAck(MsgType.ACK);
   }
 
+  /** ACK (or NAK: a frame was damaged) with the receive state of now. */
+  private sendAck(type: typeof MsgType.ACK | typeof MsgType.NAK): void {
+    if (this.ackTimer) clearTimeout(this.ackTimer);
+    this.ackTimer = null;
+    this.pendingAckFrames = 0;
+    this.pendingAckBytes = 0;
+    const received = this.receiver.received();
+    this.sendLink(received ? { type, nextSeq: this.receiver.expected, received } : { type, nextSeq: this.receiver.expected });
+  }
+
+  /**
+   * Lossy links: times the frame whose ACK is awaited longest. Once it has
+   * been taken by the stream and a measured round trip (with room for
+   * jitter) has passed, it goes again; the wait doubles after each timeout
+   * until an ACK makes progress. Reliable links never lose a frame: a frame
+   * they do not deliver is a peer that is gone (keepalive).
+   */
+  private armRetransmit(): void {
+    if (!this.lossy || this.retransmitTimer || this.closed || !this.attached) return;
+    const awaited = this.sender.awaited;
+    if (!awaited) return;
+    const wait = Math.min(MAX_RETRANSMIT_MS, this.backoff * this.sender.roundTrip.timeoutMs);
+    const due = () => (awaited.writtenAt ?? performance.now()) + wait;
+    this.retransmitTimer = setTimeout(() => {
+      this.retransmitTimer = null;
+      if (this.sender.awaited !== awaited || awaited.writtenAt === null || performance.now() < due()) {
+        this.armRetransmit();
+        return;
+      }
+      this.sessionStats.timeouts++;
+      this.backoff = Math.min(MAX_BACKOFF, 2 * this.backoff);
+      this.sender.timedOut(!this.receiverHolds);
+      if (!this.receiverHolds) this.goBackWindow = Math.max(2 * this.maxBody, this.goBackWindow / 2);
+      this.flush();
+    }, Math.max(1, due() - performance.now()));
+    this.retransmitTimer.unref();
+  }
+
+  private clearRetransmit(): void {
+    if (this.retransmitTimer) clearTimeout(this.retransmitTimer);
+    this.retransmitTimer = null;
+  }
+
+  /**
+   * Every interval: a peer silent for three intervals, one that has not
+   * acknowledged for three, or one that has not read our frames for three, is
+   * gone (PEER_TIMEOUT); otherwise PING.
+   */
   private keepaliveTick(interval: number): void {
-    if (Date.now() - this.lastHeard > 3 * interval) {
-      const error = new TetherError('PEER_TIMEOUT', `no frame from the peer for ${Math.round((3 * interval) / 1000)} s`);
+    const now = Date.now();
+    const limit = 3 * interval;
+    const seconds = Math.round(limit / 1000);
+    let why: string | null = null;
+    if (now - this.lastHeard > limit) why = `no frame from the peer for ${seconds} s`;
+    else if (this.sender.count > 0 && now - this.lastAckProgress > limit) why = `the peer has acknowledged nothing for ${seconds} s`;
+    else if (this.link.stalledMs() > limit) why = `the peer has read nothing for ${seconds} s`;
+    if (why) {
+      const error = new TetherError('PEER_TIMEOUT', why);
       // A resumable session only loses this link; the close event detaches it.
       if (this.options.resumable) this.link.close(error);
       else this.close(error);
@@ -576,17 +624,16 @@ export class Session extends EventEmitter {
   /** Ends the session: tells the peer why (if there is an error), then closes the link. */
   close(error: TetherError | null = null): void {
     if (this.closed) return;
-    if (error) this.sendLink({ type: MsgType.ERROR, code: error.wireCode, message: error.message });
-    this.attached = false;
+    if (error && !error.fromPeer) this.sendLink({ type: MsgType.ERROR, code: error.wireCode, message: error.message });
     this.finish(error);
   }
 
   private finish(error: Error | null): void {
     if (this.closed) return;
-    if (this.attached) this.flushAck();
+    if (this.attached && !(error instanceof TetherError && error.fromPeer)) this.flushAck();
     this.closed = true;
-    for (const timer of [this.ackTimer, this.retransmitTimer]) if (timer) clearTimeout(timer);
-    if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
+    this.attached = false;
+    this.stopTimers();
     this.link.close();
     this.emit('close', error);
   }

@@ -10,22 +10,15 @@
  * Prints "survived" and what the fake master received, and exits 0, if the
  * agent's process is still up 500 ms later; an uncaught exception exits non-zero.
  */
-import { randomBytes } from 'node:crypto';
-import { proof } from '../../wire/handshake';
-import { type Message, MsgType, encodeChallengeParams } from '../../wire/messages';
-import { delay, fakeMaster, startAgent } from './wire-net';
+import { MsgType } from '../../wire/messages';
+import { delay, fakeMaster, masterSide, startAgent } from './wire-net';
 
 async function probe(mode: string): Promise<void> {
   const window = 4096;
   let started = false;
   const fake = await fakeMaster((peer) => {
     void (async () => {
-      const hello = (await peer.waitFor((m) => m.type === MsgType.HELLO, 5000)) as Extract<Message, { type: 1 }>;
-      const paramsBytes = encodeChallengeParams({ version: 1, nonce: randomBytes(32), caps: 0, maxFrame: 65536, keepalive: 10, window });
-      peer.sendLink({ type: MsgType.CHALLENGE, paramsBytes, proof: proof('s', 'master', hello.raw, paramsBytes) });
-      await peer.waitFor((m) => m.type === MsgType.PROOF, 5000);
-      peer.link.reader.setMaxBody(65536);
-      peer.sendLink({ type: MsgType.WELCOME, session: randomBytes(16), resumed: false, nextSeq: 0 });
+      await masterSide(peer, 's', { window });
       await peer.waitFor((m) => m.type === MsgType.INFO, 5000);
       peer.sendSequenced({ type: MsgType.START, stream: 0, command: 'wait', args: {} });
       await delay(100);

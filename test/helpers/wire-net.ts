@@ -3,15 +3,27 @@
  * a hub with its rejections recorded, agents, a fake master, a teeing proxy
  * and a seeded PRNG. Nothing here runs at import time.
  */
+import { randomBytes } from 'node:crypto';
 import * as net from 'node:net';
+import type { Duplex } from 'node:stream';
 import { Agent } from '../../agent/agent';
 import type { Command } from '../../agent/commands/command';
 import { TetherHub, type HubOptions } from '../../master-plugin/hub';
 import type { RemoteAgent } from '../../master-plugin/remote';
 import { TetherError } from '../../wire/errors';
-import { encodeFrame, isSequencedBody } from '../../wire/framing';
-import { Link } from '../../wire/link';
-import { type Message, type OutgoingMessage, decodeMessage, encodeMessage } from '../../wire/messages';
+import { FrameAuth, deriveKeys } from '../../wire/frame-auth';
+import { encodeHandshakeFrame, isSequencedBody } from '../../wire/framing';
+import { Capability, type Established, PROTOCOL_VERSION, agentHandshake, proof } from '../../wire/handshake';
+import { Link, type LinkOptions } from '../../wire/link';
+import {
+  type ChallengeParams,
+  type Message,
+  MsgType,
+  type OutgoingMessage,
+  decodeMessage,
+  encodeChallengeParams,
+  encodeMessage,
+} from '../../wire/messages';
 import { connect } from '../../wire/transport';
 
 export function delay(ms: number): Promise<void> {
@@ -30,6 +42,22 @@ export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): P
       timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
     }),
   ]).finally(() => clearTimeout(timer));
+}
+
+/** Keys of a handshake that never happened, for links the tests put together themselves. */
+export const TEST_KEYS = deriveKeys(Buffer.from('sesame'), Buffer.alloc(32, 1), Buffer.alloc(32, 2));
+
+/**
+ * Two links over the two ends of a byte stream, authenticated as after a
+ * handshake (agent on `a`, master on `b`), ready for sessions.
+ */
+export function authenticatedLinks(a: Duplex, b: Duplex, options: LinkOptions = {}): [Link, Link] {
+  const agent = new Link(a, options);
+  const master = new Link(b, options);
+  agent.authenticate(new FrameAuth(TEST_KEYS, 'agent'), () => 0);
+  master.authenticate(new FrameAuth(TEST_KEYS, 'master'), () => 0);
+  if (options.maxBody) for (const link of [agent, master]) link.setMaxBody(options.maxBody);
+  return [agent, master];
 }
 
 /** mulberry32: a small seeded PRNG, so every fuzz run sends the same bytes. */
@@ -113,7 +141,11 @@ export function randomCborish(rng: Rng, maxLength = 96): Buffer {
 
 /**
  * One end of a raw protocol connection over a real socket: every frame that
- * passes its CRC is decoded (or its decoding error kept) and recorded.
+ * passes its checks is decoded (or its decoding error kept) and recorded.
+ * Before authentication it sends handshake frames; once authenticated (by
+ * agentHandshake through Peer.agent, or authenticateAs) every frame it sends
+ * is tagged, and it counts sequence numbers both ways but never ACKs or
+ * answers anything by itself: a test says what it does.
  */
 export class Peer {
   readonly link: Link;
@@ -121,14 +153,16 @@ export class Peer {
   readonly undecodable: Error[] = [];
   readonly closed: Promise<void>;
   sendSeq = 0;
+  /** The sequence number expected next from the other side. */
+  expectedSeq = 0;
   private waiters: Array<() => void> = [];
 
   constructor(readonly socket: net.Socket) {
     socket.on('error', () => undefined);
     this.link = new Link(socket);
     this.closed = new Promise((resolve) => this.link.once('close', () => resolve()));
-    this.link.on('frame', (body: Buffer, sequenced: boolean) => {
-      if (sequenced) this.link.expectedSeq++;
+    this.link.on('frame', (body: Buffer, number: number | null, sequenced: boolean) => {
+      if (sequenced && number !== null && number >= this.expectedSeq) this.expectedSeq = number + 1;
       try {
         this.received.push(decodeMessage(body));
       } catch (error) {
@@ -151,23 +185,47 @@ export class Peer {
     return new Peer(socket);
   }
 
+  /**
+   * A hostile or broken agent: connects, authenticates as `name` (a real
+   * handshake), and is then the test's to drive; it sends no INFO, ACK or
+   * PONG unless told to.
+   */
+  static async agent(port: number, name: string, secret: string, caps: number = Capability.SELECTIVE_REPEAT): Promise<Peer & { established: Established }> {
+    const peer = await Peer.connect(port);
+    const established = await agentHandshake(peer.link, { name, secret, caps, maxFrame: 65536 });
+    peer.link.setSequenceReference(() => peer.expectedSeq);
+    return Object.assign(peer, { established });
+  }
+
+  /** Tags frames from now on with the keys of `secret` and the two nonces, as `role`. */
+  authenticateAs(role: 'agent' | 'master', secret: string, agentNonce: Buffer, masterNonce: Buffer): void {
+    this.link.authenticate(new FrameAuth(deriveKeys(Buffer.from(secret), agentNonce, masterNonce), role), () => this.expectedSeq);
+  }
+
   get isClosed(): boolean {
     return this.link.isClosed;
   }
 
-  /** Sends a link message (no sequence number). */
+  /** Sends a link message: a handshake frame before authentication, a tagged link frame after. */
   sendLink(m: OutgoingMessage): void {
-    this.link.send(encodeMessage(m), null);
+    this.sendBody(encodeMessage(m));
   }
 
-  /** Sends a sequenced message with the next sequence number. */
+  /** Sends a sequenced message with the next sequence number (a handshake frame before authentication). */
   sendSequenced(m: OutgoingMessage): void {
-    this.link.send(encodeMessage(m), this.sendSeq++);
+    this.sendBody(encodeMessage(m));
   }
 
-  /** Sends a body as a frame with a correct CRC for its kind (sequenced bodies take the next number). */
+  /** Sends a body as a frame of its kind: tagged (sequenced bodies take the next number) once authenticated. */
   sendBody(body: Buffer): void {
-    this.link.writeRaw(encodeFrame(body, isSequencedBody(body) ? this.sendSeq++ : null));
+    if (!this.link.isAuthenticated) this.link.write(encodeHandshakeFrame(body));
+    else if (isSequencedBody(body)) this.link.write(this.link.encodeSequenced(body, this.sendSeq++));
+    else this.link.sendLinkMessage(body);
+  }
+
+  /** Acknowledges everything received so far. */
+  ack(): void {
+    this.sendLink({ type: MsgType.ACK, nextSeq: this.expectedSeq });
   }
 
   write(bytes: Buffer): void {
@@ -297,6 +355,37 @@ export async function echo(remote: RemoteAgent, text: string): Promise<string> {
   );
   if (result.failure) throw new Error(`echo failed: ${result.failure.message}`);
   return out;
+}
+
+/**
+ * The master's half of a handshake, played by a test on `peer` (an agent
+ * connected to a fake master): CHALLENGE with `over` parameters, PROOF
+ * checked, frame keys, then WELCOME as authenticated link frame 0 unless
+ * `welcome` is false (the test sends its own).
+ */
+export async function masterSide(
+  peer: Peer,
+  secret: string,
+  over: Partial<ChallengeParams> = {},
+  welcome = true,
+): Promise<{ hello: Extract<Message, { type: typeof MsgType.HELLO }>; params: ChallengeParams }> {
+  const hello = (await peer.waitFor((m) => m.type === MsgType.HELLO, 5000, 'HELLO')) as Extract<Message, { type: typeof MsgType.HELLO }>;
+  const params: ChallengeParams = {
+    version: PROTOCOL_VERSION,
+    nonce: randomBytes(32),
+    caps: 0,
+    maxFrame: 65536,
+    keepalive: 10,
+    window: 262144,
+    ...over,
+  };
+  const paramsBytes = encodeChallengeParams(params);
+  peer.sendLink({ type: MsgType.CHALLENGE, paramsBytes, proof: proof(secret, 'master', hello.raw, paramsBytes) });
+  await peer.waitFor((m) => m.type === MsgType.PROOF, 5000, 'PROOF');
+  peer.authenticateAs('master', secret, hello.params.nonce, params.nonce);
+  peer.link.setMaxBody(params.maxFrame);
+  if (welcome) peer.sendLink({ type: MsgType.WELCOME, session: randomBytes(16), resumed: false, nextSeq: 0 });
+  return { hello, params };
 }
 
 /** A TCP server whose every accepted connection becomes a Peer handed to `onPeer`. */

@@ -1,0 +1,210 @@
+/**
+ * The sending side of sequenced delivery: every frame sent and not yet
+ * acknowledged, which of them must go again, and how long to wait for an ACK.
+ *
+ * Lines and sockets deliver in the order frames were written, so when the
+ * peer reports a frame received, every frame written before it that it has
+ * not received was lost: it goes again at once (PROTOCOL.md 7.3). Each frame
+ * remembers the place of its last transmission (`order`) for this. The
+ * retransmission timeout comes from round trips measured on the line itself
+ * (RFC 6298), never from its nominal rate alone: it only recovers a lost tail.
+ */
+
+export interface SentFrame {
+  readonly seq: number;
+  /** The body as sent (compressed if it was): framed again with a new link's keys when a session resumes. */
+  readonly body: Buffer;
+  frame: Buffer;
+  /** Transmissions so far. */
+  sends: number;
+  /** Place of its last transmission among every sequenced frame written. */
+  order: number;
+  /** When its last transmission was taken by the stream (performance.now() ms); null until then. */
+  writtenAt: number | null;
+  /** The receiver holds it, out of order (selective repeat). */
+  held: boolean;
+  /** Waits to be sent again. */
+  queued: boolean;
+  /** Acknowledged: gone from the window. */
+  acked: boolean;
+}
+
+/** Round-trip estimate as TCP keeps it (RFC 6298): smoothed mean and deviation, in ms. */
+export class RoundTrip {
+  private mean: number | null = null;
+  private deviation = 0;
+
+  constructor(private readonly initialMs: number, private readonly minMs: number) {}
+
+  get measured(): boolean {
+    return this.mean !== null;
+  }
+
+  get smoothedMs(): number {
+    return this.mean ?? this.initialMs;
+  }
+
+  sample(ms: number): void {
+    if (this.mean === null) {
+      this.mean = ms;
+      this.deviation = ms / 2;
+      return;
+    }
+    this.deviation += (Math.abs(ms - this.mean) - this.deviation) / 4;
+    this.mean += (ms - this.mean) / 8;
+  }
+
+  /** How long to wait for an ACK after a frame was taken by the stream. */
+  get timeoutMs(): number {
+    return this.mean === null ? this.initialMs : Math.max(this.minMs, this.mean + 4 * this.deviation);
+  }
+}
+
+export class SendWindow {
+  private frames: SentFrame[] = [];
+  private resends: SentFrame[] = [];
+  private resendsSorted = true;
+  private orders = 0;
+  /** The latest transmission known to have arrived. */
+  private deliveredOrder = 0;
+  /** Wire bytes of the frames not yet acknowledged. */
+  bytes = 0;
+
+  constructor(readonly roundTrip: RoundTrip) {}
+
+  get count(): number {
+    return this.frames.length;
+  }
+
+  get first(): SentFrame | undefined {
+    return this.frames[0];
+  }
+
+  /** A new frame, kept until acknowledged. */
+  add(seq: number, body: Buffer, frame: Buffer): SentFrame {
+    const entry: SentFrame = { seq, body, frame, sends: 0, order: 0, writtenAt: null, held: false, queued: false, acked: false };
+    this.frames.push(entry);
+    this.bytes += frame.length;
+    return entry;
+  }
+
+  /** A frame is being written (first time or again). */
+  sending(entry: SentFrame): void {
+    entry.sends++;
+    entry.order = ++this.orders;
+    entry.writtenAt = null;
+    entry.queued = false;
+  }
+
+  /**
+   * The peer's ACK or NAK: everything below `nextSeq` arrived, and with
+   * selective repeat the frames marked in `received`. Returns whether the
+   * window moved. Frames written before one that arrived, and missing, go
+   * into the queue to be sent again.
+   */
+  acknowledge(nextSeq: number, received: Buffer | undefined, now: number): boolean {
+    let newest: SentFrame | null = null;
+    while (this.frames.length > 0 && this.frames[0].seq < nextSeq) {
+      const entry = this.frames.shift()!;
+      entry.acked = true;
+      this.bytes -= entry.frame.length;
+      this.delivered(entry);
+      newest = entry;
+    }
+    if (received) {
+      for (const entry of this.frames) {
+        const bit = entry.seq - nextSeq - 1;
+        if (bit >= 0 && bit < received.length * 8 && (received[bit >> 3] & (1 << (bit & 7))) !== 0 && !entry.held) {
+          entry.held = true;
+          this.delivered(entry);
+        }
+      }
+    }
+    // Karn's rule: a frame sent more than once says nothing about the round trip.
+    if (newest && newest.sends === 1 && newest.writtenAt !== null) this.roundTrip.sample(Math.max(0, now - newest.writtenAt));
+    this.queueLost((entry) => entry.order < this.deliveredOrder);
+    return newest !== null;
+  }
+
+  private delivered(entry: SentFrame): void {
+    if (entry.order > this.deliveredOrder) this.deliveredOrder = entry.order;
+  }
+
+  /**
+   * Selective repeat's NAK: the peer saw a damaged frame right after what it
+   * reported received. On an in-order line that is the first frame written
+   * after the last one known to have arrived: it goes again.
+   */
+  damaged(): void {
+    let next: SentFrame | null = null;
+    for (const entry of this.frames) {
+      if (!entry.held && !entry.queued && entry.order > this.deliveredOrder && entry.writtenAt !== null && (!next || entry.order < next.order)) next = entry;
+    }
+    if (next) this.queue(next);
+  }
+
+  /**
+   * Go-back-N's NAK from a peer that keeps nothing out of order: every frame
+   * from `seq` on goes again, unless `seq` went again less than a round trip
+   * ago (the NAK was sent before that copy could arrive).
+   */
+  goBack(seq: number, now: number): void {
+    const first = this.frames[0];
+    if (!first || first.seq !== seq || first.queued) return;
+    if (first.sends > 1 && (first.writtenAt === null || now - first.writtenAt < this.roundTrip.smoothedMs)) return;
+    this.queueLost(() => true);
+  }
+
+  /** No ACK in time: the oldest frame the peer has not reported goes again (go-back-N: all of them). */
+  timedOut(goBackN: boolean): void {
+    if (goBackN) {
+      this.queueLost(() => true);
+      return;
+    }
+    const oldest = this.frames.find((entry) => !entry.held && !entry.queued);
+    if (oldest) this.queue(oldest);
+  }
+
+  private queueLost(lost: (entry: SentFrame) => boolean): void {
+    for (const entry of this.frames) if (!entry.held && !entry.queued && entry.sends > 0 && lost(entry)) this.queue(entry);
+  }
+
+  private queue(entry: SentFrame): void {
+    entry.queued = true;
+    if (this.resends.length === 0) this.resendsSorted = true;
+    else if (this.resends[this.resends.length - 1].seq > entry.seq) this.resendsSorted = false;
+    this.resends.push(entry);
+  }
+
+  /** Queues every unacknowledged frame again (a resumed session), framed anew by `frame`. */
+  resendAll(frame: (entry: SentFrame) => Buffer): void {
+    this.resends = [];
+    for (const entry of this.frames) {
+      const old = entry.frame.length;
+      entry.frame = frame(entry);
+      this.bytes += entry.frame.length - old;
+      entry.held = false;
+      entry.queued = false;
+      this.queue(entry);
+    }
+  }
+
+  /** The next frame to send again, oldest first; undefined when none waits. */
+  nextResend(): SentFrame | undefined {
+    if (!this.resendsSorted) this.resends.sort((a, b) => a.seq - b.seq);
+    this.resendsSorted = true;
+    for (;;) {
+      const entry = this.resends.shift();
+      if (!entry || (!entry.acked && entry.queued)) return entry;
+    }
+  }
+
+  get resendWaiting(): boolean {
+    return this.resends.some((entry) => !entry.acked && entry.queued);
+  }
+
+  /** The frame whose ACK is awaited longest: the oldest not reported by the peer and not waiting to go again. */
+  get awaited(): SentFrame | undefined {
+    return this.frames.find((entry) => !entry.held && !entry.queued);
+  }
+}
