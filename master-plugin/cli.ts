@@ -1,9 +1,9 @@
 /** tether-master: the command line of the master plugin. */
 import { parseCommandLine, printedInfo, logLine } from '../wire/cli-support';
 import { DEFAULT_GRACE_SECONDS, DEFAULT_KEEPALIVE_SECONDS, DEFAULT_MAX_FRAME, DEFAULT_WINDOW } from '../wire/handshake';
-import { HUB_OPTIONS, hubFromOptions, parseWorkers } from './hub-options';
+import { HUB_OPTIONS, hubFromOptions, parseWorkers, positiveInt } from './hub-options';
 import { UsageError } from '../wire/transport';
-import { BuildbotBridge } from './buildbot-bridge';
+import { DEFAULT_MAX_BACKOFF_MS, attachToBuildbot } from './buildbot-attach';
 import { SUBCOMMANDS, type Subcommand, subcommand } from './exec';
 import { listenAll } from './listeners';
 import type { RemoteAgent } from './remote';
@@ -24,7 +24,12 @@ it only accepts agents (standalone mode).
                         F = - reads it from standard input
   --buildbot URL        the Buildbot master's msgpack worker port, ws://HOST:PORT
                         (c['protocols'] = {'msgpack_experimental_v7': {'port': PORT}});
-                        the worker's Buildbot password is its Tether secret
+                        the worker's Buildbot password is its Tether secret;
+                        a worker Buildbot drops or refuses is presented again
+                        with backoff while its agent stays connected
+  --buildbot-max-backoff SECONDS
+                        longest wait between attempts to reach Buildbot, plus
+                        up to 1 s of jitter (default ${DEFAULT_MAX_BACKOFF_MS / 1000}, as buildbot-worker)
   --cert FILE           tls: PEM certificate for tls:// listeners
   --key FILE            tls: PEM private key for tls:// listeners
   --grace SECONDS       how long a dropped agent's session, running commands and
@@ -52,6 +57,7 @@ Without Buildbot:
 export const OPTIONS = {
   ...HUB_OPTIONS,
   buildbot: { type: 'string' },
+  'buildbot-max-backoff': { type: 'string' },
   version: { type: 'boolean' },
 } as const;
 
@@ -64,20 +70,15 @@ export async function main(argv: string[]): Promise<number> {
   if (values.buildbot && !/^wss?:\/\/[^/]+/.test(values.buildbot)) {
     throw new UsageError(`--buildbot takes ws://HOST:PORT, not '${values.buildbot}'`);
   }
+  if (values['buildbot-max-backoff'] !== undefined && !values.buildbot) throw new UsageError('--buildbot-max-backoff needs --buildbot');
+  const maxBackoffMs = positiveInt(values['buildbot-max-backoff'], '--buildbot-max-backoff', DEFAULT_MAX_BACKOFF_MS / 1000) * 1000;
   const workers = parseWorkers(values);
   const log = logLine('tether-master');
   const hub = hubFromOptions(values, workers, log);
   if (values.buildbot) {
     const buildbotUrl = values.buildbot;
     hub.on('agent', (agent: RemoteAgent) => {
-      const bridge = new BuildbotBridge(agent, { buildbotUrl, workerName: agent.name, password: workers[agent.name], log });
-      bridge.start().then(
-        () => log(`worker '${agent.name}' attached to Buildbot at ${buildbotUrl}`),
-        (error: Error) => {
-          log(`worker '${agent.name}': Buildbot refused the connection: ${error.message}`);
-          agent.disconnect(`Buildbot refused worker '${agent.name}': ${error.message}`);
-        },
-      );
+      void attachToBuildbot(agent, { buildbotUrl, password: workers[agent.name], log, maxBackoffMs });
     });
   }
   await listenAll(hub, values.listen);
