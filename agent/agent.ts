@@ -15,6 +15,7 @@ import { Session } from '../wire/session';
 import { type OpenedStream, asOpenedStream } from '../wire/transport';
 import { VERSION } from '../wire/version';
 import { CommandStream } from './command-stream';
+import { withoutSecret } from './environment';
 import { SpoolBudget } from './spool';
 import { ProcessGroupRecords } from './orphans';
 import { type Command, CommandFailure } from './commands/command';
@@ -56,7 +57,7 @@ export function workerInfo(opts: Pick<AgentOptions, 'basedir' | 'admin' | 'host'
     arch: process.arch,
     hostname: os.hostname(),
     basedir: opts.basedir,
-    environ: { ...process.env },
+    environ: withoutSecret(process.env),
     version: VERSION,
     admin: opts.admin ?? '',
     host: opts.host ?? '',

@@ -1,7 +1,10 @@
 /** tether-agent: the command line of the agent. */
-import { readFileSync } from 'node:fs';
+// First: loading it takes TETHER_SECRET out of the environment before anything else runs.
+import { SECRET_VARIABLE, environmentSecret, holdSecret, variablesHoldingSecret } from './environment';
+import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parseCommandLine, printedInfo, logLine, runMain } from '../wire/cli-support';
+import { readJsonFile } from '../wire/json-file';
 import { DEFAULT_MAX_FRAME, MIN_MAX_FRAME, SERIAL_MAX_FRAME } from '../wire/handshake';
 import { UsageError, describeEndpoint, openEndpoint, parseEndpoint } from '../wire/transport';
 import { Agent } from './agent';
@@ -14,9 +17,11 @@ Runs Buildbot build steps for a Tether master (tether-master).
   --master URL        the master: tcp://HOST:PORT, tls://HOST:PORT or a serial
                       line, serial:DEVICE?baud=N (e.g. serial:/dev/ttyS0?baud=115200)
   --name NAME         this worker's name, as configured on the master
-  --secret S          the worker's shared secret (visible in ps; prefer the next two)
-  --secret-file F     read the secret from file F (first line)
-                      (or set the environment variable TETHER_SECRET)
+  --secret S          the worker's shared secret (visible in ps; prefer --secret-file)
+  --secret-file F     read the secret from file F (first line); without
+                      either, the agent reads the systemd credential
+                      $CREDENTIALS_DIRECTORY/secret (LoadCredential=secret:F),
+                      else the environment variable TETHER_SECRET (last resort)
   --basedir DIR       directory the builds run in (created if missing)
   --admin TEXT        who administers this worker (shown in Buildbot)
   --host TEXT         a description of this host (shown in Buildbot)
@@ -70,18 +75,7 @@ const PATH_OPTIONS = new Set(['secret-file', 'basedir', 'ca']);
  * (verbose, ...); any other key is an error naming it.
  */
 export function readConfigFile(file: string): OptionValues {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (error) {
-    throw new UsageError(`cannot read the config file: ${(error as Error).message}`);
-  }
-  let data: unknown;
-  try {
-    data = JSON.parse(text);
-  } catch (error) {
-    throw new UsageError(`the config file ${file} is not valid JSON: ${(error as Error).message}`);
-  }
+  const data = readJsonFile(file, `the config file ${file}`);
   if (typeof data !== 'object' || data === null || Array.isArray(data)) {
     throw new UsageError(`the config file ${file} must hold a JSON object of options`);
   }
@@ -119,23 +113,45 @@ export function mergeOptions(fromFile: OptionValues, fromCommandLine: OptionValu
   return merged;
 }
 
+/** The systemd credential the agent reads when given no secret option (the unit's LoadCredential=secret:FILE). */
+const CREDENTIAL = 'secret';
+
+/**
+ * The worker's secret, from the first of: --secret or --secret-file; the
+ * systemd credential $CREDENTIALS_DIRECTORY/secret; TETHER_SECRET (the last
+ * resort, already out of the environment). From then on the agent holds it:
+ * no environment it hands on contains it.
+ */
 function readSecret(values: { secret?: string; 'secret-file'?: string }): string {
   if (values.secret !== undefined && values['secret-file'] !== undefined) {
     throw new UsageError('give --secret or --secret-file, not both');
   }
-  if (values['secret-file'] !== undefined) {
-    let text: string;
-    try {
-      text = readFileSync(values['secret-file'], 'utf8');
-    } catch (error) {
-      throw new UsageError(`cannot read the secret file: ${(error as Error).message}`);
-    }
-    const secret = text.split(/\r?\n/)[0];
-    if (!secret) throw new UsageError(`the secret file ${values['secret-file']} is empty`);
-    return secret;
+  const secret = values['secret-file'] !== undefined
+    ? readSecretFile(values['secret-file'])
+    : values.secret ?? systemdCredential() ?? environmentSecret();
+  if (!secret) {
+    throw new UsageError(`no secret: give --secret-file F, --secret S, LoadCredential=${CREDENTIAL}:F under systemd, or set ${SECRET_VARIABLE}`);
   }
-  const secret = values.secret ?? process.env.TETHER_SECRET;
-  if (!secret) throw new UsageError('no secret: give --secret-file F, --secret S or set TETHER_SECRET');
+  holdSecret(secret);
+  return secret;
+}
+
+function systemdCredential(): string | undefined {
+  const dir = process.env.CREDENTIALS_DIRECTORY;
+  if (!dir || !existsSync(path.join(dir, CREDENTIAL))) return undefined;
+  return readSecretFile(path.join(dir, CREDENTIAL));
+}
+
+/** The first line of `file`. */
+function readSecretFile(file: string): string {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new UsageError(`cannot read the secret file: ${(error as Error).message}`);
+  }
+  const secret = text.split(/\r?\n/)[0];
+  if (!secret) throw new UsageError(`the secret file ${file} is empty`);
   return secret;
 }
 
@@ -171,6 +187,8 @@ async function runAgent(values: OptionValues): Promise<number> {
   const { mkdirSync } = await import('node:fs');
   mkdirSync(basedir, { recursive: true });
   const log = logLine('tether-agent');
+  const holding = variablesHoldingSecret();
+  if (holding.length) log(`not reported to the master nor passed to commands, as they hold the worker's secret: ${holding.join(', ')}`);
   const agent = new Agent({
     name: values.name!,
     secret,

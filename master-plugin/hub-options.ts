@@ -1,6 +1,6 @@
 /** What every tether-master mode shares: the hub's options, the workers, and the hub built from them. */
-import { readFileSync } from 'node:fs';
 import { DEFAULT_GRACE_SECONDS, DEFAULT_KEEPALIVE_SECONDS, DEFAULT_MAX_FRAME, DEFAULT_WINDOW, MIN_MAX_FRAME } from '../wire/handshake';
+import { readJsonFile } from '../wire/json-file';
 import { UsageError } from '../wire/transport';
 import { COMPRESS_CHOICES, type CompressWhere, TetherHub } from './hub';
 
@@ -46,12 +46,7 @@ function compressChoice(value: string | undefined): CompressWhere | undefined {
 
 /** Reads the workers JSON; `-` is standard input. */
 export function readWorkersFile(file: string): Record<string, string> {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(readFileSync(file === '-' ? 0 : file, 'utf8'));
-  } catch (error) {
-    throw new UsageError(`cannot read the workers file ${file}: ${(error as Error).message}`);
-  }
+  const parsed = readJsonFile(file === '-' ? 0 : file, `the workers file ${file}`);
   const list = (parsed as { workers?: unknown }).workers;
   if (!Array.isArray(list)) throw new UsageError(`the workers file ${file} has no "workers" list`);
   const workers: Record<string, string> = {};

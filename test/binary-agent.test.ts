@@ -234,15 +234,16 @@ t.test('x64 the way agent/tether-agent.service runs it', async (t) => {
     fs.chownSync(creds, 65534, 65534);
     fs.chownSync(path.join(creds, 'secret'), 65534, 65534);
     const config = path.join(dir, 'tether-agent.json');
-    fs.writeFileSync(config, JSON.stringify({ master: board.master, name: 'board', 'secret-file': path.join(creds, 'secret'), basedir }), { mode: 0o644 });
+    // no secret in the config: the agent finds systemd's credential (LoadCredential=secret:...)
+    fs.writeFileSync(config, JSON.stringify({ master: board.master, name: 'board', basedir }), { mode: 0o644 });
     // in a mount namespace of its own: the basedir stays writable, / (and /tmp if
     // it is a mount of its own) become read-only; then drop to nobody
     const script = [
       'mount --bind "$1" "$1"', 'mount -o remount,bind,ro /',
       '{ ! mountpoint -q /tmp || mount -o remount,bind,ro /tmp; }', 'cd "$1"',
-      'exec setpriv --reuid=65534 --regid=65534 --clear-groups --no-new-privs -- env -i PATH=/usr/bin:/bin HOME="$1" "$2" --config "$3"',
+      'exec setpriv --reuid=65534 --regid=65534 --clear-groups --no-new-privs -- env -i PATH=/usr/bin:/bin HOME="$1" CREDENTIALS_DIRECTORY="$4" "$2" --config "$3"',
     ].join(' && ');
-    const agent = spawnAgent(t, ['unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c', script, 'sh', basedir, exe, config], { cwd: '/' });
+    const agent = spawnAgent(t, ['unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c', script, 'sh', basedir, exe, config, creds], { cwd: '/' });
     const remote = await connected(board, agent, 20_000);
     // the build can write its basedir, and nothing else
     let out = '';

@@ -160,6 +160,36 @@ t.test('TetherService runs, restarts, reconfigures and stops tether-master', asy
   t.equal(starts().length, count + 1, 'no restart while stopping');
 });
 
+t.test('TetherService masks every secret it could log, however short, a longer one whole', async (t) => {
+  const dir = await makeTempDir('tether-plugin-mask-');
+  const recordFile = path.join(dir, 'records.jsonl');
+  // 'Q7' is inside the longer one: masking the short one first would leave '<secret hidden>-longer-secret'
+  const workers = [{ name: 'w1', password: 'Q7' }, { name: 'w2', password: 'Q7-longer-secret' }, { name: 'w3', password: 'J' }];
+  const master = await createMaster({
+    workers, builders: BUILDERS,
+    extraConfig: tetherServiceConfig([
+      `listen=['tcp://127.0.0.1:${await freePort()}']`,
+      `command=${pyValue([process.execPath, STANDIN, '--record', recordFile])}`,
+      // an admin's extra_args may hold a secret too: the command line is logged
+      "extra_args=['--worker', 'w1:Q7']",
+    ].join(', ')),
+  });
+  t.teardown(() => {
+    for (const r of records(recordFile)) if (r.event === 'start' && alive(r.pid)) process.kill(r.pid, 'SIGKILL');
+  });
+  teardownBuildbot(t, master, dir);
+  await master.start();
+  await waitFor('every secret in twistd.log', () => master.logFrom(0).includes('stand-in leaking every secret'));
+  const lines = master.logFrom(0).split('\n').filter((l) => / tether: /.test(l));
+  const leak = lines.find((l) => l.includes('stand-in leaking every secret'));
+  t.match(leak, /tether: \(stderr\) stand-in leaking every secret: <secret hidden> <secret hidden> <secret hidden>$/, 'all three hidden');
+  const started = lines.find((l) => l.includes('started tether-master'));
+  t.match(started, / --worker w1:<secret hidden>$/, 'the command line too');
+  for (const w of workers) {
+    t.notOk(lines.some((l) => l.replace(/<secret hidden>/g, '').includes(w.password)), `${w.name}'s secret is in no tether line`);
+  }
+});
+
 t.test('default command: node from PATH running bin/tether-master.js', async (t) => {
   const dir = await makeTempDir('tether-plugin-node-');
   const recordFile = path.join(dir, 'records.jsonl');

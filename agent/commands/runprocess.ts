@@ -57,6 +57,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import type { Readable, Writable } from 'stream';
+import { withoutSecret } from '../environment';
 import type { CommandIO } from './command';
 import { CommandFailure } from './command';
 import { LogFileWatcher } from './logwatcher';
@@ -102,11 +103,12 @@ const ENV_SUBST = /\$\{([0-9a-zA-Z_]*)\}/g;
  * RunProcess's environment: list values joined with ':', PYTHONPATH extended
  * with ":${PYTHONPATH}", ${VAR} expanded from the agent's environment (unset
  * -> ''), a null value removes the variable; no env (or {}) means the agent's.
+ * A variable whose value holds the worker's secret is left out (environment.ts).
  */
 export function buildEnviron(environ: unknown): Record<string, string> {
   const base = process.env as Record<string, string>;
   if (!environ || typeof environ !== 'object' || Object.keys(environ).length === 0) {
-    return { ...base };
+    return withoutSecret(base);
   }
   const env: Record<string, unknown> = { ...(environ as Record<string, unknown>) };
   for (const [key, v] of Object.entries(env)) {
@@ -143,7 +145,7 @@ export function buildEnviron(environ: unknown): Record<string, string> {
     }
     out[key] = subst(v);
   }
-  return out;
+  return withoutSecret(out);
 }
 
 function pyTypeName(v: unknown): string {

@@ -32,6 +32,7 @@ import { spawn, type ChildProcess } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { create as tarCreate } from 'tar';
+import { withoutSecret } from '../environment';
 import { CommandFailure } from './command';
 import { defineCommand } from './base';
 import { keyError, which } from './paths';
@@ -89,7 +90,7 @@ export const uploadDirectory = defineCommand<UploadDirSetup>({
     let chunks: AsyncIterable<Buffer>;
     let childFailed: Promise<never> | null = null;
     if (bzip2) {
-      const proc = spawn(bzip2, ['-9', '-c'], { stdio: ['pipe', 'pipe', 'ignore'] });
+      const proc = spawn(bzip2, ['-9', '-c'], { stdio: ['pipe', 'pipe', 'ignore'], env: withoutSecret(process.env) });
       child = proc;
       proc.stdin.on('error', () => undefined);
       pack.on('error', (err: unknown) => proc.stdout.destroy(err as Error));

@@ -15,6 +15,8 @@ export class TetherProcess implements BuildbotProcess {
     private readonly argv: string[],
     /** The program to run with `argv` (default: this Node; the single binary passes itself). */
     private readonly command: string = process.execPath,
+    /** Variables added to this process's environment for it. */
+    private readonly env: NodeJS.ProcessEnv = {},
   ) {}
 
   get pid(): number | undefined {
@@ -30,7 +32,7 @@ export class TetherProcess implements BuildbotProcess {
   }
 
   async start(): Promise<void> {
-    this.fg.spawnChild(this.command, this.argv, { ...process.env }, this.dir);
+    this.fg.spawnChild(this.command, this.argv, { ...process.env, ...this.env }, this.dir);
     await sleep(100);
     const early = this.fg.exitedEarly();
     if (early) throw new Error(`${this.name} ${early}`);
@@ -59,21 +61,27 @@ export async function tetherMaster(opts: { buildbotPort: number; listenPort: num
 }
 
 /**
- * A tether-agent process; its basedir is `dir`/basedir, its secret in a file.
- * `binary`: run this single executable (npm run build:binary) instead of
- * bin/tether-agent.js under this Node.
+ * A tether-agent process; its basedir is `dir`/basedir, its secret in a file
+ * (or, with secretInEnvironment, in TETHER_SECRET). `binary`: run this single
+ * executable (npm run build:binary) instead of bin/tether-agent.js under this
+ * Node. `env`: variables added to its environment.
  */
-export async function tetherAgent(opts: { port: number; name: string; secret: string; binary?: string }): Promise<TetherProcess & { basedir: string }> {
+export async function tetherAgent(opts: {
+  port: number; name: string; secret: string; binary?: string; secretInEnvironment?: boolean; env?: NodeJS.ProcessEnv;
+}): Promise<TetherProcess & { basedir: string }> {
   const dir = await makeTempDir('tether-agent-');
-  const secretFile = path.join(dir, 'secret');
-  fs.writeFileSync(secretFile, `${opts.secret}\n`, { mode: 0o600 });
   const basedir = path.join(dir, 'basedir');
-  const args = [
-    '--master', `tcp://127.0.0.1:${opts.port}`, '--name', opts.name,
-    '--secret-file', secretFile, '--basedir', basedir,
-  ];
+  const args = ['--master', `tcp://127.0.0.1:${opts.port}`, '--name', opts.name, '--basedir', basedir];
+  const env = { ...opts.env };
+  if (opts.secretInEnvironment) {
+    env.TETHER_SECRET = opts.secret;
+  } else {
+    const secretFile = path.join(dir, 'secret');
+    fs.writeFileSync(secretFile, `${opts.secret}\n`, { mode: 0o600 });
+    args.push('--secret-file', secretFile);
+  }
   const proc = opts.binary
-    ? new TetherProcess(`tether-agent ${opts.name} (${path.basename(opts.binary)})`, dir, args, opts.binary)
-    : new TetherProcess(`tether-agent ${opts.name}`, dir, [AGENT_BIN, ...args]);
+    ? new TetherProcess(`tether-agent ${opts.name} (${path.basename(opts.binary)})`, dir, args, opts.binary, env)
+    : new TetherProcess(`tether-agent ${opts.name}`, dir, [AGENT_BIN, ...args], process.execPath, env);
   return Object.assign(proc, { basedir });
 }

@@ -9,6 +9,7 @@ dies and when the workers change, and stops it with the master.
 
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -78,11 +79,27 @@ def _find_master_cfg_dict():
     return None
 
 
+def _secret_masker(secrets):
+    """A function that replaces every secret in a text with '<secret hidden>'.
+
+    Every secret that is not blank, however short (as Buildbot's own
+    cleanupTextFromSecrets does): a secret must never reach the log, and a
+    short one only costs readability. One pass, longest secret first, so that
+    a secret containing another is hidden whole and a placeholder is never
+    rewritten.
+    """
+    wanted = sorted({s for s in secrets if s.strip()}, key=len, reverse=True)
+    if not wanted:
+        return lambda text: text
+    pattern = re.compile('|'.join(re.escape(s) for s in wanted))
+    return lambda text: pattern.sub('<secret hidden>', text)
+
+
 class _ChildProtocol(protocol.ProcessProtocol):
-    def __init__(self, owner, stdin_bytes, secrets):
+    def __init__(self, owner, stdin_bytes, mask):
         self.owner = owner
         self.stdin_bytes = stdin_bytes
-        self.secrets = secrets
+        self._mask = mask
         self.buffers = {'stdout': b'', 'stderr': b''}
         self.ended = defer.Deferred()
         self.pid = None
@@ -91,12 +108,6 @@ class _ChildProtocol(protocol.ProcessProtocol):
         self.pid = self.transport.pid
         self.transport.write(self.stdin_bytes)
         self.transport.closeStdin()
-
-    def _mask(self, text):
-        for secret in self.secrets:
-            if secret and len(secret) >= 3:
-                text = text.replace(secret, '<secret hidden>')
-        return text
 
     def _emit(self, stream, line):
         text = line.decode('utf-8', 'replace').rstrip('\r')
@@ -294,13 +305,15 @@ class TetherService(service.BuildbotService):
         from twisted.internet import reactor
         env = dict(os.environ)
         env.update(self._settings['env'])
-        child = _ChildProtocol(self, stdin, secrets)
+        mask = _secret_masker(secrets)
+        child = _ChildProtocol(self, stdin, mask)
         reactor.spawnProcess(child, argv[0], argv, env=env, path=self.master.basedir)
         self._child = child
         self._running_spec = (argv, stdin)
         self._started_at = reactor.seconds()
-        # the workers file holds secrets: never log stdin; argv holds none
-        log.msg(f'tether: started tether-master (pid {child.pid}): {" ".join(argv)}')
+        # the workers file holds secrets: never log stdin; argv holds none, unless
+        # the admin's command or extra_args put one there
+        log.msg(f'tether: started tether-master (pid {child.pid}): {mask(" ".join(argv))}')
         child.ended.addCallback(self._child_ended, child)
 
     def _child_ended(self, value, child):
