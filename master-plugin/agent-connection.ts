@@ -3,32 +3,55 @@
  * session, each with its own flow control in both directions.
  */
 import { EventEmitter } from 'node:events';
-import { CreditGate, CreditLedger, payloadLimit } from '../wire/credit';
+import { inspect } from 'node:util';
+import { ByteRun } from '../wire/byte-run';
+import { encodeItem } from '../wire/cbor';
+import { CreditGate, CreditLedger, MESSAGE_COST, payloadLimit } from '../wire/credit';
 import { TetherError, errorName } from '../wire/errors';
 import { type Message, MsgType } from '../wire/messages';
 import type { Session } from '../wire/session';
+import { MAX_STREAM_ID } from '../wire/stream-ids';
 import type { CommandResult, CommandSink, FileTimes, RemoteAgent, RemoteCommand, WorkerInfo } from './remote';
 
-/** Most sink events a stream may have waiting: data is bounded by credit, this bounds the rest. */
-const MAX_PENDING_EVENTS = 4096;
+/** What an agent sends on a stream; anything else with a stream id is not for the master. */
+const FROM_AGENT: ReadonlySet<Message['type']> = new Set([
+  'output', MsgType.LOG, MsgType.DATA, MsgType.EOF, MsgType.HEADER, MsgType.UPDATE, MsgType.CREDIT, MsgType.COMPLETE,
+]);
 
+/** Ignored REJECTs logged per connection; a peer that sends more cannot flood the log. */
+const LOGGED_REJECTS = 10;
+
+/** One event waiting for the sink; payload for the same sink call joins the run before it. */
+interface Pending {
+  /** Payload only: the sink call it is for. */
+  key: string | null;
+  data: ByteRun | null;
+  /** Bytes counted besides payload: its fields and MESSAGE_COST. */
+  other: number;
+  call: (data: Buffer) => void | Promise<void>;
+}
+
+const NO_DATA = Buffer.alloc(0);
 
 class MasterStream implements RemoteCommand {
   readonly result: Promise<CommandResult>;
   private settle!: (r: CommandResult) => void;
   private fail!: (e: Error) => void;
-  private chain: Promise<void> = Promise.resolve();
-  private pending = 0;
+  /** Events not yet handed to the sink; the one being delivered is already out. */
+  private readonly pending: Pending[] = [];
+  private delivering = false;
+  private sinkError: Error | null = null;
+  /** How the command ended; the result settles once every event is delivered. */
+  private ending: { failure: CommandResult['failure'] } | { error: Error } | null = null;
   private readonly ledger: CreditLedger;
   readonly gate: CreditGate;
-  private finished = false;
 
   constructor(
     readonly stream: number,
     private readonly conn: AgentConnection,
     private readonly sink: CommandSink,
   ) {
-    this.ledger = new CreditLedger(conn.window);
+    this.ledger = new CreditLedger(conn.window, `stream ${stream}`);
     this.gate = new CreditGate(conn.window);
     this.result = new Promise((resolve, reject) => {
       this.settle = resolve;
@@ -37,37 +60,66 @@ class MasterStream implements RemoteCommand {
     this.result.catch(() => undefined);
   }
 
-  /** Queues a sink event; `bytes` of payload get their credit back once it is delivered. */
-  deliver(bytes: number, event: () => void | Promise<void>): void {
-    if (bytes > 0) this.ledger.received(bytes);
-    if (++this.pending > MAX_PENDING_EVENTS) {
-      throw new TetherError('FLOW_CONTROL', `stream ${this.stream}: more than ${MAX_PENDING_EVENTS} undelivered events`);
-    }
-    this.chain = this.chain.then(async () => {
+  /** Bytes received for this command that its sink has not taken yet (see CreditLedger). */
+  get undeliveredBytes(): number {
+    return this.ledger.held;
+  }
+
+  /**
+   * Queues a sink event. `data` is payload (credit comes back once it is
+   * delivered) and joins a waiting run with the same `key`; `fieldBytes` are
+   * its other fields. Throws FLOW_CONTROL past the stream's bounds.
+   */
+  private hold(key: string | null, data: Buffer | null, fieldBytes: number, call: Pending['call']): void {
+    if (data?.length === 0 || this.sinkError) return;
+    const last = this.pending.at(-1);
+    const joins = data !== null && key !== null && last?.key === key && last.data!.canJoin(data);
+    const other = joins ? 0 : fieldBytes + MESSAGE_COST;
+    this.ledger.received(data?.length ?? 0, other);
+    if (joins) last!.data!.append(data);
+    else this.pending.push({ key, data: data && new ByteRun(data), other, call });
+    if (this.delivering) return;
+    this.delivering = true;
+    // The sink runs after the session's message event, never inside it.
+    queueMicrotask(() => void this.deliver());
+  }
+
+  private async deliver(): Promise<void> {
+    for (let next = this.pending.shift(); next && !this.sinkError; next = this.pending.shift()) {
+      const data = next.data?.bytes() ?? NO_DATA;
       try {
-        await event();
-      } finally {
-        this.pending--;
-        if (bytes > 0) {
-          const grant = this.ledger.consumedBytes(bytes);
-          if (grant > 0) this.conn.sendIfOpen({ type: MsgType.CREDIT, stream: this.stream, bytes: grant });
-        }
+        await next.call(data);
+      } catch (error) {
+        this.sinkError = error as Error;
+        this.pending.length = 0;
+        this.conn.abort(new TetherError('INTERNAL', `sink failed: ${(error as Error).message}`));
       }
-    });
-    this.chain.catch((error: Error) => this.conn.abort(new TetherError('INTERNAL', `sink failed: ${error.message}`)));
+      const grant = this.ledger.consumedBytes(data.length, next.other);
+      if (grant > 0) this.conn.sendIfOpen({ type: MsgType.CREDIT, stream: this.stream, bytes: grant });
+    }
+    this.delivering = false;
+    this.settleIfDone();
+  }
+
+  private settleIfDone(): void {
+    if (!this.ending || this.delivering) return;
+    if (this.sinkError) this.fail(this.sinkError);
+    else if ('error' in this.ending) this.fail(this.ending.error);
+    else this.settle({ failure: this.ending.failure });
   }
 
   complete(failure: CommandResult['failure']): void {
-    this.finished = true;
+    if (this.ending) return;
+    this.ending = { failure };
     this.gate.fail(new TetherError('UNKNOWN_STREAM', `stream ${this.stream} has completed`));
-    this.chain.then(() => this.settle({ failure }), (error: Error) => this.fail(error));
+    this.settleIfDone();
   }
 
   lost(error: Error): void {
-    if (this.finished) return;
-    this.finished = true;
+    if (this.ending) return;
+    this.ending = { error };
     this.gate.fail(error);
-    this.chain.then(() => this.fail(error), () => this.fail(error));
+    this.settleIfDone();
   }
 
   private async sendPayload(make: (chunk: Buffer) => Parameters<Session['send']>[0], data: Buffer): Promise<void> {
@@ -104,23 +156,23 @@ class MasterStream implements RemoteCommand {
     switch (m.type) {
       case 'output': {
         const target = m.channel === 0 ? sink.stdout : sink.stderr;
-        this.deliver(m.data.length, () => target?.call(sink, m.data));
+        this.hold(`output ${m.channel}`, m.data, 0, (data) => target?.call(sink, data));
         return;
       }
       case MsgType.LOG:
-        this.deliver(m.data.length, () => sink.log?.(m.name, m.data));
+        this.hold(`log ${m.name}`, m.data, Buffer.byteLength(m.name), (data) => sink.log?.(m.name, data));
         return;
       case MsgType.DATA:
-        this.deliver(m.data.length, () => sink.fileData?.(m.data));
+        this.hold('data', m.data, 0, (data) => sink.fileData?.(data));
         return;
       case MsgType.EOF:
-        this.deliver(0, () => sink.fileClose?.(m.times ?? undefined));
+        this.hold(null, null, 0, () => sink.fileClose?.(m.times ?? undefined));
         return;
       case MsgType.HEADER:
-        this.deliver(0, () => sink.header?.(m.text));
+        this.hold(null, null, Buffer.byteLength(m.text), () => sink.header?.(m.text));
         return;
       case MsgType.UPDATE:
-        this.deliver(0, () => sink.update?.(m.key, m.value));
+        this.hold(null, null, Buffer.byteLength(m.key) + encodeItem(m.value).length, () => sink.update?.(m.key, m.value));
         return;
       case MsgType.CREDIT:
         this.gate.grant(m.bytes);
@@ -138,6 +190,9 @@ export type { FileTimes };
 
 export class AgentConnection extends EventEmitter implements RemoteAgent {
   private readonly streams = new Map<number, MasterStream>();
+  /** Ids are never reused in a session (wire/stream-ids.ts); a resumed session keeps counting. */
+  private nextStream = 0;
+  private ignoredRejects = 0;
   readonly closed: Promise<void>;
   info: WorkerInfo = {};
   private closeReason: Error | null = null;
@@ -149,7 +204,7 @@ export class AgentConnection extends EventEmitter implements RemoteAgent {
     readonly session: Session,
     readonly window: number,
     graceMs = 0,
-    log: (line: string) => void = () => undefined,
+    private readonly log: (line: string) => void = () => undefined,
   ) {
     super();
     // A detached session waits for its agent; Buildbot sees nothing unless the grace runs out.
@@ -202,36 +257,58 @@ export class AgentConnection extends EventEmitter implements RemoteAgent {
       return;
     }
     if (m.type === MsgType.REJECT) {
-      this.emit('reject', m);
-      const stream = m.stream === null ? undefined : this.streams.get(m.stream);
-      stream?.complete({ code: errorName(m.code) ?? String(m.code), message: m.message });
-      if (m.stream !== null) this.streams.delete(m.stream);
+      this.onReject(m);
       return;
     }
-    if (!('stream' in m)) throw new TetherError('BAD_MESSAGE', `message ${String(m.type)} is not for the master`);
+    if (!('stream' in m) || !FROM_AGENT.has(m.type)) throw new TetherError('BAD_MESSAGE', `message ${String(m.type)} is not for the master`);
     const stream = this.streams.get(m.stream);
     if (!stream) {
-      // Late credit for a finished stream is normal; anything else is the agent's error.
-      if (m.type === MsgType.CREDIT) return;
+      // Credit crosses the COMPLETE of its command on the wire; anything else is the agent's error.
+      if (m.type === MsgType.CREDIT && m.stream < this.nextStream) return;
       throw new TetherError('UNKNOWN_STREAM', `no command runs on stream ${m.stream}`);
     }
     stream.onMessage(m);
-    if (m.type === MsgType.COMPLETE) this.streams.delete(m.stream);
+    if (m.type === MsgType.COMPLETE) this.ended(m.stream);
   }
 
-  private allocateStream(): number {
-    let id = 0;
-    while (this.streams.has(id)) id++;
-    return id;
+  /** A REJECT fails the command it names, if that one runs; it can never reach another. */
+  private onReject(m: Extract<Message, { type: typeof MsgType.REJECT }>): void {
+    this.emit('reject', m);
+    const code = errorName(m.code) ?? String(m.code);
+    const stream = m.stream === null ? undefined : this.streams.get(m.stream);
+    if (stream) {
+      stream.complete({ code, message: m.message });
+      this.ended(stream.stream);
+      return;
+    }
+    if (++this.ignoredRejects > LOGGED_REJECTS) return;
+    const about = m.stream === null ? 'a message it could not read' : `stream ${m.stream}, which is not running`;
+    const more = this.ignoredRejects === LOGGED_REJECTS ? ' (further ones are not logged)' : '';
+    this.log(`worker '${this.name}' rejected ${about}: ${code} ${inspect(m.message)}; ignored${more}`);
+  }
+
+  private ended(id: number): void {
+    this.streams.delete(id);
+    // With every id used, the session ends after its last command, and the agent's next one counts from 0.
+    if (this.nextStream > MAX_STREAM_ID && this.streams.size === 0) this.session.close(this.idsUsedUp());
+  }
+
+  private idsUsedUp(): TetherError {
+    return new TetherError('SESSION_EXPIRED', `worker '${this.name}': this session has used all its ${MAX_STREAM_ID + 1} stream ids`);
   }
 
   run(command: string, args: Record<string, unknown>, sink: CommandSink): RemoteCommand {
-    const id = this.allocateStream();
+    const id = this.nextStream;
     const stream = new MasterStream(id, this, sink);
     if (this.session.isClosed) {
       stream.lost(this.closeReason ?? new TetherError('PEER_TIMEOUT', 'the agent is not connected'));
       return stream;
     }
+    if (id > MAX_STREAM_ID) {
+      stream.lost(this.idsUsedUp());
+      return stream;
+    }
+    this.nextStream++;
     this.streams.set(id, stream);
     this.send({ type: MsgType.START, stream: id, command, args });
     return stream;

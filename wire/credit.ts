@@ -61,26 +61,63 @@ export class CreditGate {
   }
 }
 
-/** Receiver side: counts bytes received against the window and says when to return credit. */
+/**
+ * What a receiver holds for its consumer, per stream and direction, besides
+ * payload (which credit bounds): the other fields of the messages waiting
+ * (HEADER text, UPDATE key and value, LOG name) plus MESSAGE_COST for each.
+ */
+export const MAX_HELD_OTHER = 1024 * 1024;
+/** What one waiting message counts for its bookkeeping, whatever its fields. */
+export const MESSAGE_COST = 64;
+
+/**
+ * Receiver side: counts what arrived against the window and against
+ * MAX_HELD_OTHER until the consumer takes it, and says when to return credit.
+ */
 export class CreditLedger {
   private outstanding: number;
   private consumed = 0;
+  private heldPayload = 0;
+  private heldOther = 0;
 
-  constructor(private readonly window: number) {
+  /** `what` names the stream in errors. */
+  constructor(
+    private readonly window: number,
+    private readonly what = 'a stream',
+  ) {
     this.outstanding = window;
   }
 
-  /** Records bytes that arrived. Throws FLOW_CONTROL if the sender overran its credit. */
-  received(bytes: number): void {
-    this.outstanding -= bytes;
-    if (this.outstanding < -this.window) {
-      throw new TetherError('FLOW_CONTROL', 'the peer sent more than its flow-control credit');
-    }
+  /** Bytes received and not yet taken by the consumer. */
+  get held(): number {
+    return this.heldPayload + this.heldOther;
   }
 
-  /** Records bytes the consumer has taken; returns credit to grant now, or 0 to wait for more. */
-  consumedBytes(bytes: number): number {
-    this.consumed += bytes;
+  /**
+   * Records `payload` bytes and `other` bytes (fields, MESSAGE_COST) that
+   * arrived. Throws FLOW_CONTROL, keeping nothing, if the sender overran its
+   * credit (by more than one window) or MAX_HELD_OTHER.
+   */
+  received(payload: number, other = 0): void {
+    if (this.outstanding - payload < -this.window) {
+      throw new TetherError('FLOW_CONTROL', `${this.what}: the peer sent more than its flow-control credit (${2 * this.window} bytes unreturned)`);
+    }
+    if (this.heldOther + other > MAX_HELD_OTHER) {
+      throw new TetherError(
+        'FLOW_CONTROL',
+        `${this.what}: more than ${MAX_HELD_OTHER} bytes of messages wait for the consumer (${MESSAGE_COST} per message, plus HEADER, UPDATE and LOG names)`,
+      );
+    }
+    this.outstanding -= payload;
+    this.heldPayload += payload;
+    this.heldOther += other;
+  }
+
+  /** Records what the consumer has taken; returns credit to grant now, or 0 to wait for more. */
+  consumedBytes(payload: number, other = 0): number {
+    this.heldPayload -= payload;
+    this.heldOther -= other;
+    this.consumed += payload;
     if (this.consumed < this.window / 4) return 0;
     const grant = this.consumed;
     this.consumed = 0;
