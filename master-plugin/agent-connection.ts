@@ -8,7 +8,7 @@ import { ByteRun } from '../wire/byte-run';
 import { encodeItem } from '../wire/cbor';
 import { CreditGate, CreditLedger, MESSAGE_COST, payloadLimit } from '../wire/credit';
 import { TetherError, errorName } from '../wire/errors';
-import { type Message, MsgType } from '../wire/messages';
+import { type Message, type MessageOf, MsgType } from '../wire/messages';
 import type { Session } from '../wire/session';
 import { MAX_STREAM_ID } from '../wire/stream-ids';
 import type { CommandResult, CommandSink, FileTimes, RemoteAgent, RemoteCommand, WorkerInfo } from './remote';
@@ -21,15 +21,14 @@ const FROM_AGENT: ReadonlySet<Message['type']> = new Set([
 /** Ignored REJECTs logged per connection; a peer that sends more cannot flood the log. */
 const LOGGED_REJECTS = 10;
 
-/** One event waiting for the sink; payload for the same sink call joins the run before it. */
-interface Pending {
-  /** Payload only: the sink call it is for. */
-  key: string | null;
-  data: ByteRun | null;
-  /** Bytes counted besides payload: its fields and MESSAGE_COST. */
-  other: number;
-  call: (data: Buffer) => void | Promise<void>;
-}
+/** Sink calls that take payload; payload for the same call (and LOG name) joins the run before it. */
+type PayloadCall = 'stdout' | 'stderr' | 'log' | 'fileData';
+
+/** Messages without payload that go to the sink. */
+type SinkMessage = MessageOf<typeof MsgType.HEADER> | MessageOf<typeof MsgType.UPDATE> | MessageOf<typeof MsgType.EOF>;
+
+/** One event waiting for the sink: a run of payload for one call (the messages it came in are not kept), or a message. */
+type Pending = { other: number } & ({ call: PayloadCall; name: string; run: ByteRun } | { message: SinkMessage });
 
 const NO_DATA = Buffer.alloc(0);
 
@@ -66,18 +65,29 @@ class MasterStream implements RemoteCommand {
   }
 
   /**
-   * Queues a sink event. `data` is payload (credit comes back once it is
-   * delivered) and joins a waiting run with the same `key`; `fieldBytes` are
-   * its other fields. Throws FLOW_CONTROL past the stream's bounds.
+   * Queues payload for a sink call (credit comes back once it is delivered)
+   * or another message with `fieldBytes` of fields. Throws FLOW_CONTROL past
+   * the stream's bounds, keeping nothing.
    */
-  private hold(key: string | null, data: Buffer | null, fieldBytes: number, call: Pending['call']): void {
-    if (data?.length === 0 || this.sinkError) return;
-    const last = this.pending.at(-1);
-    const joins = data !== null && key !== null && last?.key === key && last.data!.canJoin(data);
-    const other = joins ? 0 : fieldBytes + MESSAGE_COST;
-    this.ledger.received(data?.length ?? 0, other);
-    if (joins) last!.data!.append(data);
-    else this.pending.push({ key, data: data && new ByteRun(data), other, call });
+  private hold(event: { call: PayloadCall; name: string; data: Buffer } | { message: SinkMessage; fieldBytes: number }): void {
+    if (this.sinkError) return;
+    if ('call' in event) {
+      const { call, name, data } = event;
+      if (data.length === 0) return;
+      const last = this.pending.at(-1);
+      if (last && 'call' in last && last.call === call && last.name === name && last.run.canJoin(data)) {
+        this.ledger.received(data.length);
+        last.run.append(data);
+        return;
+      }
+      const other = Buffer.byteLength(name) + MESSAGE_COST;
+      this.ledger.received(data.length, other);
+      this.pending.push({ call, name, run: new ByteRun(data), other });
+    } else {
+      const other = event.fieldBytes + MESSAGE_COST;
+      this.ledger.received(0, other);
+      this.pending.push({ message: event.message, other });
+    }
     if (this.delivering) return;
     this.delivering = true;
     // The sink runs after the session's message event, never inside it.
@@ -86,9 +96,9 @@ class MasterStream implements RemoteCommand {
 
   private async deliver(): Promise<void> {
     for (let next = this.pending.shift(); next && !this.sinkError; next = this.pending.shift()) {
-      const data = next.data?.bytes() ?? NO_DATA;
+      const data = 'run' in next ? next.run.bytes() : NO_DATA;
       try {
-        await next.call(data);
+        await this.call(next, data);
       } catch (error) {
         this.sinkError = error as Error;
         this.pending.length = 0;
@@ -99,6 +109,15 @@ class MasterStream implements RemoteCommand {
     }
     this.delivering = false;
     this.settleIfDone();
+  }
+
+  private call(event: Pending, data: Buffer): void | Promise<void> {
+    const sink = this.sink;
+    if ('call' in event) return event.call === 'log' ? sink.log?.(event.name, data) : sink[event.call]?.(data);
+    const m = event.message;
+    if (m.type === MsgType.HEADER) return sink.header?.(m.text);
+    if (m.type === MsgType.UPDATE) return sink.update?.(m.key, m.value);
+    return sink.fileClose?.(m.times ?? undefined);
   }
 
   private settleIfDone(): void {
@@ -152,27 +171,24 @@ class MasterStream implements RemoteCommand {
   }
 
   onMessage(m: Message): void {
-    const sink = this.sink;
     switch (m.type) {
-      case 'output': {
-        const target = m.channel === 0 ? sink.stdout : sink.stderr;
-        this.hold(`output ${m.channel}`, m.data, 0, (data) => target?.call(sink, data));
+      case 'output':
+        this.hold({ call: m.channel === 0 ? 'stdout' : 'stderr', name: '', data: m.data });
         return;
-      }
       case MsgType.LOG:
-        this.hold(`log ${m.name}`, m.data, Buffer.byteLength(m.name), (data) => sink.log?.(m.name, data));
+        this.hold({ call: 'log', name: m.name, data: m.data });
         return;
       case MsgType.DATA:
-        this.hold('data', m.data, 0, (data) => sink.fileData?.(data));
+        this.hold({ call: 'fileData', name: '', data: m.data });
         return;
       case MsgType.EOF:
-        this.hold(null, null, 0, () => sink.fileClose?.(m.times ?? undefined));
+        this.hold({ message: m, fieldBytes: 0 });
         return;
       case MsgType.HEADER:
-        this.hold(null, null, Buffer.byteLength(m.text), () => sink.header?.(m.text));
+        this.hold({ message: m, fieldBytes: Buffer.byteLength(m.text) });
         return;
       case MsgType.UPDATE:
-        this.hold(null, null, Buffer.byteLength(m.key) + encodeItem(m.value).length, () => sink.update?.(m.key, m.value));
+        this.hold({ message: m, fieldBytes: Buffer.byteLength(m.key) + encodeItem(m.value).length });
         return;
       case MsgType.CREDIT:
         this.gate.grant(m.bytes);

@@ -11,7 +11,7 @@ import type { AgentConnection } from '../master-plugin/agent-connection';
 import { RemoteCommandError, putFile, runShell } from '../master-plugin/index';
 import { errorName } from '../wire/errors';
 import { agentHandshake } from '../wire/handshake';
-import { type MessageOf, MsgType, type OutgoingMessage } from '../wire/messages';
+import { type MessageOf, MsgType, type OutgoingMessage, decodeMessage, encodeMessage } from '../wire/messages';
 import { MAX_STREAM_ID } from '../wire/stream-ids';
 import { makeTempDir } from './helpers/buildbot';
 import { startPair } from './helpers/pair';
@@ -141,4 +141,12 @@ t.test('ids do not wrap: after the last one the session ends once idle, and the 
   const first = next.run('echo', { text: 'first' }, {});
   t.same(await first.result, { failure: null });
   t.equal(first.stream, 0);
+});
+
+t.test('the last id fits the output head: -1 - (2 × (2^31 - 1) + channel) in a 32-bit argument', async (t) => {
+  for (const channel of [0, 1] as const) {
+    const body = encodeMessage({ type: 'output', stream: MAX_STREAM_ID, channel, data: Buffer.from('x') });
+    t.equal(body.subarray(0, 5).toString('hex'), channel === 0 ? '3afffffffe' : '3affffffff', `channel ${channel}`);
+    t.same(decodeMessage(body), { type: 'output', stream: MAX_STREAM_ID, channel, data: Buffer.from('x') });
+  }
 });

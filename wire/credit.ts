@@ -65,10 +65,13 @@ export class CreditGate {
  * What a receiver holds for its consumer, per stream and direction, besides
  * payload (which credit bounds): the other fields of the messages waiting
  * (HEADER text, UPDATE key and value, LOG name) plus MESSAGE_COST for each.
+ * Room for 16 384 waiting messages: payload for one consumer call joins into
+ * one (wire/byte-run.ts), so only output that alternates between stdout and
+ * stderr in pieces of under 16 bytes for a whole window could fill it.
  */
-export const MAX_HELD_OTHER = 1024 * 1024;
-/** What one waiting message counts for its bookkeeping, whatever its fields. */
-export const MESSAGE_COST = 64;
+export const MAX_HELD_OTHER = 4 * 1024 * 1024;
+/** What one waiting message counts: about what the master's queue spends on one (measured 240-260 bytes). */
+export const MESSAGE_COST = 256;
 
 /**
  * Receiver side: counts what arrived against the window and against
