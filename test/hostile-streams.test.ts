@@ -11,22 +11,35 @@ import { randomBytes } from 'node:crypto';
 import { Agent } from '../agent/agent';
 import type { Command } from '../agent/commands/command';
 import type { AgentConnection } from '../master-plugin/agent-connection';
+import type { HubOptions } from '../master-plugin/hub';
+import type { CommandSink } from '../master-plugin/remote';
 import { MAX_HELD_OTHER, MESSAGE_COST } from '../wire/credit';
 import { errorName } from '../wire/errors';
-import { agentHandshake, masterHandshake } from '../wire/handshake';
+import { masterHandshake } from '../wire/handshake';
 import { type Message, MsgType } from '../wire/messages';
 import { connect } from '../wire/transport';
-import { type HubFixture, Peer, echo, fakeMaster, startAgent, startHub, withTimeout } from './helpers/wire-net';
+import { Peer, echo, fakeMaster, rawAgent, startAgent, startHub, withTimeout } from './helpers/wire-net';
 
 /** A RemoteCommand of the hub, with the size of its queue for the sink. */
 type Watched = ReturnType<AgentConnection['run']> & { readonly undeliveredBytes: number };
 
-/** A hostile agent speaking raw frames: authenticated, then it does what it likes. */
-async function rawAgent(fx: HubFixture, name: string, secret: string): Promise<{ peer: Peer; remote: AgentConnection }> {
-  const peer = await Peer.connect(fx.port);
-  await agentHandshake(peer.link, { name, secret, caps: 0, maxFrame: 65536, timeoutMs: 5000 });
-  peer.sendSequenced({ type: MsgType.INFO, info: { os: 'hostile' } });
-  return { peer, remote: (await fx.hub.waitForAgent(name, 5000)) as AgentConnection };
+/**
+ * A hub with two agents: 'good', a real one, and 'evil', raw frames, which
+ * has been sent START for a command whose consumer is `sink`.
+ */
+async function hubWithHostileAgent(t: Tap.Test, sink: CommandSink, opts: Partial<HubOptions> = {}) {
+  const fx = await startHub({ evil: 'secret-1', good: 'secret-2' }, opts);
+  const good = startAgent(fx.port, 'good', 'secret-2');
+  t.teardown(async () => {
+    await good.stop();
+    await fx.close();
+  });
+  const goodRemote = await fx.hub.waitForAgent('good', 5000);
+  const { peer, remote } = await rawAgent(fx, 'evil', 'secret-1');
+  t.teardown(() => peer.destroy());
+  const job = remote.run('job', {}, sink) as Watched;
+  await peer.waitFor((m) => m.type === MsgType.START, 5000, 'START');
+  return { fx, goodRemote, peer, job };
 }
 
 let pings = 0;
@@ -44,17 +57,7 @@ function errorOf(peer: Peer): Extract<Message, { type: typeof MsgType.ERROR }> |
 const blocked = () => new Promise<void>(() => undefined);
 
 t.test('a HEADER flood into a stream whose sink is blocked: held up to its byte bound, then FLOW_CONTROL; others unaffected', async (t) => {
-  const fx = await startHub({ evil: 'secret-1', good: 'secret-2' });
-  const good = startAgent(fx.port, 'good', 'secret-2');
-  t.teardown(async () => {
-    await good.stop();
-    await fx.close();
-  });
-  const goodRemote = await fx.hub.waitForAgent('good', 5000);
-  const { peer, remote } = await rawAgent(fx, 'evil', 'secret-1');
-  t.teardown(() => peer.destroy());
-  const job = remote.run('job', {}, { header: blocked }) as Watched;
-  await peer.waitFor((m) => m.type === MsgType.START, 5000, 'START');
+  const { fx, goodRemote, peer, job } = await hubWithHostileAgent(t, { header: blocked });
 
   const text = 'h'.repeat(16 * 1024);
   const fits = Math.floor(MAX_HELD_OTHER / (text.length + MESSAGE_COST));
@@ -77,17 +80,7 @@ t.test('a HEADER flood into a stream whose sink is blocked: held up to its byte 
 
 t.test('credit: a whole window and one more in 4-byte messages is held in bytes; a byte beyond is FLOW_CONTROL; others unaffected', async (t) => {
   const window = 16 * 1024;
-  const fx = await startHub({ evil: 'secret-1', good: 'secret-2' }, { window });
-  const good = startAgent(fx.port, 'good', 'secret-2');
-  t.teardown(async () => {
-    await good.stop();
-    await fx.close();
-  });
-  const goodRemote = await fx.hub.waitForAgent('good', 5000);
-  const { peer, remote } = await rawAgent(fx, 'evil', 'secret-1');
-  t.teardown(() => peer.destroy());
-  const job = remote.run('job', {}, { stdout: blocked }) as Watched;
-  await peer.waitFor((m) => m.type === MsgType.START, 5000, 'START');
+  const { goodRemote, peer, job } = await hubWithHostileAgent(t, { stdout: blocked }, { window });
 
   // The receiver tolerates a sender one window ahead of its credit: 2 × window in all.
   const chunk = Buffer.from('abcd');

@@ -10,12 +10,11 @@ import { commands } from '../agent/commands/registry';
 import type { AgentConnection } from '../master-plugin/agent-connection';
 import { RemoteCommandError, putFile, runShell } from '../master-plugin/index';
 import { errorName } from '../wire/errors';
-import { agentHandshake } from '../wire/handshake';
 import { type MessageOf, MsgType, type OutgoingMessage, decodeMessage, encodeMessage } from '../wire/messages';
 import { MAX_STREAM_ID } from '../wire/stream-ids';
 import { makeTempDir } from './helpers/buildbot';
 import { startPair } from './helpers/pair';
-import { Peer, echo, startHub, testCommands, withTimeout } from './helpers/wire-net';
+import { echo, rawAgent, startHub, testCommands, withTimeout } from './helpers/wire-net';
 
 t.test('a failed putFile, then 3 shell commands, 20 rounds: every command gets its own result', async (t) => {
   const dir = await makeTempDir('tether-ids-');
@@ -99,11 +98,8 @@ t.test('a REJECT fails only the running command it names; one naming no running 
   const logs: string[] = [];
   const fx = await startHub({ fake: 'secret-1' }, { log: (line) => logs.push(line) });
   t.teardown(() => fx.close());
-  const peer = await Peer.connect(fx.port);
+  const { peer, remote } = await rawAgent(fx, 'fake', 'secret-1');
   t.teardown(() => peer.destroy());
-  await agentHandshake(peer.link, { name: 'fake', secret: 'secret-1', caps: 0, maxFrame: 65536, timeoutMs: 5000 });
-  peer.sendSequenced({ type: MsgType.INFO, info: { os: 'fake' } });
-  const remote = await fx.hub.waitForAgent('fake', 5000);
   const a = remote.run('a', {}, {});
   const b = remote.run('b', {}, {});
   await peer.waitFor((m) => m.type === MsgType.START && m.stream === b.stream, 5000, 'START b');

@@ -10,8 +10,9 @@ import { TetherHub, type HubOptions } from '../../master-plugin/hub';
 import type { RemoteAgent } from '../../master-plugin/remote';
 import { TetherError } from '../../wire/errors';
 import { encodeFrame, isSequencedBody } from '../../wire/framing';
+import { agentHandshake } from '../../wire/handshake';
 import { Link } from '../../wire/link';
-import { type Message, type OutgoingMessage, decodeMessage, encodeMessage } from '../../wire/messages';
+import { type Message, MsgType, type OutgoingMessage, decodeMessage, encodeMessage } from '../../wire/messages';
 import { connect } from '../../wire/transport';
 
 export function delay(ms: number): Promise<void> {
@@ -233,6 +234,14 @@ export async function startHub(workers: Record<string, string>, opts: Partial<Hu
     },
     close: () => hub.close(),
   };
+}
+
+/** An agent speaking raw frames: authenticated and its INFO sent, then the test makes it do what it likes. */
+export async function rawAgent(fx: HubFixture, name: string, secret: string): Promise<{ peer: Peer; remote: RemoteAgent }> {
+  const peer = await Peer.connect(fx.port);
+  await agentHandshake(peer.link, { name, secret, caps: 0, maxFrame: 65536, timeoutMs: 5000 });
+  peer.sendSequenced({ type: MsgType.INFO, info: { os: 'raw' } });
+  return { peer, remote: await fx.hub.waitForAgent(name, 5000) };
 }
 
 /** Commands for the agents of the wire tests. */
