@@ -67,7 +67,8 @@ export class CreditGate {
  * (HEADER text, UPDATE key and value, LOG name) plus MESSAGE_COST for each.
  * Room for 16 384 waiting messages: payload for one consumer call joins into
  * one (wire/byte-run.ts), so only output that alternates between stdout and
- * stderr in pieces of under 16 bytes for a whole window could fill it.
+ * stderr in pieces of under 16 bytes for a whole window (of the default
+ * 256 KiB) could fill it.
  */
 export const MAX_HELD_OTHER = 4 * 1024 * 1024;
 /** What one waiting message counts: about what the master's queue spends on one (measured 240-260 bytes). */
@@ -103,12 +104,12 @@ export class CreditLedger {
    */
   received(payload: number, other = 0): void {
     if (this.outstanding - payload < -this.window) {
-      throw new TetherError('FLOW_CONTROL', `${this.what}: the peer sent more than its flow-control credit (${2 * this.window} bytes unreturned)`);
+      throw new TetherError('FLOW_CONTROL', `${this.what}: the peer sent more than its flow-control credit (over ${2 * this.window} bytes not yet returned)`);
     }
     if (this.heldOther + other > MAX_HELD_OTHER) {
       throw new TetherError(
         'FLOW_CONTROL',
-        `${this.what}: more than ${MAX_HELD_OTHER} bytes of messages wait for the consumer (${MESSAGE_COST} per message, plus HEADER, UPDATE and LOG names)`,
+        `${this.what}: more than ${MAX_HELD_OTHER} bytes of messages wait for the consumer (each counts ${MESSAGE_COST} bytes and its HEADER text, UPDATE key and value, or LOG name)`,
       );
     }
     this.outstanding -= payload;
