@@ -7,11 +7,13 @@ import { EventEmitter } from 'node:events';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Duplex } from 'node:stream';
+import { inspect } from 'node:util';
 import { TetherError } from '../wire/errors';
 import { Capability, DEFAULT_MAX_FRAME, SERIAL_MAX_FRAME, agentHandshake, sessionOptions } from '../wire/handshake';
 import { Link } from '../wire/link';
 import { type Message, MsgType } from '../wire/messages';
 import { Session } from '../wire/session';
+import { MAX_STREAM_ID } from '../wire/stream-ids';
 import { type OpenedStream, asOpenedStream } from '../wire/transport';
 import { VERSION } from '../wire/version';
 import { CommandStream } from './command-stream';
@@ -66,10 +68,15 @@ export function workerInfo(opts: Pick<AgentOptions, 'basedir' | 'admin' | 'host'
   };
 }
 
+/** What a master sends on a stream besides START; anything else with a stream id is not for the agent. */
+const TO_AGENT: ReadonlySet<Message['type']> = new Set([MsgType.STDIN, MsgType.DATA, MsgType.EOF, MsgType.CREDIT, MsgType.INTERRUPT]);
+
 export class Agent extends EventEmitter {
   private readonly streams = new Map<number, CommandStream>();
   private session: Session | null = null;
   private sessionId: Buffer | null = null;
+  /** The highest id in a START of this session (-1: none yet); ids are never reused (wire/stream-ids.ts). */
+  private highestStarted = -1;
   /** When the last handshake succeeded. */
   private authenticatedSince = 0;
   private readonly budget: SpoolBudget;
@@ -158,6 +165,7 @@ export class Agent extends EventEmitter {
       session = new Session(link, sessionOptions(params));
       this.session = session;
       this.sessionId = established.session;
+      this.highestStarted = -1;
       session.on('message', (m: Message) => this.onMessage(session, params.window, m));
       session.on('forged', (count: number) => {
         if (count === 1) this.log(`a frame from ${this.opts.masterLabel} failed authentication (forged, replayed or reflected on the way): dropped`);
@@ -204,27 +212,34 @@ export class Agent extends EventEmitter {
         this.stop();
         return;
       case MsgType.REJECT:
-        this.log(`the master rejected a message: ${m.message}`);
+        this.log(`the master rejected a message: ${inspect(m.message)}`);
         return;
     }
-    const stream = 'stream' in m ? this.streams.get(m.stream as number) : undefined;
-    if (stream) {
-      stream.onMessage(m);
+    if (!('stream' in m) || !TO_AGENT.has(m.type)) {
+      this.reject(session, 'stream' in m ? m.stream : null, new TetherError('BAD_MESSAGE', `message ${String(m.type)} is not for the agent`));
       return;
     }
-    // Interrupts and credit for a command that just finished cross its COMPLETE on the wire.
-    if (m.type === MsgType.INTERRUPT || m.type === MsgType.CREDIT) return;
-    const why = new TetherError('UNKNOWN_STREAM', `no command runs on stream ${'stream' in m ? String(m.stream) : '-'}`);
-    session.send({ type: MsgType.REJECT, stream: 'stream' in m ? (m.stream as number) : null, code: why.wireCode, message: why.message });
+    const stream = this.streams.get(m.stream);
+    if (stream) stream.onMessage(m);
+    // A message that crossed its command's COMPLETE on the wire: nothing to do, nothing to say.
+    else if (m.stream <= this.highestStarted) return;
+    else this.reject(session, m.stream, new TetherError('UNKNOWN_STREAM', `no command was started on stream ${m.stream}`));
+  }
+
+  private reject(session: Session, stream: number | null, why: TetherError): void {
+    session.send({ type: MsgType.REJECT, stream, code: why.wireCode, message: why.message });
   }
 
   private start(session: Session, window: number, m: Extract<Message, { type: typeof MsgType.START }>): void {
+    if (m.stream <= this.highestStarted || m.stream > MAX_STREAM_ID) {
+      const why = m.stream > MAX_STREAM_ID ? `is beyond the last id, ${MAX_STREAM_ID}` : `is not above the last one started, ${this.highestStarted}`;
+      this.reject(session, m.stream, new TetherError('BAD_MESSAGE', `stream ${m.stream} ${why}: ids are never reused`));
+      return;
+    }
+    this.highestStarted = m.stream;
     const command = Object.prototype.hasOwnProperty.call(this.opts.commands, m.command) ? this.opts.commands[m.command] : undefined;
-    if (!command || this.streams.has(m.stream)) {
-      const why = command
-        ? new TetherError('BAD_MESSAGE', `stream ${m.stream} is already in use`)
-        : new TetherError('UNKNOWN_COMMAND', `this agent has no command '${m.command}'`);
-      session.send({ type: MsgType.REJECT, stream: m.stream, code: why.wireCode, message: why.message });
+    if (!command) {
+      this.reject(session, m.stream, new TetherError('UNKNOWN_COMMAND', `this agent has no command '${m.command}'`));
       return;
     }
     const stream = new CommandStream(m.stream, this.opts.basedir, session, window, this.budget, this.processGroups);

@@ -2,6 +2,7 @@
  * The agent's side of one command stream: the CommandIO a command runs with,
  * turned into protocol messages under flow control.
  */
+import { ByteRun } from '../wire/byte-run';
 import { CreditGate, CreditLedger, payloadLimit } from '../wire/credit';
 import { TetherError } from '../wire/errors';
 import { type ChannelId, Channel, type Message, MsgType, type OutgoingMessage } from '../wire/messages';
@@ -11,19 +12,24 @@ import type { ProcessGroupRecords } from './orphans';
 import { type SpoolBudget, type Stored, StreamSpool } from './spool';
 
 
-/** Bytes the master pushes (download data, stdin): queued up to one window, credit returned as read. */
+/**
+ * Bytes the master pushes (download data, stdin), held until the command
+ * reads them: the stream's credit bounds them, and small chunks join
+ * (wire/byte-run.ts) so that a flood of tiny ones costs its bytes only.
+ */
 class InboundQueue {
-  private chunks: Array<Buffer | null> = [];
+  private runs: ByteRun[] = [];
   private waiter: ((chunk: Buffer | null) => void) | null = null;
-  private readonly ledger: CreditLedger;
   private ended = false;
 
-  constructor(window: number, private readonly grant: (bytes: number) => void) {
-    this.ledger = new CreditLedger(window);
-  }
+  /** `ledger` is the stream's, shared by its queues: credit is per stream and direction. */
+  constructor(
+    private readonly ledger: CreditLedger,
+    private readonly grant: (bytes: number) => void,
+  ) {}
 
   push(chunk: Buffer | null): void {
-    if (this.ended) return;
+    if (this.ended || chunk?.length === 0) return;
     if (chunk) this.ledger.received(chunk.length);
     else this.ended = true;
     if (this.waiter) {
@@ -31,14 +37,17 @@ class InboundQueue {
       this.waiter = null;
       this.taken(chunk);
       waiter(chunk);
-    } else {
-      this.chunks.push(chunk);
+    } else if (chunk) {
+      const last = this.runs.at(-1);
+      if (last?.canJoin(chunk)) last.append(chunk);
+      else this.runs.push(new ByteRun(chunk));
     }
   }
 
   read(): Promise<Buffer | null> {
-    if (this.chunks.length > 0) {
-      const chunk = this.chunks.shift()!;
+    const run = this.runs.shift();
+    if (run) {
+      const chunk = run.bytes();
       this.taken(chunk);
       return Promise.resolve(chunk);
     }
@@ -49,7 +58,7 @@ class InboundQueue {
   /** Ends the queue early (interrupt, lost link): a waiting reader gets null. */
   abort(): void {
     this.ended = true;
-    this.chunks = [];
+    this.runs = [];
     this.waiter?.(null);
     this.waiter = null;
   }
@@ -93,8 +102,9 @@ export class CommandStream implements CommandIO {
     this.spool = new StreamSpool(budget);
     this.finished = new Promise((resolve) => (this.markFinished = resolve));
     const grant = (bytes: number) => this.enqueue({ message: { type: MsgType.CREDIT, stream, bytes } });
-    this.download = new InboundQueue(window, grant);
-    this.stdinQueue = new InboundQueue(window, grant);
+    const ledger = new CreditLedger(window, `stream ${stream}`);
+    this.download = new InboundQueue(ledger, grant);
+    this.stdinQueue = new InboundQueue(ledger, grant);
   }
 
   get signal(): AbortSignal {

@@ -3,32 +3,54 @@
  * session, each with its own flow control in both directions.
  */
 import { EventEmitter } from 'node:events';
-import { CreditGate, CreditLedger, payloadLimit } from '../wire/credit';
+import { inspect } from 'node:util';
+import { ByteRun } from '../wire/byte-run';
+import { encodeItem } from '../wire/cbor';
+import { CreditGate, CreditLedger, MESSAGE_COST, payloadLimit } from '../wire/credit';
 import { TetherError, errorName } from '../wire/errors';
-import { type Message, MsgType } from '../wire/messages';
+import { type Message, type MessageOf, MsgType } from '../wire/messages';
 import type { Session } from '../wire/session';
+import { MAX_STREAM_ID } from '../wire/stream-ids';
 import type { CommandResult, CommandSink, FileTimes, RemoteAgent, RemoteCommand, WorkerInfo } from './remote';
 
-/** Most sink events a stream may have waiting: data is bounded by credit, this bounds the rest. */
-const MAX_PENDING_EVENTS = 4096;
+/** What an agent sends on a stream; anything else with a stream id is not for the master. */
+const FROM_AGENT: ReadonlySet<Message['type']> = new Set([
+  'output', MsgType.LOG, MsgType.DATA, MsgType.EOF, MsgType.HEADER, MsgType.UPDATE, MsgType.CREDIT, MsgType.COMPLETE,
+]);
 
+/** Ignored REJECTs logged per connection; a peer that sends more cannot flood the log. */
+const LOGGED_REJECTS = 10;
+
+/** Sink calls that take payload; payload for the same call (and LOG name) joins the run before it. */
+type PayloadCall = 'stdout' | 'stderr' | 'log' | 'fileData';
+
+/** Messages without payload that go to the sink. */
+type SinkMessage = MessageOf<typeof MsgType.HEADER> | MessageOf<typeof MsgType.UPDATE> | MessageOf<typeof MsgType.EOF>;
+
+/** One event waiting for the sink: a run of payload for one call (the messages it came in are not kept), or a message. */
+type Pending = { other: number } & ({ call: PayloadCall; name: string; run: ByteRun } | { message: SinkMessage });
+
+const NO_DATA = Buffer.alloc(0);
 
 class MasterStream implements RemoteCommand {
   readonly result: Promise<CommandResult>;
   private settle!: (r: CommandResult) => void;
   private fail!: (e: Error) => void;
-  private chain: Promise<void> = Promise.resolve();
-  private pending = 0;
+  /** Events not yet handed to the sink; the one being delivered is already out. */
+  private readonly pending: Pending[] = [];
+  private delivering = false;
+  private sinkError: Error | null = null;
+  /** How the command ended; the result settles once every event is delivered. */
+  private ending: { failure: CommandResult['failure'] } | { error: Error } | null = null;
   private readonly ledger: CreditLedger;
   readonly gate: CreditGate;
-  private finished = false;
 
   constructor(
     readonly stream: number,
     private readonly conn: AgentConnection,
     private readonly sink: CommandSink,
   ) {
-    this.ledger = new CreditLedger(conn.window);
+    this.ledger = new CreditLedger(conn.window, `stream ${stream}`);
     this.gate = new CreditGate(conn.window);
     this.result = new Promise((resolve, reject) => {
       this.settle = resolve;
@@ -37,37 +59,86 @@ class MasterStream implements RemoteCommand {
     this.result.catch(() => undefined);
   }
 
-  /** Queues a sink event; `bytes` of payload get their credit back once it is delivered. */
-  deliver(bytes: number, event: () => void | Promise<void>): void {
-    if (bytes > 0) this.ledger.received(bytes);
-    if (++this.pending > MAX_PENDING_EVENTS) {
-      throw new TetherError('FLOW_CONTROL', `stream ${this.stream}: more than ${MAX_PENDING_EVENTS} undelivered events`);
-    }
-    this.chain = this.chain.then(async () => {
-      try {
-        await event();
-      } finally {
-        this.pending--;
-        if (bytes > 0) {
-          const grant = this.ledger.consumedBytes(bytes);
-          if (grant > 0) this.conn.sendIfOpen({ type: MsgType.CREDIT, stream: this.stream, bytes: grant });
-        }
+  /** Bytes received for this command that its sink has not taken yet (see CreditLedger). */
+  get undeliveredBytes(): number {
+    return this.ledger.held;
+  }
+
+  /**
+   * Queues payload for a sink call (credit comes back once it is delivered)
+   * or another message with `fieldBytes` of fields. Throws FLOW_CONTROL past
+   * the stream's bounds, keeping nothing.
+   */
+  private hold(event: { call: PayloadCall; name: string; data: Buffer } | { message: SinkMessage; fieldBytes: number }): void {
+    if (this.sinkError) return;
+    if ('call' in event) {
+      const { call, name, data } = event;
+      if (data.length === 0) return;
+      const last = this.pending.at(-1);
+      if (last && 'call' in last && last.call === call && last.name === name && last.run.canJoin(data)) {
+        this.ledger.received(data.length);
+        last.run.append(data);
+        return;
       }
-    });
-    this.chain.catch((error: Error) => this.conn.abort(new TetherError('INTERNAL', `sink failed: ${error.message}`)));
+      const other = Buffer.byteLength(name) + MESSAGE_COST;
+      this.ledger.received(data.length, other);
+      this.pending.push({ call, name, run: new ByteRun(data), other });
+    } else {
+      const other = event.fieldBytes + MESSAGE_COST;
+      this.ledger.received(0, other);
+      this.pending.push({ message: event.message, other });
+    }
+    if (this.delivering) return;
+    this.delivering = true;
+    // The sink runs after the session's message event, never inside it.
+    queueMicrotask(() => void this.deliver());
+  }
+
+  private async deliver(): Promise<void> {
+    for (let next = this.pending.shift(); next && !this.sinkError; next = this.pending.shift()) {
+      const data = 'run' in next ? next.run.bytes() : NO_DATA;
+      try {
+        await this.call(next, data);
+      } catch (error) {
+        this.sinkError = error as Error;
+        this.pending.length = 0;
+        this.conn.abort(new TetherError('INTERNAL', `sink failed: ${(error as Error).message}`));
+      }
+      const grant = this.ledger.consumedBytes(data.length, next.other);
+      if (grant > 0) this.conn.sendIfOpen({ type: MsgType.CREDIT, stream: this.stream, bytes: grant });
+    }
+    this.delivering = false;
+    this.settleIfDone();
+  }
+
+  private call(event: Pending, data: Buffer): void | Promise<void> {
+    const sink = this.sink;
+    if ('call' in event) return event.call === 'log' ? sink.log?.(event.name, data) : sink[event.call]?.(data);
+    const m = event.message;
+    if (m.type === MsgType.HEADER) return sink.header?.(m.text);
+    if (m.type === MsgType.UPDATE) return sink.update?.(m.key, m.value);
+    return sink.fileClose?.(m.times ?? undefined);
+  }
+
+  private settleIfDone(): void {
+    if (!this.ending || this.delivering) return;
+    if (this.sinkError) this.fail(this.sinkError);
+    else if ('error' in this.ending) this.fail(this.ending.error);
+    else this.settle({ failure: this.ending.failure });
   }
 
   complete(failure: CommandResult['failure']): void {
-    this.finished = true;
+    if (this.ending) return;
+    this.ending = { failure };
     this.gate.fail(new TetherError('UNKNOWN_STREAM', `stream ${this.stream} has completed`));
-    this.chain.then(() => this.settle({ failure }), (error: Error) => this.fail(error));
+    this.settleIfDone();
   }
 
   lost(error: Error): void {
-    if (this.finished) return;
-    this.finished = true;
+    if (this.ending) return;
+    this.ending = { error };
     this.gate.fail(error);
-    this.chain.then(() => this.fail(error), () => this.fail(error));
+    this.settleIfDone();
   }
 
   private async sendPayload(make: (chunk: Buffer) => Parameters<Session['send']>[0], data: Buffer): Promise<void> {
@@ -100,27 +171,24 @@ class MasterStream implements RemoteCommand {
   }
 
   onMessage(m: Message): void {
-    const sink = this.sink;
     switch (m.type) {
-      case 'output': {
-        const target = m.channel === 0 ? sink.stdout : sink.stderr;
-        this.deliver(m.data.length, () => target?.call(sink, m.data));
+      case 'output':
+        this.hold({ call: m.channel === 0 ? 'stdout' : 'stderr', name: '', data: m.data });
         return;
-      }
       case MsgType.LOG:
-        this.deliver(m.data.length, () => sink.log?.(m.name, m.data));
+        this.hold({ call: 'log', name: m.name, data: m.data });
         return;
       case MsgType.DATA:
-        this.deliver(m.data.length, () => sink.fileData?.(m.data));
+        this.hold({ call: 'fileData', name: '', data: m.data });
         return;
       case MsgType.EOF:
-        this.deliver(0, () => sink.fileClose?.(m.times ?? undefined));
+        this.hold({ message: m, fieldBytes: 0 });
         return;
       case MsgType.HEADER:
-        this.deliver(0, () => sink.header?.(m.text));
+        this.hold({ message: m, fieldBytes: Buffer.byteLength(m.text) });
         return;
       case MsgType.UPDATE:
-        this.deliver(0, () => sink.update?.(m.key, m.value));
+        this.hold({ message: m, fieldBytes: Buffer.byteLength(m.key) + encodeItem(m.value).length });
         return;
       case MsgType.CREDIT:
         this.gate.grant(m.bytes);
@@ -138,6 +206,9 @@ export type { FileTimes };
 
 export class AgentConnection extends EventEmitter implements RemoteAgent {
   private readonly streams = new Map<number, MasterStream>();
+  /** Ids are never reused in a session (wire/stream-ids.ts); a resumed session keeps counting. */
+  private nextStream = 0;
+  private ignoredRejects = 0;
   readonly closed: Promise<void>;
   info: WorkerInfo = {};
   private closeReason: Error | null = null;
@@ -149,7 +220,7 @@ export class AgentConnection extends EventEmitter implements RemoteAgent {
     readonly session: Session,
     readonly window: number,
     graceMs = 0,
-    log: (line: string) => void = () => undefined,
+    private readonly log: (line: string) => void = () => undefined,
   ) {
     super();
     // A detached session waits for its agent; Buildbot sees nothing unless the grace runs out.
@@ -202,36 +273,58 @@ export class AgentConnection extends EventEmitter implements RemoteAgent {
       return;
     }
     if (m.type === MsgType.REJECT) {
-      this.emit('reject', m);
-      const stream = m.stream === null ? undefined : this.streams.get(m.stream);
-      stream?.complete({ code: errorName(m.code) ?? String(m.code), message: m.message });
-      if (m.stream !== null) this.streams.delete(m.stream);
+      this.onReject(m);
       return;
     }
-    if (!('stream' in m)) throw new TetherError('BAD_MESSAGE', `message ${String(m.type)} is not for the master`);
+    if (!('stream' in m) || !FROM_AGENT.has(m.type)) throw new TetherError('BAD_MESSAGE', `message ${String(m.type)} is not for the master`);
     const stream = this.streams.get(m.stream);
     if (!stream) {
-      // Late credit for a finished stream is normal; anything else is the agent's error.
-      if (m.type === MsgType.CREDIT) return;
+      // Credit crosses the COMPLETE of its command on the wire; anything else is the agent's error.
+      if (m.type === MsgType.CREDIT && m.stream < this.nextStream) return;
       throw new TetherError('UNKNOWN_STREAM', `no command runs on stream ${m.stream}`);
     }
     stream.onMessage(m);
-    if (m.type === MsgType.COMPLETE) this.streams.delete(m.stream);
+    if (m.type === MsgType.COMPLETE) this.ended(m.stream);
   }
 
-  private allocateStream(): number {
-    let id = 0;
-    while (this.streams.has(id)) id++;
-    return id;
+  /** A REJECT fails the command it names, if that one runs; it can never reach another. */
+  private onReject(m: Extract<Message, { type: typeof MsgType.REJECT }>): void {
+    this.emit('reject', m);
+    const code = errorName(m.code) ?? String(m.code);
+    const stream = m.stream === null ? undefined : this.streams.get(m.stream);
+    if (stream) {
+      stream.complete({ code, message: m.message });
+      this.ended(stream.stream);
+      return;
+    }
+    if (++this.ignoredRejects > LOGGED_REJECTS) return;
+    const about = m.stream === null ? 'a message it could not read' : `stream ${m.stream}, which is not running`;
+    const more = this.ignoredRejects === LOGGED_REJECTS ? ' (further ones are not logged)' : '';
+    this.log(`worker '${this.name}' rejected ${about}: ${code} ${inspect(m.message)}; ignored${more}`);
+  }
+
+  private ended(id: number): void {
+    this.streams.delete(id);
+    // With every id used, the session ends after its last command, and the agent's next one counts from 0.
+    if (this.nextStream > MAX_STREAM_ID && this.streams.size === 0) this.session.close(this.idsUsedUp());
+  }
+
+  private idsUsedUp(): TetherError {
+    return new TetherError('SESSION_EXPIRED', `worker '${this.name}': this session has used all its ${MAX_STREAM_ID + 1} stream ids`);
   }
 
   run(command: string, args: Record<string, unknown>, sink: CommandSink): RemoteCommand {
-    const id = this.allocateStream();
+    const id = this.nextStream;
     const stream = new MasterStream(id, this, sink);
     if (this.session.isClosed) {
       stream.lost(this.closeReason ?? new TetherError('PEER_TIMEOUT', 'the agent is not connected'));
       return stream;
     }
+    if (id > MAX_STREAM_ID) {
+      stream.lost(this.idsUsedUp());
+      return stream;
+    }
+    this.nextStream++;
     this.streams.set(id, stream);
     this.send({ type: MsgType.START, stream: id, command, args });
     return stream;

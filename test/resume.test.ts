@@ -80,6 +80,9 @@ t.test('a command survives resets and silent drops, every line once and in order
   t.equal(resumed.length, 6, 'the session resumed after each cut');
   t.ok(resumed.every((a) => a === remote), 'it stayed the same agent connection');
   t.equal(proxy.connections, 7);
+  const next = remote.run('shell', shellArgs('true', '.'), {});
+  t.same(await next.result, { failure: null });
+  t.equal(next.stream, cmd.stream + 1, 'the resumed session keeps counting stream ids');
 });
 
 t.test('with the link up a fast command waits for a slow master; with it down it writes on into the spool', async (t) => {

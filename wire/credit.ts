@@ -62,26 +62,67 @@ export class CreditGate {
   }
 }
 
-/** Receiver side: counts bytes received against the window and says when to return credit. */
+/**
+ * What a receiver holds for its consumer, per stream and direction, besides
+ * payload (which credit bounds): the other fields of the messages waiting
+ * (HEADER text, UPDATE key and value, LOG name) plus MESSAGE_COST for each.
+ * Room for 16 384 waiting messages: payload for one consumer call joins into
+ * one (wire/byte-run.ts), so only output that alternates between stdout and
+ * stderr in pieces of under 16 bytes for a whole window (of the default
+ * 256 KiB) could fill it.
+ */
+export const MAX_HELD_OTHER = 4 * 1024 * 1024;
+/** What one waiting message counts: about what the master's queue spends on one (measured 240-260 bytes). */
+export const MESSAGE_COST = 256;
+
+/**
+ * Receiver side: counts what arrived against the window and against
+ * MAX_HELD_OTHER until the consumer takes it, and says when to return credit.
+ */
 export class CreditLedger {
   private outstanding: number;
   private consumed = 0;
+  private heldPayload = 0;
+  private heldOther = 0;
 
-  constructor(private readonly window: number) {
+  /** `what` names the stream in errors. */
+  constructor(
+    private readonly window: number,
+    private readonly what = 'a stream',
+  ) {
     this.outstanding = window;
   }
 
-  /** Records bytes that arrived. Throws FLOW_CONTROL if the sender overran its credit. */
-  received(bytes: number): void {
-    this.outstanding -= bytes;
-    if (this.outstanding < -this.window) {
-      throw new TetherError('FLOW_CONTROL', 'the peer sent more than its flow-control credit');
-    }
+  /** Bytes received and not yet taken by the consumer. */
+  get held(): number {
+    return this.heldPayload + this.heldOther;
   }
 
-  /** Records bytes the consumer has taken; returns credit to grant now, or 0 to wait for more. */
-  consumedBytes(bytes: number): number {
-    this.consumed += bytes;
+  /**
+   * Records `payload` bytes and `other` bytes (fields, MESSAGE_COST) that
+   * arrived. Throws FLOW_CONTROL, keeping nothing, if the sender overran its
+   * credit (by more than one window) or MAX_HELD_OTHER.
+   */
+  received(payload: number, other = 0): void {
+    if (this.outstanding - payload < -this.window) {
+      throw new TetherError('FLOW_CONTROL', `${this.what}: the peer sent more than its flow-control credit (over ${2 * this.window} bytes not yet returned)`);
+    }
+    if (this.heldOther + other > MAX_HELD_OTHER) {
+      throw new TetherError(
+        'FLOW_CONTROL',
+        `${this.what}: more than ${MAX_HELD_OTHER} bytes of messages wait for the consumer (each counts ${MESSAGE_COST} bytes and its HEADER text, UPDATE key and value, or LOG name)`,
+      );
+    }
+    this.outstanding -= payload;
+    this.heldPayload += payload;
+    this.heldOther += other;
+  }
+
+  /** Records what the consumer has taken; returns credit to grant now, or 0 to wait for more. */
+  consumedBytes(payload: number, other = 0): number {
+    this.heldPayload -= payload;
+    this.heldOther -= other;
+    this.consumed += payload;
     if (this.consumed < this.window / 4) return 0;
     const grant = this.consumed;
     this.consumed = 0;

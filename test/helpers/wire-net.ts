@@ -293,6 +293,13 @@ export async function startHub(workers: Record<string, string>, opts: Partial<Hu
   };
 }
 
+/** An agent speaking raw frames: authenticated and its INFO sent, then the test makes it do what it likes. */
+export async function rawAgent(fx: HubFixture, name: string, secret: string): Promise<{ peer: Peer; remote: RemoteAgent }> {
+  const peer = await Peer.agent(fx.port, name, secret);
+  peer.sendSequenced({ type: MsgType.INFO, info: { os: 'raw' } });
+  return { peer, remote: await fx.hub.waitForAgent(name, 5000) };
+}
+
 /** Commands for the agents of the wire tests. */
 export function testCommands(ran: string[] = []): Record<string, Command> {
   return {

@@ -1,0 +1,148 @@
+/**
+ * Stream ids are never reused within a session, so a late message for a
+ * finished command can never reach, or fail, another one: through the public
+ * API against a real agent, and with raw frames from a fake master.
+ */
+import t from 'tap';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { commands } from '../agent/commands/registry';
+import type { AgentConnection } from '../master-plugin/agent-connection';
+import { RemoteCommandError, putFile, runShell } from '../master-plugin/index';
+import { errorName } from '../wire/errors';
+import { type MessageOf, MsgType, type OutgoingMessage, decodeMessage, encodeMessage } from '../wire/messages';
+import { MAX_STREAM_ID } from '../wire/stream-ids';
+import { makeTempDir } from './helpers/buildbot';
+import { startPair } from './helpers/pair';
+import { echo, rawAgent, startHub, testCommands, withTimeout } from './helpers/wire-net';
+
+t.test('a failed putFile, then 3 shell commands, 20 rounds: every command gets its own result', async (t) => {
+  const dir = await makeTempDir('tether-ids-');
+  const basedir = path.join(dir, 'base');
+  fs.mkdirSync(path.join(basedir, 'adir'), { recursive: true });
+  const local = path.join(dir, 'big');
+  // More than a window: DATA is still on its way when the agent has refused the file.
+  fs.writeFileSync(local, Buffer.alloc(4 * 1024 * 1024, 7));
+  const p = await startPair(commands, { basedir });
+  t.teardown(async () => {
+    await p.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const crossed: string[] = [];
+  let putsFailed = 0;
+  for (let round = 0; round < 20; round++) {
+    // 'adir' is a directory: the agent cannot open it for writing and completes at once.
+    const put = await putFile(p.remote, local, 'adir').then(
+      () => null,
+      (error: Error) => error,
+    );
+    if (put instanceof RemoteCommandError && put.rc === 1) putsFailed++;
+    else crossed.push(`round ${round}: the failed put reported ${put ? put.message : 'success'}`);
+    const shell = async (n: number) => {
+      const run = runShell(p.remote, `echo out${n}; exit ${n}`);
+      let out = '';
+      for await (const { data } of run.output) out += data.toString();
+      const r = await run.result.catch((error: Error) => ({ rc: -1, failure: { code: 'lost', message: error.message } }));
+      return { n, out, rc: r.rc, failure: r.failure };
+    };
+    // Even rounds start the three at once, odd rounds one after the other.
+    const results = [];
+    if (round % 2 === 0) results.push(...(await Promise.all([1, 2, 3].map(shell))));
+    else for (const n of [1, 2, 3]) results.push(await shell(n));
+    for (const r of results) {
+      if (r.out !== `out${r.n}\n` || r.rc !== r.n || r.failure) crossed.push(`round ${round}: command ${r.n} got ${JSON.stringify(r)}`);
+    }
+  }
+  t.same(crossed, [], 'no command got another command\'s result, no failed put reported success');
+  t.equal(putsFailed, 20, 'each of the 20 puts failed, with the agent\'s rc 1');
+});
+
+t.test('late STDIN null, DATA, EOF, CREDIT and INTERRUPT after COMPLETE: no REJECT, the session goes on', async (t) => {
+  const logs: string[] = [];
+  const p = await startPair(testCommands(), { hub: { log: (line) => logs.push(line) } });
+  t.teardown(() => p.close());
+  const conn = p.remote as AgentConnection;
+  const rejects: Array<[number | null, string | undefined]> = [];
+  conn.on('reject', (m: MessageOf<typeof MsgType.REJECT>) => rejects.push([m.stream, errorName(m.code)]));
+
+  const first = p.remote.run('echo', { text: 'one' }, {});
+  t.same(await first.result, { failure: null });
+  const id = first.stream;
+  // What a master may still have on the wire when the agent's COMPLETE crosses it.
+  const late: OutgoingMessage[] = [
+    { type: MsgType.STDIN, stream: id, data: Buffer.from('late') },
+    { type: MsgType.STDIN, stream: id, data: null },
+    { type: MsgType.DATA, stream: id, data: Buffer.from('late') },
+    { type: MsgType.EOF, stream: id, times: null },
+    { type: MsgType.CREDIT, stream: id, bytes: 4096 },
+    { type: MsgType.INTERRUPT, stream: id, why: 'late' },
+  ];
+  for (const m of late) conn.session.send(m);
+  const second = p.remote.run('echo', { text: 'two' }, {});
+  t.same(await second.result, { failure: null }, 'the next command completes');
+  t.equal(second.stream, id + 1, 'on the next id: ids are never reused');
+  t.same(rejects, [], 'no REJECT for the late messages');
+
+  // An id never started is the master's mistake: REJECT UNKNOWN_STREAM, and it fails nothing.
+  conn.session.send({ type: MsgType.DATA, stream: id + 100, data: Buffer.from('x') });
+  // A START that reuses an id is refused: REJECT BAD_MESSAGE.
+  conn.session.send({ type: MsgType.START, stream: id, command: 'echo', args: { text: 'again' } });
+  t.equal(await echo(p.remote, 'three'), 'three', 'the session goes on');
+  t.same(rejects, [[id + 100, 'UNKNOWN_STREAM'], [id, 'BAD_MESSAGE']]);
+  t.equal(logs.filter((l) => /rejected stream \d+, which is not running/.test(l)).length, 2, 'the master logs the REJECTs it ignores');
+  t.notOk(conn.session.isClosed);
+});
+
+t.test('a REJECT fails only the running command it names; one naming no running command is logged, escaped, and ignored', async (t) => {
+  const logs: string[] = [];
+  const fx = await startHub({ fake: 'secret-1' }, { log: (line) => logs.push(line) });
+  t.teardown(() => fx.close());
+  const { peer, remote } = await rawAgent(fx, 'fake', 'secret-1');
+  t.teardown(() => peer.destroy());
+  const a = remote.run('a', {}, {});
+  const b = remote.run('b', {}, {});
+  await peer.waitFor((m) => m.type === MsgType.START && m.stream === b.stream, 5000, 'START b');
+
+  const forged = 'done\n[hub] worker admin logged in \x1b[31m';
+  peer.sendSequenced({ type: MsgType.REJECT, stream: b.stream + 5, code: 12, message: forged });
+  peer.sendSequenced({ type: MsgType.REJECT, stream: null, code: 4, message: forged });
+  peer.sendSequenced({ type: MsgType.REJECT, stream: b.stream, code: 13, message: "this agent has no command 'b'" });
+  peer.sendSequenced({ type: MsgType.COMPLETE, stream: a.stream, failure: null });
+  t.same(await a.result, { failure: null }, 'the other command is not touched');
+  t.same(await b.result, { failure: { code: 'UNKNOWN_COMMAND', message: "this agent has no command 'b'" } });
+  const ignored = logs.filter((l) => l.includes('ignored'));
+  t.equal(ignored.length, 2, 'both ignored REJECTs are logged');
+  t.ok(ignored.every((l) => !/[\n\x1b]/.test(l)), 'with the peer\'s text escaped');
+  t.ok(ignored[0].includes(String.raw`done\n[hub] worker admin logged in \x1B[31m`), ignored[0]);
+  t.notOk(peer.isClosed, 'the session goes on');
+});
+
+t.test('ids do not wrap: after the last one the session ends once idle, and the next one counts from 0', async (t) => {
+  const p = await startPair(testCommands());
+  t.teardown(() => p.close());
+  const conn = p.remote as AgentConnection;
+  // Two billion commands would take too long: start at the last id.
+  (conn as unknown as { nextStream: number }).nextStream = MAX_STREAM_ID;
+  let out = '';
+  const last = conn.run('echo', { text: 'last' }, { stdout: (c) => void (out += c.toString()) });
+  const refused = conn.run('echo', { text: 'one too many' }, {});
+  await t.rejects(refused.result, { code: 'SESSION_EXPIRED' }, 'no id is left for another command');
+  t.same(await last.result, { failure: null });
+  t.equal(last.stream, MAX_STREAM_ID);
+  t.equal(out, 'last', 'output on the last id (its head is -2^32) arrives');
+  await withTimeout(conn.closed, 5000, 'the session to end');
+  const next = (await p.hub.waitForAgent('w1', 5000)) as AgentConnection;
+  t.not(next, conn, 'the agent came back with a new session');
+  const first = next.run('echo', { text: 'first' }, {});
+  t.same(await first.result, { failure: null });
+  t.equal(first.stream, 0);
+});
+
+t.test('the last id fits the output head: -1 - (2 × (2^31 - 1) + channel) in a 32-bit argument', async (t) => {
+  for (const channel of [0, 1] as const) {
+    const body = encodeMessage({ type: 'output', stream: MAX_STREAM_ID, channel, data: Buffer.from('x') });
+    t.equal(body.subarray(0, 5).toString('hex'), channel === 0 ? '3afffffffe' : '3affffffff', `channel ${channel}`);
+    t.same(decodeMessage(body), { type: 'output', stream: MAX_STREAM_ID, channel, data: Buffer.from('x') });
+  }
+});
