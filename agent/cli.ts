@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parseCommandLine, printedInfo, logLine, runMain } from '../wire/cli-support';
+import { printableStack } from '../wire/printable';
 import { DEFAULT_MAX_FRAME, SERIAL_MAX_FRAME } from '../wire/handshake';
 import { UsageError, describeEndpoint, openEndpoint, parseEndpoint } from '../wire/transport';
 import { Agent } from './agent';
@@ -147,7 +148,7 @@ export async function main(argv: string[]): Promise<number> {
   if (!values.verbose || commandLine.verbose) return runAgent(values);
   // runMain sees only the command line's --verbose: the file's prints the stack here
   return runAgent(values).catch((error: Error) => {
-    if (error.stack) process.stderr.write(`${error.stack}\n`);
+    process.stderr.write(`${printableStack(error)}\n`);
     throw error;
   });
 }

@@ -6,8 +6,14 @@ import { EventEmitter } from 'node:events';
 import { CreditGate, CreditLedger, payloadLimit } from '../wire/credit';
 import { TetherError, errorName } from '../wire/errors';
 import { type Message, MsgType } from '../wire/messages';
+import { printable } from '../wire/printable';
 import type { Session } from '../wire/session';
 import type { CommandResult, CommandSink, FileTimes, RemoteAgent, RemoteCommand, WorkerInfo } from './remote';
+
+/** A command's failure as the agent reported it; its text reaches people, so it is escaped. */
+function failureOf(code: number, message: string): NonNullable<CommandResult['failure']> {
+  return { code: errorName(code) ?? String(code), message: printable(message) };
+}
 
 /** Most sink events a stream may have waiting: data is bounded by credit, this bounds the rest. */
 const MAX_PENDING_EVENTS = 4096;
@@ -126,7 +132,7 @@ class MasterStream implements RemoteCommand {
         this.gate.grant(m.bytes);
         return;
       case MsgType.COMPLETE:
-        this.complete(m.failure && { code: errorName(m.failure.code) ?? String(m.failure.code), message: m.failure.message });
+        this.complete(m.failure && failureOf(m.failure.code, m.failure.message));
         return;
       default:
         throw new TetherError('BAD_MESSAGE', `message ${String(m.type)} is not for the master`);
@@ -204,7 +210,7 @@ export class AgentConnection extends EventEmitter implements RemoteAgent {
     if (m.type === MsgType.REJECT) {
       this.emit('reject', m);
       const stream = m.stream === null ? undefined : this.streams.get(m.stream);
-      stream?.complete({ code: errorName(m.code) ?? String(m.code), message: m.message });
+      stream?.complete(failureOf(m.code, m.message));
       if (m.stream !== null) this.streams.delete(m.stream);
       return;
     }

@@ -10,6 +10,7 @@ import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { TetherError, errorName } from './errors';
 import type { Link } from './link';
+import { printable } from './printable';
 import { type Message, MsgType, type OutgoingMessage, decodeMessage, encodeMessage } from './messages';
 import { encodeFrame } from './framing';
 import { Compressor, Decompressor } from './compression';
@@ -407,7 +408,7 @@ export class Session extends EventEmitter {
       case MsgType.PONG:
         return;
       case MsgType.ERROR:
-        this.finish(new TetherError(errorName(message.code) ?? 'INTERNAL', `peer closed the session: ${message.message}`));
+        this.finish(new TetherError(errorName(message.code) ?? 'INTERNAL', `peer closed the session: ${printable(message.message)}`));
         return;
       default:
         // A handshake message inside a session is a confused peer; it changes nothing.
