@@ -95,11 +95,6 @@ export class FrontDoor {
     this.drops = new RateLimitedLog(opts.log);
   }
 
-  /** How many connections await authentication now. */
-  get size(): number {
-    return this.pending.size;
-  }
-
   arrive(socket: net.Socket): Visitor {
     const address = addressOf(socket);
     const visitor = new Visitor(socket, address, `${address}:${socket.remotePort}`, this);

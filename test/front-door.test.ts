@@ -5,7 +5,8 @@
  * ones, still lets a real agent in within 2 s (tether-master as a real
  * process, with fewer file descriptors than the connections thrown at it);
  * a failed proof is answered only after a delay that costs that connection,
- * not its address; drops are logged with a rate limit.
+ * not its address; a full door drops the least advanced connection, oldest
+ * first; drops are logged with a rate limit.
  */
 import t, { type Test } from 'tap';
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -13,6 +14,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import { FrontDoor, Progress } from '../master-plugin/front-door';
 import { TetherHub } from '../master-plugin/hub';
 import { TetherError } from '../wire/errors';
 import { type Message, MsgType } from '../wire/messages';
@@ -177,4 +179,50 @@ t.test('a failed proof is answered after the delay, which costs that connection,
   t.ok(errorsAt.every((at) => at > agentAt), 'the real agent from the same address got in before any bad proof was answered');
   const failures = fx.rejected.filter((r) => r.error.code === 'AUTH_FAILED').length;
   t.equal(failures, ATTEMPTS, `${ATTEMPTS} attempts, ${ATTEMPTS} failures: each connection had one try`);
+});
+
+t.test('a full door drops the least advanced connection, oldest first, and never the newcomer', async (t) => {
+  const log: string[] = [];
+  const door = new FrontDoor({ handshakeTimeoutMs: 60_000, maxUnauthenticated: 4, maxUnauthenticatedPerAddress: 3, log: (l) => log.push(l) });
+  t.teardown(() => door.close());
+  const sockets: net.Socket[] = [];
+  t.teardown(() => sockets.forEach((s) => s.destroy()));
+  /** A real accepted socket from `from` (a loopback address), admitted at the door. */
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => server.close());
+  const arrive = async (from: string) => {
+    const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
+    sockets.push(await rawConnect((server.address() as net.AddressInfo).port, from));
+    const socket = await accepted;
+    sockets.push(socket);
+    return door.arrive(socket);
+  };
+  const hello = await arrive('127.0.0.1');
+  hello.reached(Progress.HELLO);
+  const ready = await arrive('127.0.0.1');
+  ready.reached(Progress.READY);
+  const idle = await arrive('127.0.0.1');
+  const newcomer = await arrive('127.0.0.1'); // a 4th from this address: past 3
+  t.match(idle.dropped, { code: 'FLOW_CONTROL', message: /dropped before TLS to make room: 3 from 127\.0\.0\.1/ }, 'the one without TLS goes');
+  t.equal(newcomer.dropped, null, 'the newcomer stays');
+  const other = await arrive('127.0.0.2'); // 4 in all: full, nobody dropped yet
+  const third = await arrive('127.0.0.3'); // past 4 in all
+  t.equal(newcomer.dropped?.code, 'FLOW_CONTROL', 'then the oldest of those without TLS');
+  t.equal(other.dropped, null, 'not the younger one');
+  third.reached(Progress.READY);
+  const fourth = await arrive('127.0.0.4');
+  t.equal(other.dropped?.code, 'FLOW_CONTROL', 'the last one without TLS');
+  fourth.reached(Progress.READY);
+  const fifth = await arrive('127.0.0.5');
+  t.equal(ready.dropped?.code, 'FLOW_CONTROL', 'then the oldest without HELLO');
+  t.equal(hello.dropped, null, 'the one that sent HELLO is never dropped while another has not');
+  await waitFor('the dropped sockets to close', () => [idle, newcomer, other, ready].every((v) => v.socket.destroyed), { timeoutMs: 2000 });
+  hello.authenticated();
+  const sixth = await arrive('127.0.0.6'); // 4 in all again: third, fourth, fifth, sixth
+  for (const v of [third, fourth, fifth, sixth]) v.reached(Progress.HELLO);
+  await arrive('127.0.0.7');
+  t.equal(hello.dropped, null, 'an authenticated connection no longer counts');
+  t.equal(third.dropped?.code, 'FLOW_CONTROL', 'when all have sent HELLO, the oldest goes');
+  t.equal(log.length, 1, `drops are logged once per interval: ${log.join(' | ')}`);
 });
