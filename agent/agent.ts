@@ -12,6 +12,7 @@ import { TetherError } from '../wire/errors';
 import { Capability, DEFAULT_MAX_FRAME, SERIAL_MAX_FRAME, agentHandshake, sessionOptions } from '../wire/handshake';
 import { Link } from '../wire/link';
 import { type Message, MsgType } from '../wire/messages';
+import { printableLog } from '../wire/printable';
 import { Session } from '../wire/session';
 import { MAX_STREAM_ID } from '../wire/stream-ids';
 import { type OpenedStream, asOpenedStream } from '../wire/transport';
@@ -87,7 +88,8 @@ export class Agent extends EventEmitter {
 
   constructor(private readonly opts: AgentOptions) {
     super();
-    this.log = opts.log ?? (() => undefined);
+    // The master's text (PRINT, REJECT, ERROR) goes into these lines: escaped, it cannot split or colour them.
+    this.log = printableLog(opts.log);
     this.budget = new SpoolBudget(path.join(opts.basedir, '.tether-spool'), opts.spoolMemory);
     this.processGroups = new ProcessGroupRecords(opts.basedir, this.log);
   }

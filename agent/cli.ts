@@ -5,6 +5,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parseCommandLine, printedInfo, logLine, runMain } from '../wire/cli-support';
 import { readJsonFile } from '../wire/json-file';
+import { printableStack } from '../wire/printable';
 import { DEFAULT_MAX_FRAME, MIN_MAX_FRAME, SERIAL_MAX_FRAME } from '../wire/handshake';
 import { UsageError, describeEndpoint, openEndpoint, parseEndpoint } from '../wire/transport';
 import { Agent } from './agent';
@@ -163,7 +164,7 @@ export async function main(argv: string[]): Promise<number> {
   if (!values.verbose || commandLine.verbose) return runAgent(values);
   // runMain sees only the command line's --verbose: the file's prints the stack here
   return runAgent(values).catch((error: Error) => {
-    if (error.stack) process.stderr.write(`${error.stack}\n`);
+    process.stderr.write(`${printableStack(error)}\n`);
     throw error;
   });
 }

@@ -3,12 +3,12 @@
  * session, each with its own flow control in both directions.
  */
 import { EventEmitter } from 'node:events';
-import { inspect } from 'node:util';
 import { ByteRun } from '../wire/byte-run';
 import { encodeItem } from '../wire/cbor';
 import { CreditGate, CreditLedger, MESSAGE_COST, payloadLimit } from '../wire/credit';
 import { TetherError, errorName } from '../wire/errors';
 import { type Message, type MessageOf, MsgType } from '../wire/messages';
+import { printable } from '../wire/printable';
 import type { Session } from '../wire/session';
 import { MAX_STREAM_ID } from '../wire/stream-ids';
 import type { CommandResult, CommandSink, FileTimes, RemoteAgent, RemoteCommand, WorkerInfo } from './remote';
@@ -17,6 +17,11 @@ import type { CommandResult, CommandSink, FileTimes, RemoteAgent, RemoteCommand,
 const FROM_AGENT: ReadonlySet<Message['type']> = new Set([
   'output', MsgType.LOG, MsgType.DATA, MsgType.EOF, MsgType.HEADER, MsgType.UPDATE, MsgType.CREDIT, MsgType.COMPLETE,
 ]);
+
+/** A command's failure as the agent reported it; its text reaches people, so it is escaped. */
+function failureOf(code: number, message: string): NonNullable<CommandResult['failure']> {
+  return { code: errorName(code) ?? String(code), message: printable(message) };
+}
 
 /** Ignored REJECTs logged per connection; a peer that sends more cannot flood the log. */
 const LOGGED_REJECTS = 10;
@@ -194,7 +199,7 @@ class MasterStream implements RemoteCommand {
         this.gate.grant(m.bytes);
         return;
       case MsgType.COMPLETE:
-        this.complete(m.failure && { code: errorName(m.failure.code) ?? String(m.failure.code), message: m.failure.message });
+        this.complete(m.failure && failureOf(m.failure.code, m.failure.message));
         return;
       default:
         throw new TetherError('BAD_MESSAGE', `message ${String(m.type)} is not for the master`);
@@ -290,17 +295,17 @@ export class AgentConnection extends EventEmitter implements RemoteAgent {
   /** A REJECT fails the command it names, if that one runs; it can never reach another. */
   private onReject(m: Extract<Message, { type: typeof MsgType.REJECT }>): void {
     this.emit('reject', m);
-    const code = errorName(m.code) ?? String(m.code);
+    const failure = failureOf(m.code, m.message);
     const stream = m.stream === null ? undefined : this.streams.get(m.stream);
     if (stream) {
-      stream.complete({ code, message: m.message });
+      stream.complete(failure);
       this.ended(stream.stream);
       return;
     }
     if (++this.ignoredRejects > LOGGED_REJECTS) return;
     const about = m.stream === null ? 'a message it could not read' : `stream ${m.stream}, which is not running`;
     const more = this.ignoredRejects === LOGGED_REJECTS ? ' (further ones are not logged)' : '';
-    this.log(`worker '${this.name}' rejected ${about}: ${code} ${inspect(m.message)}; ignored${more}`);
+    this.log(`worker '${this.name}' rejected ${about}: ${failure.code} ${failure.message}; ignored${more}`);
   }
 
   private ended(id: number): void {

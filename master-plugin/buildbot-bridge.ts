@@ -51,6 +51,7 @@ import {
   systemOf,
 } from './buildbot-protocol';
 import { pullDownload } from './buildbot-transfer';
+import { printableLog } from '../wire/printable';
 
 export { buildWorkerInfo, PathMapper, workerCommands, basicAuthHeader } from './buildbot-protocol';
 export { pullDownload } from './buildbot-transfer';
@@ -169,7 +170,8 @@ export class BuildbotBridge {
     private readonly agent: RemoteAgent,
     private readonly opts: BridgeOptions,
   ) {
-    const sink = opts.log ?? ((line: string) => process.stderr.write(line + '\n'));
+    // The agent's and Buildbot's text goes into these lines: escaped, it cannot split or colour them.
+    const sink = printableLog(opts.log ?? ((line: string) => process.stderr.write(line + '\n')));
     this.log = (line) => {
       try {
         sink(`buildbot-bridge[${opts.workerName}]: ${line}`);

@@ -6,6 +6,7 @@
  */
 import * as os from 'node:os';
 import { parseCommandLine, logLine } from '../wire/cli-support';
+import { printable, printableStack } from '../wire/printable';
 import { UsageError } from '../wire/transport';
 import { awaitAgent } from './await-agent';
 import { DEFAULT_GRACE_SECONDS, DEFAULT_KEEPALIVE_SECONDS, DEFAULT_MAX_FRAME, DEFAULT_WINDOW } from '../wire/handshake';
@@ -177,7 +178,9 @@ async function connectAgent(values: CommonValues, cancelled: Promise<unknown>): 
         1000,
       );
     }
-    const waiting = awaitAgent(hub, name, { timeoutMs: waitSeconds * 1000, hint });
+    // With --verbose the hub logs every rejected connection itself.
+    const log = values.verbose ? undefined : logLine('tether-master');
+    const waiting = awaitAgent(hub, name, { timeoutMs: waitSeconds * 1000, hint, log });
     waiting.catch(() => undefined);
     const agent = await Promise.race([waiting, cancelled.then(() => null)]).finally(() => clearTimeout(notice));
     if (!agent) {
@@ -198,8 +201,8 @@ async function guarded(verbose: boolean, failCode: number, body: () => Promise<n
   } catch (error) {
     if (error instanceof UsageError) throw error;
     const e = error as Error;
-    process.stderr.write(`tether-master: ${e.message}\n`);
-    if (verbose && e.stack) process.stderr.write(`${e.stack}\n`);
+    process.stderr.write(`tether-master: ${printable(e.message)}\n`);
+    if (verbose) process.stderr.write(`${printableStack(e)}\n`);
     return failCode;
   }
 }
@@ -290,7 +293,7 @@ async function runRemote(
     onOutput: ({ stream, data }) => writeOut(stream === 'stdout' ? process.stdout : process.stderr, data),
     onHeader: (text) => {
       if (opts.verbose) process.stderr.write(text.endsWith('\n') ? text : `${text}\n`);
-      else if (/^\s*command timed out/.test(text)) process.stderr.write(`tether-master: ${text.trim()}\n`);
+      else if (/^\s*command timed out/.test(text)) process.stderr.write(`tether-master: ${printable(text.trim())}\n`);
     },
   });
   const running = shell;
@@ -314,7 +317,7 @@ async function runRemote(
     if (brokenPipe) return 128 + signalNumber('SIGPIPE');
     if (!result) return EXEC_FAILED;
     if (result.failure) {
-      process.stderr.write(`tether-master: agent '${agent.name}' could not run the command: ${result.failure.message}\n`);
+      process.stderr.write(`tether-master: agent '${agent.name}' could not run the command: ${printable(result.failure.message)}\n`);
       return EXEC_FAILED;
     }
     return exitStatus(result);

@@ -4,6 +4,7 @@
  * bridge, `tether-master exec` and the demo all use it.
  */
 import { EventEmitter } from 'node:events';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { TetherError } from '../wire/errors';
 import {
@@ -12,14 +13,26 @@ import {
   DEFAULT_KEEPALIVE_SECONDS,
   DEFAULT_MAX_FRAME,
   DEFAULT_WINDOW,
+  failLink,
   masterHandshake,
   newSessionId,
   sessionOptions,
 } from '../wire/handshake';
 import { Link } from '../wire/link';
+import { printableLog } from '../wire/printable';
 import { Session } from '../wire/session';
 import { type Endpoint, type Listener, type NetEndpoint, describeEndpoint, listen, parseEndpoint } from '../wire/transport';
 import { AgentConnection } from './agent-connection';
+import { awaitAgent } from './await-agent';
+import {
+  DEFAULT_HANDSHAKE_TIMEOUT_SECONDS,
+  DEFAULT_MAX_UNAUTHENTICATED,
+  DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
+  FrontDoor,
+  Progress,
+  type Visitor,
+} from './front-door';
+import { RateLimitedLog } from './rate-limited-log';
 import type { RemoteAgent } from './remote';
 
 export const COMPRESS_CHOICES = ['serial', 'always', 'never'] as const;
@@ -45,8 +58,18 @@ export interface HubOptions {
   /** PEM files for tls:// listeners. */
   cert?: string;
   key?: string;
+  /** Seconds from accepting a tcp:// or tls:// connection (TLS included) to its authentication (default 10). */
+  handshakeTimeout?: number;
+  /** Connections awaiting authentication at once, in all (default 256) and from one address (default 32): see front-door.ts. */
+  maxUnauthenticated?: number;
+  maxUnauthenticatedPerAddress?: number;
+  /** Seconds before a failed proof is answered: slows guessing on that connection only (default 2). */
+  failureDelay?: number;
+  /** Where log lines go; peer text in them is escaped. */
   log?: (line: string) => void;
 }
+
+export const DEFAULT_FAILURE_DELAY_SECONDS = 2;
 
 const INFO_TIMEOUT_MS = 10_000;
 
@@ -68,6 +91,8 @@ export interface AcceptOptions {
   lossy?: boolean;
   /** The line rate, when the transport knows it. */
   bytesPerSecond?: number;
+  /** The connection's place at the front door (tcp:// and tls:// listeners). */
+  visitor?: Visitor;
 }
 
 export class TetherHub extends EventEmitter {
@@ -77,12 +102,22 @@ export class TetherHub extends EventEmitter {
   private readonly sessions = new Map<string, AgentConnection>();
   private readonly links = new Set<Link>();
   private readonly log: (line: string) => void;
+  private readonly frontDoor: FrontDoor;
+  /** Failed handshakes: anyone can cause them at will. */
+  private readonly rejections: RateLimitedLog;
   private workers: Record<string, string>;
 
   constructor(private readonly options: HubOptions) {
     super();
     this.workers = { ...options.workers };
-    this.log = options.log ?? (() => undefined);
+    this.log = printableLog(options.log);
+    this.frontDoor = new FrontDoor({
+      handshakeTimeoutMs: (options.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT_SECONDS) * 1000,
+      maxUnauthenticated: options.maxUnauthenticated ?? DEFAULT_MAX_UNAUTHENTICATED,
+      maxUnauthenticatedPerAddress: options.maxUnauthenticatedPerAddress ?? DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
+      log: this.log,
+    });
+    this.rejections = new RateLimitedLog(this.log);
   }
 
   /**
@@ -101,8 +136,9 @@ export class TetherHub extends EventEmitter {
         this.accept(opened.stream, peer, { worker: endpoint.worker, lossy: opened.lossy, bytesPerSecond: opened.bytesPerSecond }),
       );
     } else {
-      listener = await listen(endpoint, { cert: this.options.cert, key: this.options.key }, (stream, peer) =>
-        this.accept(stream, peer),
+      const onAccept = (socket: Socket) => this.frontDoor.arrive(socket);
+      listener = await listen(endpoint, { cert: this.options.cert, key: this.options.key, onAccept }, (stream, peer, visitor) =>
+        this.accept(stream, peer, { visitor }),
       );
     }
     this.servers.push(listener);
@@ -122,23 +158,13 @@ export class TetherHub extends EventEmitter {
     return [...this.agents.values()];
   }
 
-  /** Resolves with the named agent once it is connected and has reported its info. */
+  /**
+   * Resolves with the named agent once it is connected and has reported its
+   * info. Only an authenticated agent ends the wait; the error when it runs
+   * out says how many attempts under that name failed authentication.
+   */
   waitForAgent(name: string, timeoutMs: number): Promise<RemoteAgent> {
-    const present = this.agents.get(name);
-    if (present) return Promise.resolve(present);
-    return new Promise((resolve, reject) => {
-      const onAgent = (agent: RemoteAgent) => {
-        if (agent.name !== name) return;
-        clearTimeout(timer);
-        this.off('agent', onAgent);
-        resolve(agent);
-      };
-      const timer = setTimeout(() => {
-        this.off('agent', onAgent);
-        reject(new TetherError('PEER_TIMEOUT', `agent '${name}' did not connect within ${Math.round(timeoutMs / 1000)} s`));
-      }, timeoutMs);
-      this.on('agent', onAgent);
-    });
+    return awaitAgent(this, name, { timeoutMs });
   }
 
   /** Compression pays on slow lines; on a LAN it would mostly cost the agent CPU. */
@@ -153,10 +179,14 @@ export class TetherHub extends EventEmitter {
     const allowed = (name: string) => options.worker === undefined || name === options.worker;
     this.links.add(link);
     link.once('close', () => this.links.delete(link));
+    const visitor = options.visitor;
+    visitor?.reached(Progress.READY);
+    if (visitor) visitor.onDrop = (why) => failLink(link, why);
     let claimed: string | undefined;
     masterHandshake(link, {
       secretFor: (name) => {
         claimed = name;
+        visitor?.reached(Progress.HELLO);
         if (!allowed(name)) return undefined;
         return Object.prototype.hasOwnProperty.call(this.workers, name) ? this.workers[name] : undefined;
       },
@@ -167,6 +197,7 @@ export class TetherHub extends EventEmitter {
       maxFrame: this.options.maxFrame ?? DEFAULT_MAX_FRAME,
       keepalive: this.options.keepalive ?? DEFAULT_KEEPALIVE_SECONDS,
       window: this.options.window ?? DEFAULT_WINDOW,
+      failureDelayMs: (this.options.failureDelay ?? DEFAULT_FAILURE_DELAY_SECONDS) * 1000,
       openSession: (name, hello, caps) => {
         const waiting = (caps & Capability.RESUME) !== 0 && hello.resume ? this.resumable(name, hello.resume.session) : undefined;
         if (!waiting) return { session: newSessionId(), resumed: false, nextSeq: 0 };
@@ -177,6 +208,7 @@ export class TetherHub extends EventEmitter {
       },
     }).then(
       (id) => {
+        visitor?.authenticated();
         const waiting = id.resumed ? this.resumable(id.name, id.session) : undefined;
         if (waiting) {
           waiting.session.resume(link, id.peerNextSeq);
@@ -198,9 +230,13 @@ export class TetherHub extends EventEmitter {
         }
         this.admit(agent, peer);
       },
-      (error: Error) => {
-        const elsewhere = claimed !== undefined && !allowed(claimed) ? ` (${peer} is for worker '${options.worker}')` : '';
-        this.log(`rejected connection from ${peer}: ${error.message}${elsewhere}`);
+      (failure: Error) => {
+        // The front door logged its drops already (rate-limited too).
+        const error = visitor?.dropped ?? failure;
+        if (!visitor?.dropped) {
+          const elsewhere = claimed !== undefined && !allowed(claimed) ? ` (${peer} is for worker '${options.worker}')` : '';
+          this.rejections.note('connections rejected', `rejected connection from ${peer}: ${error.message}${elsewhere}`);
+        }
         const who: RejectedWorker = {
           worker: claimed,
           known: claimed !== undefined && allowed(claimed) && Object.prototype.hasOwnProperty.call(this.workers, claimed),
@@ -249,6 +285,8 @@ export class TetherHub extends EventEmitter {
     for (const link of this.links) link.close();
     await Promise.all([...all].map((a) => a.closed));
     await Promise.all(this.servers.splice(0).map((l) => l.close()));
+    this.frontDoor.close();
+    this.rejections.flush();
   }
 }
 

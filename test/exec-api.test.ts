@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { Agent } from '../agent/agent';
 import { commands } from '../agent/commands/registry';
 import { TetherHub, awaitAgent, exitStatus, getFile, listDir, putFile, runShell, statFile, RemoteCommandError } from '../master-plugin/index';
+import type { TetherError } from '../wire/errors';
 import { connect } from '../wire/transport';
 import { makeTempDir } from './helpers/buildbot';
 import { startPair } from './helpers/pair';
@@ -115,7 +116,7 @@ t.test('putFile, getFile, statFile, listDir', async (t) => {
   }
 });
 
-t.test('awaitAgent: a wrong secret ends the wait at once', async (t) => {
+t.test('awaitAgent: a wrong secret is logged at once and the wait goes on; the error counts the failed attempts', async (t) => {
   const hub = new TetherHub({ workers: { rig: 'right' } });
   const address = await hub.listen('tcp://127.0.0.1:0');
   t.teardown(() => hub.close());
@@ -123,13 +124,23 @@ t.test('awaitAgent: a wrong secret ends the wait at once', async (t) => {
     name: 'rig', secret: 'wrong', basedir: '/tmp', commands, masterLabel: 'm', open: () => connect(address), maxBackoffMs: 100,
   });
   const running = agent.run();
-  t.teardown(async () => {
+  const stopAgent = async () => {
     agent.stop();
     await running;
-  });
+  };
+  t.teardown(stopAgent);
+  const logged: string[] = [];
   const started = Date.now();
-  await t.rejects(awaitAgent(hub, 'rig', { timeoutMs: 20_000 }), { code: 'AUTH_FAILED', message: /agent 'rig' \(from .*\) failed authentication: check the secret/ });
-  t.ok(Date.now() - started < 10_000);
+  const error = await awaitAgent(hub, 'rig', { timeoutMs: 1500, log: (l) => logged.push(l) }).catch((e: TetherError) => e);
+  t.ok(Date.now() - started >= 1500, 'the wait went on until its end');
+  t.match(error, { code: 'AUTH_FAILED', message: /^agent 'rig' did not connect within 2 s \((\d+) attempts? as 'rig' failed authentication: check the secret\)$/ });
+  const attempts = Number(/\((\d+) attempt/.exec((error as Error).message)?.[1]);
+  t.ok(attempts >= 2, `${attempts} attempts counted`);
+  t.match(logged[0], /^an agent calling itself 'rig' \(from 127\.0\.0\.1:\d+\) failed authentication; still waiting for one that passes$/);
+  t.equal(logged.length, 2, `one line at once, one summary at the end: ${logged.join(' | ')}`);
+  t.match(logged[1], new RegExp(`^${attempts - 1} more failed attempts as 'rig' in the last \\d+ s$`));
+  await t.rejects(hub.waitForAgent('rig', 500), { code: 'AUTH_FAILED', message: /failed authentication: check the secret/ }, 'TetherHub.waitForAgent says so too');
+  await stopAgent();
   await t.rejects(awaitAgent(hub, 'other', { timeoutMs: 1000, masterUrl: 'tcp://h:1' }), {
     code: 'PEER_TIMEOUT',
     message: "agent 'other' did not connect within 1 s: is tether-agent running with --master tcp://h:1 --name other?",

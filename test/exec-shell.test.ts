@@ -12,6 +12,8 @@ import * as path from 'node:path';
 import { freePort, listening, makeTempDir, sleep, waitFor } from './helpers/buildbot';
 import { AGENT_BIN, MASTER_BIN } from './helpers/tether-procs';
 import { alive } from './helpers/processes';
+import { Peer } from './helpers/wire-net';
+import { MsgType } from '../wire/messages';
 
 interface Exit {
   code: number | null;
@@ -169,12 +171,29 @@ t.test('--timeout kills a silent command and says so', async (t) => {
   t.ok(r.ms < 15_000);
 });
 
-t.test('a wrong secret is reported at once, in one line', async (t) => {
-  const run = await exec(t, ['--', 'true'], { worker: 'rig:right-secret', agent: { secret: 'wrong-secret' } });
+t.test('a wrong secret is reported at once, and the wait goes on until --wait', async (t) => {
+  const run = await exec(t, ['--', 'true'], { worker: 'rig:right-secret', agent: { secret: 'wrong-secret' }, wait: '3' });
   const r = await run.done;
   t.equal(r.code, 255);
-  t.match(r.stderr, /^tether-master: agent 'rig' \(from 127\.0\.0\.1:\d+\) failed authentication: check the secret\n$/);
-  t.ok(r.ms < 15_000, `did not wait for --wait (${r.ms} ms)`);
+  const lines = r.stderr.split('\n').filter(Boolean);
+  t.match(lines[0], /tether-master: an agent calling itself 'rig' \(from 127\.0\.0\.1:\d+\) failed authentication; still waiting for one that passes/);
+  t.match(lines[lines.length - 1], /^tether-master: agent 'rig' did not connect within 3 s: .* \(\d+ attempts? as 'rig' failed authentication: check the secret\)$/);
+  t.ok(r.ms >= 3000, `waited for --wait (${r.ms} ms)`);
+});
+
+t.test('a bad proof from anyone does not end the wait: the command runs when the real agent comes', async (t) => {
+  const run = await exec(t, ['--', 'echo', 'ran'], { agent: false });
+  const impostor = await Peer.connect(run.port);
+  t.teardown(() => impostor.destroy());
+  impostor.sendLink({ type: MsgType.HELLO, params: { versionMin: 1, versionMax: 1, name: 'rig', nonce: randomBytes(32), caps: 0, maxFrame: 65536 } });
+  await impostor.waitFor((m) => m.type === MsgType.CHALLENGE, 5000, 'CHALLENGE');
+  impostor.sendLink({ type: MsgType.PROOF, proof: randomBytes(32) });
+  await impostor.waitFor((m) => m.type === MsgType.ERROR, 10_000, 'ERROR');
+  await startAgent(t, run.port);
+  const r = await run.done;
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout.toString(), 'ran\n');
+  t.match(r.stderr, /^\S+ tether-master: an agent calling itself 'rig' \(from 127\.0\.0\.1:\d+\) failed authentication; still waiting for one that passes\n$/);
 });
 
 t.test('an agent that never comes', async (t) => {

@@ -1,6 +1,5 @@
 /** tls:// on both sides: the agent trusts a pinned certificate, refuses others, and HMAC auth still runs. */
 import t from 'tap';
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -8,14 +7,7 @@ import { Agent } from '../agent/agent';
 import type { Command } from '../agent/commands/command';
 import { TetherHub } from '../master-plugin/hub';
 import { connect } from '../wire/transport';
-
-function selfSigned(dir: string, name: string): { cert: string; key: string } {
-  const cert = path.join(dir, `${name}.crt`);
-  const key = path.join(dir, `${name}.key`);
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=localhost',
-    '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost', '-keyout', key, '-out', cert], { stdio: 'ignore' });
-  return { cert, key };
-}
+import { selfSigned } from './helpers/certs';
 
 const commands: Record<string, Command> = {
   async hello(_args, io) {

@@ -1,6 +1,7 @@
 /** What both command-line programs share: option parsing errors and one-line failures. */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { TetherError } from './errors';
+import { printable, printableStack } from './printable';
 import { UsageError } from './transport';
 import { VERSION } from './version';
 
@@ -26,17 +27,17 @@ export function runMain(program: string, main: () => Promise<number | void>, ver
     },
     (error: Error) => {
       const known = error instanceof UsageError || error instanceof TetherError;
-      process.stderr.write(`${program}: ${error.message}\n`);
-      if (verbose && error.stack) process.stderr.write(`${error.stack}\n`);
+      process.stderr.write(`${program}: ${printable(error.message)}\n`);
+      if (verbose) process.stderr.write(`${printableStack(error)}\n`);
       else if (!known) process.stderr.write(`${program}: run with --verbose for details\n`);
       process.exitCode = error instanceof UsageError ? 2 : 1;
     },
   );
 }
 
-/** Prints a timestamped log line to stderr. */
+/** Prints a timestamped log line to stderr; peer text in it is escaped, so it stays one line. */
 export function logLine(program: string): (line: string) => void {
-  return (line) => process.stderr.write(`${new Date().toISOString()} ${program}: ${line}\n`);
+  return (line) => process.stderr.write(`${new Date().toISOString()} ${program}: ${printable(line)}\n`);
 }
 
 /** Handles --help and --version; returns true when one was printed. */

@@ -20,6 +20,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { TetherError, type ErrorName, errorName } from './errors';
 import { FrameAuth, deriveKeys } from './frame-auth';
 import type { Link } from './link';
+import { printable } from './printable';
 import {
   type ChallengeParams,
   type HelloParams,
@@ -118,7 +119,7 @@ async function closingOnFailure<T>(link: Link, steps: () => Promise<T>): Promise
 
 function peerError(m: Extract<Message, { type: typeof MsgType.ERROR }>): TetherError {
   const name: ErrorName = errorName(m.code) ?? 'INTERNAL';
-  return new TetherError(name, `peer: ${m.message}`, true);
+  return new TetherError(name, `peer: ${printable(m.message)}`, true);
 }
 
 function expect<T extends Message['type']>(m: Message, type: T): Extract<Message, { type: T }> {
@@ -192,6 +193,8 @@ export interface MasterHandshakeOptions {
   keepalive: number;
   window: number;
   timeoutMs?: number;
+  /** Milliseconds before a failed proof is answered (or until the peer leaves): costs that connection only. */
+  failureDelayMs?: number;
   /** Decides the session once the agent is authenticated (new, or resumed). */
   openSession(name: string, hello: HelloParams, caps: number): { session: Buffer; resumed: boolean; nextSeq: number };
 }
@@ -236,7 +239,14 @@ async function masterSteps(link: Link, opts: MasterHandshakeOptions): Promise<Ag
   link.sendHandshake(encodeMessage({ type: MsgType.CHALLENGE, paramsBytes, proof: proof(secret, 'master', hello.raw, paramsBytes) }));
   const agentProof = expect(await nextMessage(link, timeout), MsgType.PROOF);
   if (!sameProof(agentProof.proof, proof(secret, 'agent', hello.raw, paramsBytes))) {
-    throw new TetherError('AUTH_FAILED', `unknown worker '${h.name}' or wrong secret`);
+    await new Promise<void>((done) => {
+      const timer = setTimeout(done, opts.failureDelayMs ?? 0);
+      link.once('close', () => {
+        clearTimeout(timer);
+        done();
+      });
+    });
+    throw new TetherError('AUTH_FAILED', `unknown worker '${printable(h.name)}' or wrong secret`);
   }
   const opened = opts.openSession(h.name, h, params.caps);
   link.authenticate(frameAuth(secret, h, params, 'master'), () => opened.nextSeq);

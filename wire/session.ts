@@ -19,6 +19,7 @@ import { Compressor, Decompressor } from './compression';
 import { TetherError, errorName } from './errors';
 import { Reassembler } from './fragments';
 import type { Link } from './link';
+import { printable } from './printable';
 import { type Message, MsgType, type OutgoingMessage, decodeMessage, encodeMessage } from './messages';
 import { ReceiveWindow } from './receive-window';
 import { SendQueue } from './send-queue';
@@ -461,7 +462,7 @@ export class Session extends EventEmitter {
       case MsgType.PONG:
         return;
       case MsgType.ERROR:
-        this.finish(new TetherError(errorName(message.code) ?? 'INTERNAL', `peer closed the session: ${message.message}`, true));
+        this.finish(new TetherError(errorName(message.code) ?? 'INTERNAL', `peer closed the session: ${printable(message.message)}`, true));
         return;
       default:
         // A handshake message inside a session is a confused peer; it changes nothing.

@@ -149,10 +149,16 @@ function connectNet(endpoint: NetEndpoint, options: ConnectOptions): Promise<Dup
   });
 }
 
-export interface ListenOptions {
+export interface ListenOptions<T> {
   /** tls: PEM certificate and key files. */
   cert?: string;
   key?: string;
+  /**
+   * Called at every TCP accept, before TLS (the master's front door,
+   * master-plugin/front-door.ts, whose timer covers TLS too); what it returns
+   * comes to onStream with the stream. It may destroy the socket.
+   */
+  onAccept?: (socket: net.Socket) => T;
 }
 
 export interface Listener {
@@ -162,30 +168,53 @@ export interface Listener {
 
 /**
  * Listens on a tcp or tls endpoint; calls onStream for every accepted
- * connection. Serial lines are opened by the master plugin
+ * connection, once TLS is up. Serial lines are opened by the master plugin
  * (master-plugin/serial-listener.ts, through TetherHub.listen).
  */
-export function listen(endpoint: Endpoint, options: ListenOptions, onStream: (stream: Duplex, peer: string) => void): Promise<Listener> {
+export function listen<T = undefined>(
+  endpoint: Endpoint,
+  options: ListenOptions<T>,
+  onStream: (stream: Duplex, peer: string, accepted: T | undefined) => void,
+): Promise<Listener> {
   if (endpoint.kind === 'serial') {
     throw new UsageError(`${describeEndpoint(endpoint)}: serial lines are listened on by the master (TetherHub.listen)`);
   }
-  let server: net.Server;
-  if (endpoint.kind === 'tls') {
-    if (!options.cert || !options.key) throw new UsageError(`${describeEndpoint(endpoint)} needs --cert and --key`);
-    server = tls.createServer({ cert: readFileSync(options.cert), key: readFileSync(options.key) }, (socket) => {
-      onStream(socket, `${socket.remoteAddress}:${socket.remotePort}`);
-    });
-  } else {
-    server = net.createServer((socket) => {
-      socket.setNoDelay(true);
-      onStream(socket, `${socket.remoteAddress}:${socket.remotePort}`);
-    });
-  }
-  const sockets = new Set<net.Socket>();
-  server.on(endpoint.kind === 'tls' ? 'secureConnection' : 'connection', (socket: net.Socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
+  if (endpoint.kind === 'tls' && (!options.cert || !options.key)) throw new UsageError(`${describeEndpoint(endpoint)} needs --cert and --key`);
+  // TLS runs on sockets this server accepts (and hands to the TLS server), so that what
+  // happens before and during TLS is seen: a socket that never starts TLS is still counted.
+  const secure = endpoint.kind === 'tls' ? tls.createServer({ cert: readFileSync(options.cert!), key: readFileSync(options.key!) }) : null;
+  /** Streams handed on (TCP sockets, TLS sockets once up): ended gracefully at close. */
+  const streams = new Set<net.Socket>();
+  /** Sockets in their TLS handshake, with what onAccept returned, by peer address (the TLS socket has the same). */
+  const inTls = new Map<string, { socket: net.Socket; token: T | undefined }>();
+  const handOn = (stream: net.Socket, peer: string, token: T | undefined) => {
+    streams.add(stream);
+    stream.once('close', () => streams.delete(stream));
+    onStream(stream, peer, token);
+  };
+  const server = net.createServer((socket) => {
+    socket.on('error', () => undefined); // the stream's owner hears of it too; an early reset must not crash the master
+    const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+    const token = options.onAccept?.(socket);
+    if (socket.destroyed) return;
+    socket.setNoDelay(true);
+    if (!secure) {
+      handOn(socket, peer, token);
+      return;
+    }
+    inTls.set(peer, { socket, token });
+    socket.once('close', () => inTls.delete(peer));
+    secure.emit('connection', socket);
   });
+  secure?.on('secureConnection', (socket: tls.TLSSocket) => {
+    const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+    const opening = inTls.get(peer);
+    inTls.delete(peer);
+    if (opening) handOn(socket, peer, opening.token);
+    else socket.destroy(); // closed meanwhile
+  });
+  // Node reports a failed or timed-out TLS handshake here but leaves the socket open.
+  secure?.on('tlsClientError', (_error: Error, socket: tls.TLSSocket) => socket.destroy());
   return new Promise((resolve, reject) => {
     server.once('error', (error: NodeJS.ErrnoException) => {
       reject(
@@ -198,12 +227,13 @@ export function listen(endpoint: Endpoint, options: ListenOptions, onStream: (st
       const bound = server.address() as net.AddressInfo;
       resolve({
         address: { ...endpoint, port: bound.port },
-        // Sockets end gracefully, so a last ERROR frame still reaches the agent; stragglers are cut.
+        // Streams end gracefully, so a last ERROR frame still reaches the agent; the rest is cut.
         close: () =>
           new Promise<void>((done) => {
-            for (const socket of sockets) socket.end();
+            for (const stream of streams) stream.end();
+            for (const { socket } of inTls.values()) socket.destroy();
             const stragglers = setTimeout(() => {
-              for (const socket of sockets) socket.destroy();
+              for (const stream of streams) stream.destroy();
             }, 1000);
             server.close(() => {
               clearTimeout(stragglers);

@@ -319,7 +319,9 @@ export interface AgentFixture {
   stop(): Promise<void>;
 }
 
-export function startAgent(port: number, name: string, secret: string, opts: { maxFrame?: number } = {}): AgentFixture {
+/** An agent for the hub on `port`: over tcp://, or over tls:// trusting the certificate `ca`. */
+export function startAgent(port: number, name: string, secret: string, opts: { maxFrame?: number; ca?: string } = {}): AgentFixture {
+  const kind = opts.ca === undefined ? 'tcp' : 'tls';
   const logs: string[] = [];
   const ran: string[] = [];
   const counter = { connections: 0 };
@@ -328,13 +330,13 @@ export function startAgent(port: number, name: string, secret: string, opts: { m
     secret,
     basedir: '/tmp',
     commands: testCommands(ran),
-    masterLabel: `tcp://127.0.0.1:${port}`,
+    masterLabel: `${kind}://127.0.0.1:${port}`,
     maxFrame: opts.maxFrame,
     maxBackoffMs: 200,
     log: (line) => logs.push(line),
     open: () => {
       counter.connections++;
-      return connect({ kind: 'tcp', host: '127.0.0.1', port });
+      return connect({ kind, host: '127.0.0.1', port }, { ca: opts.ca });
     },
   });
   const running = agent.run();

@@ -39,6 +39,20 @@ BACKOFF_MAX = 30.0
 BACKOFF_RESET_AFTER = 60.0
 
 
+# What must not reach twistd.log raw (as wire/printable.ts): controls (C0, DEL, C1), line and
+# paragraph separators, bidi controls. tether-master escapes its own lines; this covers anything
+# else it may print (a crash), so that no output can colour or reorder the log.
+_UNSAFE = re.compile('[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]')
+_SHORT = {'\n': '\\n', '\r': '\\r', '\t': '\\t'}
+
+
+def _printable(text):
+    def escape(match):
+        c = match.group()
+        return _SHORT.get(c) or (f'\\x{ord(c):02x}' if ord(c) < 0x100 else f'\\u{ord(c):04x}')
+    return _UNSAFE.sub(escape, text)
+
+
 def _protocol_problem(protocols):
     """Returns a description of what is wrong with c['protocols'], or None."""
     if not isinstance(protocols, dict) or MSGPACK_PROTOCOL not in protocols:
@@ -112,7 +126,7 @@ class _ChildProtocol(protocol.ProcessProtocol):
     def _emit(self, stream, line):
         text = line.decode('utf-8', 'replace').rstrip('\r')
         tag = '' if stream == 'stdout' else ' (stderr)'
-        log.msg(f'tether:{tag} {self._mask(text)}')
+        log.msg(f'tether:{tag} {_printable(self._mask(text))}')
 
     def _received(self, stream, data):
         buf = self.buffers[stream] + data

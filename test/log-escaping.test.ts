@@ -1,0 +1,104 @@
+/**
+ * Peer-supplied text in log lines: a worker name (or a PRINT) with a newline,
+ * ANSI escapes and bidi controls cannot split a log line, forge one or colour
+ * the terminal. Checked in printable() itself, the hub's log, the agent's
+ * log, tether-master's stderr (a real process), and TetherService's relay
+ * of that stderr into twistd.log.
+ */
+import t from 'tap';
+import { execFile, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { MsgType } from '../wire/messages';
+import { printable } from '../wire/printable';
+import { PLUGIN_DIR, PYTHON, buildbotEnv, freePort, waitFor } from './helpers/buildbot';
+import { MASTER_BIN } from './helpers/tether-procs';
+import { Peer, startAgent, startHub } from './helpers/wire-net';
+
+/** A name that, written raw, would end the line, forge a "connected" line and turn the terminal red. */
+const EVIL = "rig\n2030-01-01T00:00:00.000Z tether-master: worker 'rig' connected from 10.0.0.1:1\u001b[31m\u202e\u0085\u2028x";
+const ESCAPED = "rig\\n2030-01-01T00:00:00.000Z tether-master: worker 'rig' connected from 10.0.0.1:1\\x1b[31m\\u202e\\x85\\u2028x";
+/** Text for an assertion message, all but ASCII escaped: raw controls would break TAP itself. */
+const shown = (value: unknown) => JSON.stringify(value).replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+/** What no log line may hold: the controls of EVIL. */
+const CONTROLS = /[\n\r\u001b\u0085\u2028\u202e]/;
+
+t.test('printable escapes controls, separators and bidi marks, and nothing else', async (t) => {
+  t.equal(printable(EVIL), ESCAPED);
+  t.equal(printable('tab\there\r\0\u007f\u009b\u061c\u200e\u2066\u2029'), 'tab\\there\\r\\x00\\x7f\\x9b\\u061c\\u200e\\u2066\\u2029');
+  t.equal(printable('plain ASCII, Grüße, 日本語, 🙂, a\\nb'), 'plain ASCII, Grüße, 日本語, 🙂, a\\nb', 'printable text is kept, backslashes too');
+  t.equal(printable(printable(EVIL)), printable(EVIL), 'escaping twice changes nothing');
+});
+
+/** Connects as a peer claiming `name` and fails its proof. */
+async function badAttempt(port: number, name: string): Promise<void> {
+  const peer = await Peer.connect(port);
+  peer.sendLink({ type: MsgType.HELLO, params: { versionMin: 1, versionMax: 1, name, nonce: randomBytes(32), caps: 0, maxFrame: 65536 } });
+  await peer.waitFor((m) => m.type === MsgType.CHALLENGE, 5000, 'CHALLENGE');
+  peer.sendLink({ type: MsgType.PROOF, proof: randomBytes(32) });
+  await peer.waitClosed(10_000);
+}
+
+t.test("the hub's log escapes a claimed worker name", async (t) => {
+  const lines: string[] = [];
+  const fx = await startHub({ rig: 'sesame' }, { log: (l) => lines.push(l), failureDelay: 0 });
+  t.teardown(() => fx.close());
+  await badAttempt(fx.port, EVIL);
+  await waitFor('the rejection to be logged', () => lines.some((l) => l.includes('rejected')), { timeoutMs: 5000 });
+  const rejected = lines.find((l) => l.includes('rejected'))!;
+  t.ok(rejected.includes(ESCAPED), `the name is escaped: ${shown(rejected)}`);
+  t.notOk(lines.some((l) => CONTROLS.test(l)), 'no log line holds a control character');
+});
+
+t.test("the agent's log escapes what the master prints", async (t) => {
+  const fx = await startHub({ rig: 'sesame' });
+  t.teardown(() => fx.close());
+  const agent = startAgent(fx.port, 'rig', 'sesame');
+  t.teardown(() => agent.stop());
+  const remote = await fx.hub.waitForAgent('rig', 5000);
+  remote.print(EVIL);
+  await waitFor('the message to be logged', () => agent.logs.some((l) => l.includes('message from master')), { timeoutMs: 5000 });
+  t.ok(agent.logs.some((l) => l.includes(ESCAPED)), 'the text is escaped');
+  t.notOk(agent.logs.some((l) => CONTROLS.test(l)), 'no log line holds a control character');
+});
+
+t.test("tether-master's stderr escapes a claimed worker name", async (t) => {
+  const port = await freePort();
+  const proc = spawn(process.execPath, [MASTER_BIN, '--listen', `tcp://127.0.0.1:${port}`, '--worker', 'rig:sesame'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  t.teardown(async () => {
+    if (proc.exitCode === null) proc.kill('SIGTERM');
+    await exited;
+  });
+  await waitFor('tether-master to listen', () => /listening on/.test(stderr), { timeoutMs: 20_000 });
+  await badAttempt(port, EVIL);
+  await waitFor('the rejection to be logged', () => /rejected/.test(stderr), { timeoutMs: 10_000 });
+  proc.kill('SIGTERM');
+  await exited;
+  const lines = stderr.split('\n').filter(Boolean);
+  t.ok(lines.every((l) => /^\d{4}-\d\d-\d\dT[\d:.]+Z tether-master: /.test(l)), `every line is one log line: ${shown(lines)}`);
+  t.notOk(lines.some((l) => l.startsWith('2030-01-01')), 'no forged line');
+  t.ok(lines.some((l) => l.includes(ESCAPED)), 'the name is escaped');
+  t.notOk(CONTROLS.test(stderr.replace(/\n/g, '')), 'no control character but the line ends');
+});
+
+t.test("TetherService relays tether-master's output escaped into twistd.log", async (t) => {
+  // Lines are split at \n: what a line holds besides must not colour or reorder twistd.log.
+  const line = "worker 'x\u001b[31m\u202e\u0085\u2028\u0007y' refused";
+  const script = [
+    'import json, sys',
+    'from twisted.python import log',
+    'from tether_buildbot.service import _ChildProtocol',
+    'seen = []',
+    "log.addObserver(lambda e: seen.append(''.join(e['message'])))",
+    "p = _ChildProtocol(None, b'', [])",
+    "p.errReceived(sys.argv[1].encode() + b'\\n')",
+    'print(json.dumps(seen))',
+  ].join('\n');
+  const out = await new Promise<string>((resolve, reject) => {
+    execFile(PYTHON, ['-c', script, line], { env: buildbotEnv({ PYTHONPATH: PLUGIN_DIR }) }, (error, stdout, stderr) =>
+      error ? reject(new Error(`${error.message}\n${stderr}`)) : resolve(stdout));
+  });
+  t.equal(shown(JSON.parse(out)), shown(["tether: (stderr) worker 'x\\x1b[31m\\u202e\\x85\\u2028\\x07y' refused"]));
+});
