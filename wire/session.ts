@@ -67,9 +67,9 @@ export function maxQueuedBytes(window: number): number {
   return 2 * 1024 * 1024 + 4 * window;
 }
 /** Bytes handed to a fast stream and not yet taken before the session waits. */
-const FAST_LINK_BUFFER = 256 * 1024;
+export const FAST_LINK_BUFFER = 256 * 1024;
 /** Past this many bytes not taken by the stream, link replies (ACK, PONG) wait: the newest of each goes once it drains. */
-const LINK_REPLY_BACKLOG = 64 * 1024;
+export const LINK_REPLY_BACKLOG = 64 * 1024;
 /** The retransmission timer never waits less, nor more, than this; nor doubles more than MAX_BACKOFF times. */
 const MIN_RETRANSMIT_MS = 50;
 const MAX_RETRANSMIT_MS = 10_000;
@@ -166,6 +166,11 @@ export class Session extends EventEmitter {
   /** Bytes of messages waiting for the link. */
   get queuedByteCount(): number {
     return this.queue.bytes;
+  }
+
+  /** Bytes written to the transport that it has not taken yet. */
+  get unsentByteCount(): number {
+    return this.attached ? this.link.writableLength : 0;
   }
 
   /** Messages waiting for the link. */
