@@ -57,9 +57,15 @@ export const COMMAND_ALIASES: Record<string, string> = {
   downloadFile: 'download_file',
 };
 
-export function workerCommands(): Record<string, string> {
+/**
+ * The worker_commands Buildbot gets: the commands the agent reported in its
+ * INFO (under each of Buildbot's names for them), or all of them for an agent
+ * that reported none, so a step the agent cannot run is refused by Buildbot.
+ */
+export function workerCommands(reported?: unknown): Record<string, string> {
+  const has = Array.isArray(reported) ? new Set(reported.filter((c) => typeof c === 'string')) : null;
   const out: Record<string, string> = {};
-  for (const n of WORKER_COMMAND_NAMES) out[n] = WORKER_COMMAND_VERSION;
+  for (const n of WORKER_COMMAND_NAMES) if (!has || has.has(COMMAND_ALIASES[n] ?? n)) out[n] = WORKER_COMMAND_VERSION;
   return out;
 }
 
@@ -115,7 +121,7 @@ export function buildWorkerInfo(info: Record<string, unknown>): Record<string, u
   out.basedir = reportedBasedir(info);
   const n = Number(info.numcpus);
   out.numcpus = Number.isInteger(n) && n > 0 ? n : 1;
-  out.worker_commands = workerCommands();
+  out.worker_commands = workerCommands(info.commands);
   out.delete_leftover_dirs = info.delete_leftover_dirs === true;
   return out;
 }

@@ -130,6 +130,11 @@ t.test('worker info in buildbot-worker shape', async (t) => {
     t.equal(wc[n], '3.1', n);
   }
   t.same(workerCommands(), wc);
+  t.same(
+    buildWorkerInfo({ commands: ['shell', 'upload_file', 'stat'] }).worker_commands,
+    { shell: '3.1', uploadFile: '3.1', upload_file: '3.1', stat: '3.1' },
+    'an agent that reports its commands gets only those offered to Buildbot, under both names',
+  );
   t.equal(buildWorkerInfo({ os: 'windows', host: 'h', numcpus: 4 }).system, 'nt');
   t.equal(buildWorkerInfo({ numcpus: 4 }).numcpus, 4);
   t.equal(buildWorkerInfo({}).basedir, '.');

@@ -185,7 +185,7 @@ t.test('a bad proof from anyone does not end the wait: the command runs when the
   const run = await exec(t, ['--', 'echo', 'ran'], { agent: false });
   const impostor = await Peer.connect(run.port);
   t.teardown(() => impostor.destroy());
-  impostor.sendLink({ type: MsgType.HELLO, params: { versionMin: 1, versionMax: 1, name: 'rig', nonce: randomBytes(32), caps: 0, maxFrame: 65536 } });
+  impostor.sendLink({ type: MsgType.HELLO, params: { versionMin: 2, versionMax: 2, name: 'rig', nonce: randomBytes(32), caps: 0, maxFrame: 65536 } });
   await impostor.waitFor((m) => m.type === MsgType.CHALLENGE, 5000, 'CHALLENGE');
   impostor.sendLink({ type: MsgType.PROOF, proof: randomBytes(32) });
   await impostor.waitFor((m) => m.type === MsgType.ERROR, 10_000, 'ERROR');

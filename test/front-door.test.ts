@@ -157,7 +157,7 @@ t.test('a failed proof is answered after the delay, which costs that connection,
   const attempts = Array.from({ length: ATTEMPTS }, async () => {
     const peer = await Peer.connect(fx.port);
     t.teardown(() => peer.destroy());
-    peer.sendLink({ type: MsgType.HELLO, params: { versionMin: 1, versionMax: 1, name: 'rig', nonce: randomBytes(32), caps: 0, maxFrame: 65536 } });
+    peer.sendLink({ type: MsgType.HELLO, params: { versionMin: 2, versionMax: 2, name: 'rig', nonce: randomBytes(32), caps: 0, maxFrame: 65536 } });
     await peer.waitFor(is(MsgType.CHALLENGE), 5000, 'CHALLENGE');
     const sent = Date.now();
     peer.sendLink({ type: MsgType.PROOF, proof: randomBytes(32) });

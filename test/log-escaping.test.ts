@@ -32,7 +32,7 @@ t.test('printable escapes controls, separators and bidi marks, and nothing else'
 /** Connects as a peer claiming `name` and fails its proof. */
 async function badAttempt(port: number, name: string): Promise<void> {
   const peer = await Peer.connect(port);
-  peer.sendLink({ type: MsgType.HELLO, params: { versionMin: 1, versionMax: 1, name, nonce: randomBytes(32), caps: 0, maxFrame: 65536 } });
+  peer.sendLink({ type: MsgType.HELLO, params: { versionMin: 2, versionMax: 2, name, nonce: randomBytes(32), caps: 0, maxFrame: 65536 } });
   await peer.waitFor((m) => m.type === MsgType.CHALLENGE, 5000, 'CHALLENGE');
   peer.sendLink({ type: MsgType.PROOF, proof: randomBytes(32) });
   await peer.waitClosed(10_000);
@@ -92,7 +92,7 @@ t.test("TetherService relays tether-master's output escaped into twistd.log", as
     'from tether_buildbot.service import _ChildProtocol',
     'seen = []',
     "log.addObserver(lambda e: seen.append(''.join(e['message'])))",
-    "p = _ChildProtocol(None, b'', [])",
+    "p = _ChildProtocol(None, b'', lambda text: text)",
     "p.errReceived(sys.argv[1].encode() + b'\\n')",
     'print(json.dumps(seen))',
   ].join('\n');

@@ -114,7 +114,7 @@ t.test('a REJECT fails only the running command it names; one naming no running 
   const ignored = logs.filter((l) => l.includes('ignored'));
   t.equal(ignored.length, 2, 'both ignored REJECTs are logged');
   t.ok(ignored.every((l) => !/[\n\x1b]/.test(l)), 'with the peer\'s text escaped');
-  t.ok(ignored[0].includes(String.raw`done\n[hub] worker admin logged in \x1B[31m`), ignored[0]);
+  t.ok(ignored[0].includes(String.raw`done\n[hub] worker admin logged in \x1b[31m`), ignored[0]);
   t.notOk(peer.isClosed, 'the session goes on');
 });
 
