@@ -3,7 +3,7 @@
  * turned into protocol messages under flow control.
  */
 import { ByteRun } from '../wire/byte-run';
-import { CreditGate, CreditLedger, payloadLimit } from '../wire/credit';
+import { CreditGate, CreditLedger, logNameBytes, payloadLimit } from '../wire/credit';
 import { TetherError } from '../wire/errors';
 import { type ChannelId, Channel, type Message, MsgType, type OutgoingMessage } from '../wire/messages';
 import type { Session } from '../wire/session';
@@ -210,8 +210,7 @@ export class CommandStream implements CommandIO {
   }
 
   log(name: string, chunk: Buffer): Promise<void> {
-    const nameBytes = Buffer.byteLength(name) + 9;
-    return this.sendPayload(chunk, (data) => ({ type: MsgType.LOG, stream: this.stream, name, data }), nameBytes);
+    return this.sendPayload(chunk, (data) => ({ type: MsgType.LOG, stream: this.stream, name, data }), logNameBytes(name));
   }
 
   writeFile(chunk: Buffer): Promise<void> {

@@ -7,6 +7,11 @@
 import { TetherError } from './errors';
 import { PAYLOAD_HEAD_BYTES } from './messages';
 
+/** Room a LOG's name takes in its body (text head and bytes). */
+export function logNameBytes(name: string): number {
+  return Buffer.byteLength(name) + 9;
+}
+
 /**
  * Payload bytes per frame: the frame limit less room for the message head
  * and for `fieldBytes` of other fields such as a log's name, and never above

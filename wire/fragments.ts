@@ -1,27 +1,16 @@
 /**
  * FRAGMENT: a sequenced message whose body is larger than a frame (a big
  * START on a serial line, a large INFO) goes as pieces in consecutive frames,
- * `[24, more, piece]`, `more` false on the last; the receiver joins them in
- * sequence order and decodes the whole. Nothing else may come between the
+ * `[24, more, piece]`, `more` false on the last (send-queue.ts cuts them);
+ * the receiver joins them in sequence order and decodes the whole. Nothing else may come between the
  * pieces of one message, and a whole message is at most MAX_MESSAGE_BYTES.
  */
 import { TetherError } from './errors';
-import { MsgType, encodeMessage } from './messages';
 
 /** Largest message, fragmented or not; output and file data never come near it. */
 export const MAX_MESSAGE_BYTES = 1024 * 1024;
 /** Room in a frame for a FRAGMENT's type, flag and length head. */
 export const FRAGMENT_HEAD_BYTES = 8;
-
-/** The FRAGMENT bodies of `body`, each at most `frameBody` bytes. */
-export function fragmentBodies(body: Buffer, frameBody: number): Buffer[] {
-  const piece = frameBody - FRAGMENT_HEAD_BYTES;
-  const out: Buffer[] = [];
-  for (let at = 0; at < body.length; at += piece) {
-    out.push(encodeMessage({ type: MsgType.FRAGMENT, more: at + piece < body.length, data: body.subarray(at, at + piece) }));
-  }
-  return out;
-}
 
 /** Joins the pieces of one message, with its size bounded as they arrive. */
 export class Reassembler {

@@ -1,21 +1,47 @@
 /**
- * Messages waiting for the link, in order, as frame bodies. Output for the
- * same stream and channel that waits behind a busy link merges into one
- * frame (a slow line then carries fewer, fuller frames); a message larger
- * than a frame is cut into FRAGMENTs. The queue counts its bytes so the
- * session can bound it.
+ * Messages waiting for the link, in order; frame bodies are cut from them
+ * when the link takes one, at the size it asks for then (frame-size.ts: it
+ * shrinks on a noisy line). Payload (output, DATA, LOG, STDIN) for the same
+ * place that waits behind a busy link joins into one message, so a slow line
+ * carries fewer, fuller frames; a body larger than the frame is cut into
+ * pieces of payload, or, for any other message, into FRAGMENTs. The queue
+ * counts its bytes so the session can bound it.
  */
 import { TetherError } from './errors';
-import { MAX_MESSAGE_BYTES, fragmentBodies } from './fragments';
-import { PAYLOAD_HEAD_BYTES, type OutgoingMessage, encodeMessage } from './messages';
+import { FRAGMENT_HEAD_BYTES, MAX_MESSAGE_BYTES } from './fragments';
+import { logNameBytes } from './credit';
+import { MsgType, type OutgoingMessage, PAYLOAD_HEAD_BYTES, encodeMessage } from './messages';
 
-type Output = Extract<OutgoingMessage, { type: 'output' }>;
+/** A message whose payload may be cut or joined (its credit counts bytes, not messages). */
+type Payload = Extract<OutgoingMessage, { type: 'output' } | { type: typeof MsgType.DATA } | { type: typeof MsgType.LOG }>
+  | (Extract<OutgoingMessage, { type: typeof MsgType.STDIN }> & { data: Buffer });
 
-type Queued = { body: Buffer } | { output: Output; parts: Buffer[]; length: number };
+type Queued =
+  /** An encoded message, and how much of it went out already (in FRAGMENTs). */
+  | { body: Buffer; sent: number }
+  /** Payload pieces waiting to go, joined when they are cut. */
+  | { payload: Payload; parts: Buffer[]; length: number };
+
+function isPayload(m: OutgoingMessage): m is Payload {
+  return m.type === 'output' || m.type === MsgType.DATA || m.type === MsgType.LOG || (m.type === MsgType.STDIN && m.data !== null);
+}
+
+/** Whether payload `b` may join `a`: the same message type, stream, channel or log name. */
+function samePlace(a: Payload, b: Payload): boolean {
+  if (a.type !== b.type || a.stream !== b.stream) return false;
+  if (a.type === 'output') return a.channel === (b as typeof a).channel;
+  if (a.type === MsgType.LOG) return a.name === (b as typeof a).name;
+  return true;
+}
+
+/** Room in a body for a payload message's other fields: the rule credit.ts's payloadLimit() chunks by. */
+function headBytes(m: Payload): number {
+  return PAYLOAD_HEAD_BYTES + (m.type === MsgType.LOG ? logNameBytes(m.name) : 0);
+}
 
 export class SendQueue {
   private readonly items: Queued[] = [];
-  /** Bytes waiting: bodies, and output payload. */
+  /** Bytes waiting: bodies, and payload. */
   bytes = 0;
 
   constructor(private readonly maxBody: number) {}
@@ -24,44 +50,74 @@ export class SendQueue {
     return this.items.length;
   }
 
-  /** Queues a message. Throws FRAME_TOO_LARGE for output that cannot fit a frame or a message over the limit. */
+  /** Queues a message. Throws FRAME_TOO_LARGE for payload that cannot fit a frame, or a message over the limit. */
   push(message: OutgoingMessage): void {
-    if (message.type === 'output') {
+    if (isPayload(message)) {
       const size = message.data.length;
-      if (size + PAYLOAD_HEAD_BYTES > this.maxBody) throw tooLarge(size + PAYLOAD_HEAD_BYTES, this.maxBody);
+      const head = headBytes(message);
+      if (size + head > this.maxBody) throw tooLarge(size + head, this.maxBody);
       const last = this.items[this.items.length - 1];
-      if (
-        last && 'output' in last && last.output.stream === message.stream && last.output.channel === message.channel &&
-        last.length + size + PAYLOAD_HEAD_BYTES <= this.maxBody
-      ) {
+      if (last && 'payload' in last && samePlace(last.payload, message) && last.length + size + head <= this.maxBody) {
         last.parts.push(message.data);
         last.length += size;
       } else {
-        this.items.push({ output: message, parts: [message.data], length: size });
+        this.items.push({ payload: message, parts: [message.data], length: size });
       }
       this.bytes += size;
       return;
     }
     const body = encodeMessage(message);
     if (body.length > MAX_MESSAGE_BYTES) throw tooLarge(body.length, MAX_MESSAGE_BYTES);
-    const bodies = body.length <= this.maxBody ? [body] : fragmentBodies(body, this.maxBody);
-    for (const piece of bodies) {
-      this.items.push({ body: piece });
-      this.bytes += piece.length;
-    }
+    this.items.push({ body, sent: 0 });
+    this.bytes += body.length;
   }
 
-  /** The next body to send, or undefined. */
-  shift(): Buffer | undefined {
-    const item = this.items.shift();
+  /** The next frame body, at most `limit` bytes (a payload message's head may take it a little over), or undefined. */
+  shift(limit = this.maxBody): Buffer | undefined {
+    const item = this.items[0];
     if (!item) return undefined;
-    if ('body' in item) {
+    if ('body' in item) return this.cutBody(item, limit);
+    const room = Math.max(1, Math.min(item.length, limit - headBytes(item.payload)));
+    const data = this.take(item, room);
+    if (item.length === 0) this.items.shift();
+    this.bytes -= data.length;
+    return encodeMessage({ ...item.payload, data });
+  }
+
+  /** A whole body when it fits; else its next FRAGMENT piece. */
+  private cutBody(item: { body: Buffer; sent: number }, limit: number): Buffer {
+    if (item.sent === 0 && item.body.length <= limit) {
+      this.items.shift();
       this.bytes -= item.body.length;
       return item.body;
     }
-    this.bytes -= item.length;
-    const data = item.parts.length === 1 ? item.parts[0] : Buffer.concat(item.parts, item.length);
-    return encodeMessage({ ...item.output, data });
+    const piece = item.body.subarray(item.sent, item.sent + Math.max(1, limit - FRAGMENT_HEAD_BYTES));
+    item.sent += piece.length;
+    this.bytes -= piece.length;
+    const more = item.sent < item.body.length;
+    if (!more) this.items.shift();
+    return encodeMessage({ type: MsgType.FRAGMENT, more, data: piece });
+  }
+
+  /** The first `length` payload bytes of a waiting item (its parts joined only when a piece spans them). */
+  private take(item: { parts: Buffer[]; length: number }, length: number): Buffer {
+    item.length -= length;
+    const first = item.parts[0];
+    if (first.length === length) return item.parts.shift()!;
+    if (first.length > length) {
+      item.parts[0] = first.subarray(length);
+      return first.subarray(0, length);
+    }
+    const out = Buffer.allocUnsafe(length);
+    for (let at = 0; at < length; ) {
+      const part = item.parts[0];
+      const n = Math.min(part.length, length - at);
+      part.copy(out, at, 0, n);
+      at += n;
+      if (n === part.length) item.parts.shift();
+      else item.parts[0] = part.subarray(n);
+    }
+    return out;
   }
 }
 

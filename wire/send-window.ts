@@ -17,8 +17,9 @@ export interface SentFrame {
   frame: Buffer;
   /** Transmissions so far. */
   sends: number;
-  /** Place of its last transmission among every sequenced frame written. */
+  /** Place of its last transmission among every sequenced frame written, and of its first. */
   order: number;
+  firstOrder: number;
   /** When its last transmission was taken by the stream (performance.now() ms); null until then. */
   writtenAt: number | null;
   /** The receiver holds it, out of order (selective repeat). */
@@ -60,6 +61,12 @@ export class RoundTrip {
   }
 }
 
+/** Who learns the fate of each frame at its first try (the frame sizer): arrived, or lost. */
+export interface FrameFates {
+  delivered(wireBytes: number): void;
+  lostFrame(wireBytes: number): void;
+}
+
 export class SendWindow {
   private frames: SentFrame[] = [];
   private resends: SentFrame[] = [];
@@ -70,7 +77,10 @@ export class SendWindow {
   /** Wire bytes of the frames not yet acknowledged. */
   bytes = 0;
 
-  constructor(readonly roundTrip: RoundTrip) {}
+  constructor(
+    readonly roundTrip: RoundTrip,
+    private readonly fates: FrameFates | null = null,
+  ) {}
 
   get count(): number {
     return this.frames.length;
@@ -82,7 +92,7 @@ export class SendWindow {
 
   /** A new frame, kept until acknowledged. */
   add(seq: number, body: Buffer, frame: Buffer): SentFrame {
-    const entry: SentFrame = { seq, body, frame, sends: 0, order: 0, writtenAt: null, held: false, queued: false, acked: false };
+    const entry: SentFrame = { seq, body, frame, sends: 0, order: 0, firstOrder: 0, writtenAt: null, held: false, queued: false, acked: false };
     this.frames.push(entry);
     this.bytes += frame.length;
     return entry;
@@ -92,6 +102,7 @@ export class SendWindow {
   sending(entry: SentFrame): void {
     entry.sends++;
     entry.order = ++this.orders;
+    if (entry.sends === 1) entry.firstOrder = entry.order;
     entry.writtenAt = null;
     entry.queued = false;
   }
@@ -126,8 +137,15 @@ export class SendWindow {
     return newest !== null;
   }
 
+  /**
+   * A frame arrived, by one of its transmissions: the first is the one to
+   * count on, since a report cannot say which (a frame sent again on a
+   * timeout may have arrived the first time, and the frames written between
+   * the two are still on their way).
+   */
   private delivered(entry: SentFrame): void {
-    if (entry.order > this.deliveredOrder) this.deliveredOrder = entry.order;
+    if (entry.firstOrder > this.deliveredOrder) this.deliveredOrder = entry.firstOrder;
+    if (entry.sends === 1) this.fates?.delivered(entry.frame.length);
   }
 
   /**
@@ -140,7 +158,7 @@ export class SendWindow {
     for (const entry of this.frames) {
       if (!entry.held && !entry.queued && entry.order > this.deliveredOrder && entry.writtenAt !== null && (!next || entry.order < next.order)) next = entry;
     }
-    if (next) this.queue(next);
+    if (next) this.lose(next);
   }
 
   /**
@@ -158,15 +176,22 @@ export class SendWindow {
   /** No ACK in time: the oldest frame the peer has not reported goes again (go-back-N: all of them). */
   timedOut(goBackN: boolean): void {
     if (goBackN) {
-      this.queueLost(() => true);
+      for (const entry of this.frames) if (!entry.queued && entry.sends > 0) this.queue(entry);
       return;
     }
+    // A timeout may as well be a slow ACK as a lost frame: it tells the frame sizer nothing.
     const oldest = this.frames.find((entry) => !entry.held && !entry.queued);
     if (oldest) this.queue(oldest);
   }
 
   private queueLost(lost: (entry: SentFrame) => boolean): void {
-    for (const entry of this.frames) if (!entry.held && !entry.queued && entry.sends > 0 && lost(entry)) this.queue(entry);
+    for (const entry of this.frames) if (!entry.held && !entry.queued && entry.sends > 0 && lost(entry)) this.lose(entry);
+  }
+
+  /** A transmission of `entry` was lost: it goes again. */
+  private lose(entry: SentFrame): void {
+    this.fates?.lostFrame(entry.frame.length);
+    this.queue(entry);
   }
 
   private queue(entry: SentFrame): void {

@@ -6,6 +6,7 @@
  *   send-window.ts     frames sent and not yet acknowledged; what goes again, when
  *   receive-window.ts  the number expected next; frames held out of order
  *   fragments.ts       messages larger than a frame
+ *   frame-size.ts      the frame size that carries most through a noisy line
  *   compression.ts     the deflate capability
  *
  * and adds what is the session's own: acknowledging (ACK, NAK), keepalive,
@@ -24,6 +25,7 @@ import { type Message, MsgType, type OutgoingMessage, decodeMessage, encodeMessa
 import { ReceiveWindow } from './receive-window';
 import { SendQueue } from './send-queue';
 import { RoundTrip, type SentFrame, SendWindow } from './send-window';
+import { FrameSizer } from './frame-size';
 
 export interface SessionOptions {
   /** Largest frame body either side may send. */
@@ -95,6 +97,8 @@ export class Session extends EventEmitter {
   private readonly sender: SendWindow;
   private readonly receiver: ReceiveWindow;
   private readonly reassembler = new Reassembler();
+  /** Lossy links: the frame size that carries most through the noise measured. */
+  private readonly sizer: FrameSizer | null;
   private readonly compressor: Compressor | null;
   private readonly decompressor: Decompressor | null;
   readonly maxBody: number;
@@ -131,7 +135,8 @@ export class Session extends EventEmitter {
     this.sendSeq = options.sendSeq ?? 0;
     this.queue = new SendQueue(options.maxBody);
     // Before the first measurement: a generous wait, from the line's nominal rate where there is one.
-    this.sender = new SendWindow(new RoundTrip(250 + 4 * this.lineMs(options.maxBody), MIN_RETRANSMIT_MS));
+    this.sizer = link.lossy ? new FrameSizer(options.maxBody) : null;
+    this.sender = new SendWindow(new RoundTrip(250 + 4 * this.lineMs(options.maxBody), MIN_RETRANSMIT_MS), this.sizer);
     this.receiver = new ReceiveWindow(options.recvSeq ?? 0, options.selective ?? false);
     this.goBackWindow = this.goBackLimit;
     // A slow line is worth the smallest output; on a fast link deflate's speed matters more.
@@ -176,6 +181,11 @@ export class Session extends EventEmitter {
   /** Messages waiting for the link. */
   get queuedCount(): number {
     return this.queue.length;
+  }
+
+  /** The largest body sent now: max_frame, or less on a noisy line. */
+  get frameLimit(): number {
+    return this.sizer?.size ?? this.maxBody;
   }
 
   /** Bytes of frames held out of order. */
@@ -313,7 +323,7 @@ export class Session extends EventEmitter {
       !this.sender.resendWaiting && this.queue.length > 0 && !this.closed && this.buffered < this.bufferLimit &&
       this.sender.bytes < this.unackedLimit && this.sender.count < MAX_UNACKED_FRAMES
     ) {
-      let body = this.queue.shift()!;
+      let body = this.queue.shift(this.frameLimit)!;
       if (this.compressor) body = this.compressor.pack(body);
       const seq = this.sendSeq++;
       if (this.sender.count === 0) this.lastAckProgress = Date.now();
