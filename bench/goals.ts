@@ -46,6 +46,19 @@ export function evaluateGoals(r: Results): Goal[] {
     goals.push(goal('agent RSS idle', '≤ 45 MB', undefined, () => false));
     goals.push(goal('agent RSS streaming', '≤ 80 MB', undefined, () => false));
   }
+  const noise = r.noise;
+  const noisy = noise?.rows.find((x) => !x.unlimited && x.bitErrorRate === 1e-5 && x.dropRate === 1e-3);
+  const unlimited = noise?.rows.find((x) => x.unlimited);
+  goals.push(goal('serial upload at 115200 baud, bit-error rate 1e-5, 0.1 % bytes dropped, of line rate', '≥ 0.60', noisy?.ofLine, (v) => v >= 0.6, '×'));
+  goals.push(goal('the same noise on a line with no rate limit: upload time, of 115200\'s', '≤ 1.0', unlimited && noisy ? unlimited.seconds / noisy.seconds : undefined, (v) => v <= 1, '×'));
+  const build = (line: string) => noise?.builds.find((b) => b.line === line);
+  const clean = build('clean');
+  const noisyBuild = build('noisy');
+  const fastBuild = build('noisy, no rate limit');
+  goals.push(goal('e2e Buildbot build over a noisy 115200 line, of the clean line\'s time (byte-exact)', '≤ 1.6',
+    clean && noisyBuild && noisyBuild.sameAsClean ? noisyBuild.seconds / clean.seconds : undefined, (v) => v <= 1.6, '×'));
+  goals.push(goal('the same build with no rate limit, of the noisy 115200 line\'s time (byte-exact)', '≤ 1.0',
+    noisyBuild && fastBuild && fastBuild.sameAsClean ? fastBuild.seconds / noisyBuild.seconds : undefined, (v) => v <= 1, '×'));
   const s = r.scale;
   goals.push(goal(`${s?.agents ?? 200} agents streaming at once: hub RSS (peak)`, '≤ 400 MB', s?.streamingRssPeakMB, (v) => v <= 400, ' MB'));
   goals.push(goal(`${s?.agents ?? 200} agents: every log exact`, 'all', s ? s.exact : undefined, (v) => v === s?.agents && !!s?.allExact, ` of ${s?.agents ?? 200}`));

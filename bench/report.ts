@@ -1,5 +1,5 @@
 /** The results as Markdown tables (what `npm run bench` prints, and README's Performance section). */
-import { MB, MiB, type Cell, table } from './lib';
+import { MB, MiB, type Cell, round, table } from './lib';
 import type { Results } from './run';
 
 const mb = (bytes: number) => Math.round((bytes / MB) * 100) / 100;
@@ -128,6 +128,28 @@ export function report(r: Results): string {
       ['baud', 'lines', 'median ms', 'worst ms', 'frame bytes', 'frame line time ms'],
       se.latency.map((l) => [l.baud, l.lines, l.medianMs, l.maxMs, l.frameBytes, l.lineMs]),
     ));
+  }
+  const n = r.noise;
+  out.push('## Serial lines with noise (line simulator, 115200 baud, both directions)\n');
+  if (!n) out.push(r.errors.noise ? `failed: ${r.errors.noise.split('\n')[0]}\n` : 'not run\n');
+  else {
+    out.push(table(
+      ['bit-error rate', 'bytes dropped', 'line', 'upload goodput B/s', '× line rate', 'bound: best fixed frame', 'seconds', 'frames held', 'byte-exact'],
+      n.rows.map((x) => [
+        x.bitErrorRate, x.dropRate, x.unlimited ? 'no rate limit' : '115200', x.goodput, x.ofLine,
+        `${x.bound} (${x.boundFrame}-byte frames)`, x.seconds, x.held, x.exact ? 'yes' : 'NO',
+      ]),
+    ));
+    out.push(
+      '\nAn upload_file of random bytes, agent → hub. × line rate: payload against 11 520 B/s. Bound: the share of frames of the best ' +
+        'fixed size that survive the noise, times their payload share (no retransmission cost, no ACKs): what a sender that knew the noise could reach.\n',
+    );
+    if (n.builds.length > 0) {
+      out.push(table(
+        ['Tether\'s e2e Buildbot build over a line', 'seconds', 'of clean', 'result', 'same record as clean'],
+        n.builds.map((b) => [b.line, b.seconds, round(b.seconds / n.builds[0].seconds, 2), b.result, b.sameAsClean === null ? '-' : b.sameAsClean ? 'yes' : 'NO']),
+      ));
+    }
   }
   for (const [section, error] of Object.entries(r.errors)) out.push(`**${section} failed**: ${error.split('\n')[0]}\n`);
   return out.join('\n');

@@ -4,7 +4,7 @@
  * bench/results.json and prints tables and the goals.
  *
  *   --quick                 small sizes and few repetitions
- *   --only=a,b              sections: buildbot, protocol, memory, scale, serial
+ *   --only=a,b              sections: buildbot, protocol, memory, scale, serial, noise
  *                           (none: only the profiles asked for with --profile=)
  *   --skip-buildbot         everything but the Buildbot comparison
  *   --out=FILE              where the results go (default bench/results.json; the
@@ -30,9 +30,10 @@ import { type ProtocolResults, runProtocol } from './protocol';
 import { performanceSection } from './readme';
 import { report } from './report';
 import { type ScaleResults, runScale } from './scale';
+import { type NoiseResults, runNoise } from './noise';
 import { type SerialResults, runSerial } from './serial';
 
-export const SECTIONS = ['buildbot', 'protocol', 'memory', 'scale', 'serial'] as const;
+export const SECTIONS = ['buildbot', 'protocol', 'memory', 'scale', 'serial', 'noise'] as const;
 export type Section = (typeof SECTIONS)[number];
 
 export interface Results {
@@ -49,6 +50,7 @@ export interface Results {
   memory?: MemoryResults;
   scale?: ScaleResults;
   serial?: SerialResults;
+  noise?: NoiseResults;
   /** Sections that failed, with the error. */
   errors: Record<string, string>;
   goals: Goal[];
@@ -123,6 +125,7 @@ async function main(): Promise<number> {
     memory: () => runMemory(opts),
     scale: () => runScale(opts),
     serial: () => runSerial(opts),
+    noise: () => runNoise(opts),
   };
   for (const section of args.sections) {
     log(`--- ${section}${args.quick ? ' (quick)' : ''}`);
