@@ -151,6 +151,14 @@ export function report(r: Results): string {
       ));
     }
   }
+  out.push('## Hostile peers (authenticated, against real tether-master processes)\n');
+  if (!r.hostile) out.push(r.errors.hostile ? `failed: ${r.errors.hostile.split('\n')[0]}\n` : 'not run\n');
+  else {
+    out.push(table(
+      ['attack', 'sent MiB', 'hub RSS before MB', 'peak MB', 'after MB', 'heap in use after, MB', 'seconds', 'outcome'],
+      r.hostile.map((x) => [x.attack, x.sentMiB, x.rssBeforeMB, x.rssPeakMB, x.rssAfterMB, x.heapAfterMB, x.seconds, x.outcome]),
+    ));
+  }
   for (const [section, error] of Object.entries(r.errors)) out.push(`**${section} failed**: ${error.split('\n')[0]}\n`);
   return out.join('\n');
 }

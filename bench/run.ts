@@ -4,7 +4,7 @@
  * bench/results.json and prints tables and the goals.
  *
  *   --quick                 small sizes and few repetitions
- *   --only=a,b              sections: buildbot, protocol, memory, scale, serial, noise
+ *   --only=a,b              sections: buildbot, protocol, memory, scale, serial, noise, hostile
  *                           (none: only the profiles asked for with --profile=)
  *   --skip-buildbot         everything but the Buildbot comparison
  *   --out=FILE              where the results go (default bench/results.json; the
@@ -30,10 +30,11 @@ import { type ProtocolResults, runProtocol } from './protocol';
 import { performanceSection } from './readme';
 import { report } from './report';
 import { type ScaleResults, runScale } from './scale';
+import { type HostileRow, runHostile } from './hostile';
 import { type NoiseResults, runNoise } from './noise';
 import { type SerialResults, runSerial } from './serial';
 
-export const SECTIONS = ['buildbot', 'protocol', 'memory', 'scale', 'serial', 'noise'] as const;
+export const SECTIONS = ['buildbot', 'protocol', 'memory', 'scale', 'serial', 'noise', 'hostile'] as const;
 export type Section = (typeof SECTIONS)[number];
 
 export interface Results {
@@ -51,6 +52,7 @@ export interface Results {
   scale?: ScaleResults;
   serial?: SerialResults;
   noise?: NoiseResults;
+  hostile?: HostileRow[];
   /** Sections that failed, with the error. */
   errors: Record<string, string>;
   goals: Goal[];
@@ -126,6 +128,7 @@ async function main(): Promise<number> {
     scale: () => runScale(opts),
     serial: () => runSerial(opts),
     noise: () => runNoise(opts),
+    hostile: () => runHostile(opts),
   };
   for (const section of args.sections) {
     log(`--- ${section}${args.quick ? ' (quick)' : ''}`);
