@@ -95,6 +95,9 @@ export interface AcceptOptions {
   visitor?: Visitor;
 }
 
+/** Secrets shorter than this are warned about: 16 random characters hold about 96 bits or more. */
+export const MIN_SECRET_LENGTH = 16;
+
 export class TetherHub extends EventEmitter {
   private readonly servers: Listener[] = [];
   private readonly agents = new Map<string, AgentConnection>();
@@ -105,12 +108,12 @@ export class TetherHub extends EventEmitter {
   private readonly frontDoor: FrontDoor;
   /** Failed handshakes: anyone can cause them at will. */
   private readonly rejections: RateLimitedLog;
-  private workers: Record<string, string>;
+  private workers: Record<string, string> = {};
 
   constructor(private readonly options: HubOptions) {
     super();
-    this.workers = { ...options.workers };
     this.log = printableLog(options.log);
+    this.setWorkers(options.workers);
     this.frontDoor = new FrontDoor({
       handshakeTimeoutMs: (options.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT_SECONDS) * 1000,
       maxUnauthenticated: options.maxUnauthenticated ?? DEFAULT_MAX_UNAUTHENTICATED,
@@ -149,6 +152,13 @@ export class TetherHub extends EventEmitter {
   /** Replaces the worker table; connected agents that are no longer in it are disconnected. */
   setWorkers(workers: Record<string, string>): void {
     this.workers = { ...workers };
+    // Anyone may ask for the master's proof under a worker's name and test guesses against it
+    // offline: only a secret too long to guess protects the handshake.
+    for (const [name, secret] of Object.entries(workers)) {
+      if (secret.length < MIN_SECRET_LENGTH) {
+        this.log(`warning: worker '${name}' has a short secret (${secret.length} characters); it can be guessed offline: use ${MIN_SECRET_LENGTH} or more random characters (openssl rand -hex 32)`);
+      }
+    }
     for (const [name, agent] of this.agents) {
       if (!(name in this.workers)) agent.close(new TetherError('AUTH_FAILED', `worker '${name}' was removed`));
     }

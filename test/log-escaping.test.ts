@@ -8,6 +8,7 @@
 import t from 'tap';
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { TetherHub } from '../master-plugin/hub';
 import { MsgType } from '../wire/messages';
 import { printable } from '../wire/printable';
 import { PLUGIN_DIR, PYTHON, buildbotEnv, freePort, waitFor } from './helpers/buildbot';
@@ -101,4 +102,14 @@ t.test("TetherService relays tether-master's output escaped into twistd.log", as
       error ? reject(new Error(`${error.message}\n${stderr}`)) : resolve(stdout));
   });
   t.equal(shown(JSON.parse(out)), shown(["tether: (stderr) worker 'x\\x1b[31m\\u202e\\x85\\u2028\\x07y' refused"]));
+});
+
+t.test('a short secret is warned about: it can be guessed offline against the proof any HELLO draws', async (t) => {
+  const logs: string[] = [];
+  const hub = new TetherHub({ workers: { weak: 'sesame', strong: 'f3a9c1e07b2d4e8a9c6b1f0e2d3c4b5a' }, log: (l) => logs.push(l) });
+  t.teardown(() => hub.close());
+  t.equal(logs.filter((l) => /short secret/.test(l)).length, 1, 'one warning');
+  t.match(logs.join('\n'), /worker 'weak' has a short secret \(6 characters\)/);
+  hub.setWorkers({ weak2: 'abc' });
+  t.match(logs.join('\n'), /worker 'weak2' has a short secret/, 'and when the workers change');
 });
