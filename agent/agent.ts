@@ -15,9 +15,9 @@ import { type Message, MsgType } from '../wire/messages';
 import { printableLog } from '../wire/printable';
 import { Session } from '../wire/session';
 import { MAX_STREAM_ID } from '../wire/stream-ids';
-import { type OpenedStream, asOpenedStream } from '../wire/transport';
+import { type OpenedTransport, asOpenedTransport } from '../wire/transport';
 import { VERSION } from '../wire/version';
-import { CommandStream } from './command-stream';
+import { AgentCommand } from './agent-command';
 import { withoutSecret } from './environment';
 import { SpoolBudget } from './spool';
 import { ProcessGroupRecords } from './orphans';
@@ -29,10 +29,10 @@ export interface AgentOptions {
   basedir: string;
   /**
    * Opens a byte stream to the master (TCP, TLS or serial). A bare stream is
-   * taken as reliable and of unknown rate; an OpenedStream (transport.ts
+   * taken as reliable and of unknown rate; an OpenedTransport (transport.ts
    * openEndpoint) says whether the line is lossy and how fast it is.
    */
-  open: () => Promise<Duplex | OpenedStream>;
+  open: () => Promise<Duplex | OpenedTransport>;
   /** Describes where the master is, for log lines. */
   masterLabel: string;
   commands: Record<string, Command>;
@@ -73,7 +73,7 @@ export function workerInfo(opts: Pick<AgentOptions, 'basedir' | 'admin' | 'host'
 const TO_AGENT: ReadonlySet<Message['type']> = new Set([MsgType.STDIN, MsgType.DATA, MsgType.EOF, MsgType.CREDIT, MsgType.INTERRUPT]);
 
 export class Agent extends EventEmitter {
-  private readonly streams = new Map<number, CommandStream>();
+  private readonly streams = new Map<number, AgentCommand>();
   private session: Session | null = null;
   private sessionId: Buffer | null = null;
   /** The highest id in a START of this session (-1: none yet); ids are never reused (wire/stream-ids.ts). */
@@ -133,8 +133,8 @@ export class Agent extends EventEmitter {
   }
 
   private async connectOnce(): Promise<void> {
-    const { stream, lossy, bytesPerSecond } = asOpenedStream(await this.opts.open());
-    const link = new Link(stream, { lossy, bytesPerSecond });
+    const { transport, lossy, bytesPerSecond } = asOpenedTransport(await this.opts.open());
+    const link = new Link(transport, { lossy, bytesPerSecond });
     const previous = this.session && !this.session.isClosed ? this.session : null;
     const resume = this.opts.resume ?? true;
     let established;
@@ -218,33 +218,29 @@ export class Agent extends EventEmitter {
         return;
     }
     if (!('stream' in m) || !TO_AGENT.has(m.type)) {
-      this.reject(session, 'stream' in m ? m.stream : null, new TetherError('BAD_MESSAGE', `message ${String(m.type)} is not for the agent`));
+      session.reject('stream' in m ? m.stream : null, new TetherError('BAD_MESSAGE', `message ${String(m.type)} is not for the agent`));
       return;
     }
     const stream = this.streams.get(m.stream);
     if (stream) stream.onMessage(m);
     // A message that crossed its command's COMPLETE on the wire: nothing to do, nothing to say.
     else if (m.stream <= this.highestStarted) return;
-    else this.reject(session, m.stream, new TetherError('UNKNOWN_STREAM', `no command was started on stream ${m.stream}`));
-  }
-
-  private reject(session: Session, stream: number | null, why: TetherError): void {
-    session.send({ type: MsgType.REJECT, stream, code: why.wireCode, message: why.message });
+    else session.reject(m.stream, new TetherError('UNKNOWN_STREAM', `no command was started on stream ${m.stream}`));
   }
 
   private start(session: Session, window: number, m: Extract<Message, { type: typeof MsgType.START }>): void {
     if (m.stream <= this.highestStarted || m.stream > MAX_STREAM_ID) {
       const why = m.stream > MAX_STREAM_ID ? `is beyond the last id, ${MAX_STREAM_ID}` : `is not above the last one started, ${this.highestStarted}`;
-      this.reject(session, m.stream, new TetherError('BAD_MESSAGE', `stream ${m.stream} ${why}: ids are never reused`));
+      session.reject(m.stream, new TetherError('BAD_MESSAGE', `stream ${m.stream} ${why}: ids are never reused`));
       return;
     }
     this.highestStarted = m.stream;
     const command = Object.prototype.hasOwnProperty.call(this.opts.commands, m.command) ? this.opts.commands[m.command] : undefined;
     if (!command) {
-      this.reject(session, m.stream, new TetherError('UNKNOWN_COMMAND', `this agent has no command '${m.command}'`));
+      session.reject(m.stream, new TetherError('UNKNOWN_COMMAND', `this agent has no command '${m.command}'`));
       return;
     }
-    const stream = new CommandStream(m.stream, this.opts.basedir, session, window, this.budget, this.processGroups);
+    const stream = new AgentCommand(m.stream, this.opts.basedir, session, window, this.budget, this.processGroups);
     this.streams.set(m.stream, stream);
     command(m.args, stream).then(
       () => stream.complete(null),

@@ -2,7 +2,7 @@
  * Where command output waits while the link is down (the session will
  * resume): in memory up to a shared limit, then in a file per stream under
  * the basedir; only a full disk limit holds the command up. While the link is
- * up, a stream keeps at most about a window here (CommandStream.mustWait).
+ * up, a stream keeps at most about a window here (AgentCommand.mustWait).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';

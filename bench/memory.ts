@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { runShell } from '../master-plugin/shell';
+import { runShell } from '../master-plugin/run-shell';
 import {
   AGENT_BINARY, type BenchOptions, type HubAndAgent, MB, MiB, RssSampler, hubAndAgent, round, settledMemory, since, sleep,
   textProducer, textProducerHash, withTimeout,

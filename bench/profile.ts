@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { TetherHub } from '../master-plugin/hub';
 import type { RemoteAgent } from '../master-plugin/remote';
-import { runShell } from '../master-plugin/shell';
+import { runShell } from '../master-plugin/run-shell';
 import { cobsDecodeInPlace, cobsEncodeInto, cobsMaxEncodedLength } from '../wire/cobs';
 import { crc32c } from '../wire/crc32c';
 import { FrameReader, authenticatedParts, isSequencedBody } from '../wire/framing';
@@ -164,7 +164,6 @@ export function codecCosts(): Array<[string, string | number]> {
   reader.feed(frame);
   return [
     ['stage (64 KiB of text), MB/s', 'in this process'],
-    ['Buffer.from (a copy, as CommandStream.sendPayload makes)', rate(() => Buffer.from(data))],
     ['encodeOutput (message head + Buffer.concat)', rate(() => encodeOutput(0, 0, data))],
     ['crc32c (slicing-by-8)', rate(() => crc32c(data))],
     ['cobsEncodeInto', rate(() => cobsEncodeInto(data, dst, 0))],

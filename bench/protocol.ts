@@ -10,7 +10,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { RemoteAgent } from '../master-plugin/remote';
-import { runShell, shellArgs } from '../master-plugin/shell';
+import { runShell, shellArgs } from '../master-plugin/run-shell';
 import { Channel, MsgType, type OutgoingMessage, encodeMessage } from '../wire/messages';
 import {
   type BenchOptions, MB, alternate, benchFrame, hubAndAgent, median, percentile, round, since, textProducer, timeLocal, withTimeout,

@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { TetherHub } from '../master-plugin/hub';
 import type { RemoteAgent } from '../master-plugin/remote';
-import { runShell } from '../master-plugin/shell';
+import { runShell } from '../master-plugin/run-shell';
 import { agentName, textProducer, textProducerHash } from './lib';
 
 export type ScaleRequest = { type: 'start'; agents: number; bytes: number; secret: string } | { type: 'go' };

@@ -28,7 +28,7 @@ import { deflateRawSync } from 'node:zlib';
 import type { AgentConnection } from '../master-plugin/agent-connection';
 import { TetherHub } from '../master-plugin/hub';
 import type { RemoteAgent } from '../master-plugin/remote';
-import { runShell } from '../master-plugin/shell';
+import { runShell } from '../master-plugin/run-shell';
 import { openSerialLine } from '../wire/serial-line';
 import { simulatedLine } from '../test/helpers/line-sim';
 import { serialTetherAgent } from '../test/helpers/serial-procs';

@@ -3,14 +3,14 @@
  * session, each with its own flow control in both directions.
  */
 import { EventEmitter } from 'node:events';
-import { ByteRun } from '../wire/byte-run';
 import { encodeItem } from '../wire/cbor';
-import { CreditGate, CreditLedger, MESSAGE_COST, payloadLimit } from '../wire/credit';
+import { CreditGate, CreditLedger } from '../wire/credit';
 import { TetherError, errorName } from '../wire/errors';
 import { type Message, type MessageOf, MsgType } from '../wire/messages';
 import { printable } from '../wire/printable';
 import type { Session } from '../wire/session';
 import { MAX_STREAM_ID } from '../wire/stream-ids';
+import { type Inbound, InboundQueue, payloadChunks } from '../wire/stream-io';
 import type { CommandResult, CommandSink, FileTimes, RemoteAgent, RemoteCommand, WorkerInfo } from './remote';
 
 /** What an agent sends on a stream; anything else with a stream id is not for the master. */
@@ -26,23 +26,19 @@ function failureOf(code: number, message: string): NonNullable<CommandResult['fa
 /** Ignored REJECTs logged per connection; a peer that sends more cannot flood the log. */
 const LOGGED_REJECTS = 10;
 
-/** Sink calls that take payload; payload for the same call (and LOG name) joins the run before it. */
-type PayloadCall = 'stdout' | 'stderr' | 'log' | 'fileData';
-
 /** Messages without payload that go to the sink. */
 type SinkMessage = MessageOf<typeof MsgType.HEADER> | MessageOf<typeof MsgType.UPDATE> | MessageOf<typeof MsgType.EOF>;
 
-/** One event waiting for the sink: a run of payload for one call (the messages it came in are not kept), or a message. */
-type Pending = { other: number } & ({ call: PayloadCall; name: string; run: ByteRun } | { message: SinkMessage });
+/** The sink call a payload's key names: stdout, stderr, fileData, or log:NAME. */
+const LOG_KEY = 'log:';
 
-const NO_DATA = Buffer.alloc(0);
-
-class MasterStream implements RemoteCommand {
+/** The master's end of a command running on the agent: what RemoteAgent.run returns. */
+class MasterCommand implements RemoteCommand {
   readonly result: Promise<CommandResult>;
   private settle!: (r: CommandResult) => void;
   private fail!: (e: Error) => void;
   /** Events not yet handed to the sink; the one being delivered is already out. */
-  private readonly pending: Pending[] = [];
+  private readonly pending: InboundQueue<SinkMessage>;
   private delivering = false;
   private sinkError: Error | null = null;
   /** How the command ended; the result settles once every event is delivered. */
@@ -56,6 +52,7 @@ class MasterStream implements RemoteCommand {
     private readonly sink: CommandSink,
   ) {
     this.ledger = new CreditLedger(conn.window, `stream ${stream}`);
+    this.pending = new InboundQueue(this.ledger, (bytes) => this.conn.sendIfOpen({ type: MsgType.CREDIT, stream, bytes }));
     this.gate = new CreditGate(conn.window);
     this.result = new Promise((resolve, reject) => {
       this.settle = resolve;
@@ -69,57 +66,36 @@ class MasterStream implements RemoteCommand {
     return this.ledger.held;
   }
 
-  /**
-   * Queues payload for a sink call (credit comes back once it is delivered)
-   * or another message with `fieldBytes` of fields. Throws FLOW_CONTROL past
-   * the stream's bounds, keeping nothing.
-   */
-  private hold(event: { call: PayloadCall; name: string; data: Buffer } | { message: SinkMessage; fieldBytes: number }): void {
-    if (this.sinkError) return;
-    if ('call' in event) {
-      const { call, name, data } = event;
-      if (data.length === 0) return;
-      const last = this.pending.at(-1);
-      if (last && 'call' in last && last.call === call && last.name === name && last.run.canJoin(data)) {
-        this.ledger.received(data.length);
-        last.run.append(data);
-        return;
-      }
-      const other = Buffer.byteLength(name) + MESSAGE_COST;
-      this.ledger.received(data.length, other);
-      this.pending.push({ call, name, run: new ByteRun(data), other });
-    } else {
-      const other = event.fieldBytes + MESSAGE_COST;
-      this.ledger.received(0, other);
-      this.pending.push({ message: event.message, other });
-    }
-    if (this.delivering) return;
+  /** Starts handing waiting events to the sink, after the session's message event, never inside it. */
+  private kick(): void {
+    if (this.delivering || this.sinkError) return;
     this.delivering = true;
-    // The sink runs after the session's message event, never inside it.
     queueMicrotask(() => void this.deliver());
   }
 
   private async deliver(): Promise<void> {
     for (let next = this.pending.shift(); next && !this.sinkError; next = this.pending.shift()) {
-      const data = 'run' in next ? next.run.bytes() : NO_DATA;
       try {
-        await this.call(next, data);
+        await this.call(next);
       } catch (error) {
         this.sinkError = error as Error;
-        this.pending.length = 0;
+        this.pending.clear();
         this.conn.abort(new TetherError('INTERNAL', `sink failed: ${(error as Error).message}`));
       }
-      const grant = this.ledger.consumedBytes(data.length, next.other);
-      if (grant > 0) this.conn.sendIfOpen({ type: MsgType.CREDIT, stream: this.stream, bytes: grant });
+      this.pending.consumed(next);
     }
     this.delivering = false;
     this.settleIfDone();
   }
 
-  private call(event: Pending, data: Buffer): void | Promise<void> {
+  private call(event: Inbound<SinkMessage>): void | Promise<void> {
     const sink = this.sink;
-    if ('call' in event) return event.call === 'log' ? sink.log?.(event.name, data) : sink[event.call]?.(data);
-    const m = event.message;
+    if ('data' in event) {
+      const { key, data } = event;
+      if (key.startsWith(LOG_KEY)) return sink.log?.(key.slice(LOG_KEY.length), data);
+      return sink[key as 'stdout' | 'stderr' | 'fileData']?.(data);
+    }
+    const m = event.item;
     if (m.type === MsgType.HEADER) return sink.header?.(m.text);
     if (m.type === MsgType.UPDATE) return sink.update?.(m.key, m.value);
     return sink.fileClose?.(m.times ?? undefined);
@@ -147,9 +123,7 @@ class MasterStream implements RemoteCommand {
   }
 
   private async sendPayload(make: (chunk: Buffer) => Parameters<Session['send']>[0], data: Buffer): Promise<void> {
-    const limit = payloadLimit(this.conn.session.maxBody, this.conn.window);
-    for (let at = 0; at < data.length; at += limit) {
-      const chunk = data.subarray(at, at + limit);
+    for (const chunk of payloadChunks(data, this.conn.session.maxBody, this.conn.window)) {
       await this.gate.take(chunk.length, this.conn.window);
       this.conn.send(make(chunk));
     }
@@ -175,26 +149,28 @@ class MasterStream implements RemoteCommand {
     this.conn.sendIfOpen({ type: MsgType.INTERRUPT, stream: this.stream, why });
   }
 
+  /** A message from the agent for this command; throws FLOW_CONTROL past the stream's bounds. */
   onMessage(m: Message): void {
+    if (this.sinkError) return;
     switch (m.type) {
       case 'output':
-        this.hold({ call: m.channel === 0 ? 'stdout' : 'stderr', name: '', data: m.data });
-        return;
+        this.pending.payload(m.channel === 0 ? 'stdout' : 'stderr', m.data);
+        break;
       case MsgType.LOG:
-        this.hold({ call: 'log', name: m.name, data: m.data });
-        return;
+        this.pending.payload(LOG_KEY + m.name, m.data, Buffer.byteLength(m.name));
+        break;
       case MsgType.DATA:
-        this.hold({ call: 'fileData', name: '', data: m.data });
-        return;
+        this.pending.payload('fileData', m.data);
+        break;
       case MsgType.EOF:
-        this.hold({ message: m, fieldBytes: 0 });
-        return;
+        this.pending.other(m, 0);
+        break;
       case MsgType.HEADER:
-        this.hold({ message: m, fieldBytes: Buffer.byteLength(m.text) });
-        return;
+        this.pending.other(m, Buffer.byteLength(m.text));
+        break;
       case MsgType.UPDATE:
-        this.hold({ message: m, fieldBytes: Buffer.byteLength(m.key) + encodeItem(m.value).length });
-        return;
+        this.pending.other(m, Buffer.byteLength(m.key) + encodeItem(m.value).length);
+        break;
       case MsgType.CREDIT:
         this.gate.grant(m.bytes);
         return;
@@ -204,13 +180,14 @@ class MasterStream implements RemoteCommand {
       default:
         throw new TetherError('BAD_MESSAGE', `message ${String(m.type)} is not for the master`);
     }
+    this.kick();
   }
 }
 
 export type { FileTimes };
 
 export class AgentConnection extends EventEmitter implements RemoteAgent {
-  private readonly streams = new Map<number, MasterStream>();
+  private readonly streams = new Map<number, MasterCommand>();
   /** Ids are never reused in a session (wire/stream-ids.ts); a resumed session keeps counting. */
   private nextStream = 0;
   private ignoredRejects = 0;
@@ -320,7 +297,7 @@ export class AgentConnection extends EventEmitter implements RemoteAgent {
 
   run(command: string, args: Record<string, unknown>, sink: CommandSink): RemoteCommand {
     const id = this.nextStream;
-    const stream = new MasterStream(id, this, sink);
+    const stream = new MasterCommand(id, this, sink);
     if (this.session.isClosed) {
       stream.lost(this.closeReason ?? new TetherError('PEER_TIMEOUT', 'the agent is not connected'));
       return stream;

@@ -17,7 +17,7 @@ import { getFile, listDir, putFile } from './files';
 import { TetherHub } from './hub';
 import { agentFacingUrl, listenAll } from './listeners';
 import type { RemoteAgent } from './remote';
-import { describeResult, runShell } from './shell';
+import { describeResult, runShell } from './run-shell';
 
 /** The checkout: build/master-plugin/demo.js or master-plugin/demo.ts, both find bin/ from here. */
 const ROOT =

@@ -16,7 +16,7 @@ import { getFile, putFile } from './files';
 import { agentFacingUrl, forWorker, listenAll } from './listeners';
 import { progressBar } from './progress';
 import type { RemoteAgent } from './remote';
-import { type RemoteShell, exitStatus, runShell } from './shell';
+import { type RemoteShell, exitStatus, runShell } from './run-shell';
 
 export const SUBCOMMANDS = ['exec', 'put', 'get'] as const;
 export type Subcommand = (typeof SUBCOMMANDS)[number];

@@ -136,7 +136,7 @@ export class TetherHub extends EventEmitter {
       // Loaded only for serial lines: it brings serialport's native binding.
       const { listenSerial } = await import('./serial-listener');
       listener = await listenSerial(endpoint, { log: this.log }, (opened, peer) =>
-        this.accept(opened.stream, peer, { worker: endpoint.worker, lossy: opened.lossy, bytesPerSecond: opened.bytesPerSecond }),
+        this.accept(opened.transport, peer, { worker: endpoint.worker, lossy: opened.lossy, bytesPerSecond: opened.bytesPerSecond }),
       );
     } else {
       const onAccept = (socket: Socket) => this.frontDoor.arrive(socket);
@@ -145,6 +145,7 @@ export class TetherHub extends EventEmitter {
       );
     }
     this.servers.push(listener);
+    if (this.servers.length === 1) this.warnAboutSecrets();
     this.log(`listening on ${describeEndpoint(listener.address)}`);
     return listener.address;
   }
@@ -152,15 +153,22 @@ export class TetherHub extends EventEmitter {
   /** Replaces the worker table; connected agents that are no longer in it are disconnected. */
   setWorkers(workers: Record<string, string>): void {
     this.workers = { ...workers };
-    // Anyone may ask for the master's proof under a worker's name and test guesses against it
-    // offline: only a secret too long to guess protects the handshake.
-    for (const [name, secret] of Object.entries(workers)) {
+    if (this.servers.length > 0) this.warnAboutSecrets();
+    for (const [name, agent] of this.agents) {
+      if (!(name in this.workers)) agent.close(new TetherError('AUTH_FAILED', `worker '${name}' was removed`));
+    }
+  }
+
+  /**
+   * Anyone may ask for the master's proof under a worker's name and test
+   * guesses against it offline: only a secret too long to guess protects the
+   * handshake. Said once the hub listens (not for a run that fails before).
+   */
+  private warnAboutSecrets(): void {
+    for (const [name, secret] of Object.entries(this.workers)) {
       if (secret.length < MIN_SECRET_LENGTH) {
         this.log(`warning: worker '${name}' has a short secret (${secret.length} characters); it can be guessed offline: use ${MIN_SECRET_LENGTH} or more random characters (openssl rand -hex 32)`);
       }
-    }
-    for (const [name, agent] of this.agents) {
-      if (!(name in this.workers)) agent.close(new TetherError('AUTH_FAILED', `worker '${name}' was removed`));
     }
   }
 

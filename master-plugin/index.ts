@@ -15,7 +15,7 @@ export {
   type RemoteShell,
   type ShellOptions,
   type ShellResult,
-} from './shell';
+} from './run-shell';
 export {
   putFile,
   getFile,

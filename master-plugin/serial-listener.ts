@@ -15,7 +15,7 @@ import { Duplex } from 'node:stream';
 import { autoDetect } from '@serialport/bindings-cpp';
 import { SerialPortStream } from '@serialport/stream';
 import { serialBytesPerSecond } from '../wire/serial-line';
-import { type Listener, type OpenedStream, type SerialEndpoint, UsageError, describeEndpoint } from '../wire/transport';
+import { type Listener, type OpenedTransport, type SerialEndpoint, UsageError, describeEndpoint } from '../wire/transport';
 
 export interface SerialListenerOptions {
   log?: (line: string) => void;
@@ -25,7 +25,7 @@ export interface SerialListenerOptions {
 }
 
 /** Called with each new session's stream on the line; `peer` names the line for log lines. */
-export type SerialStreamHandler = (opened: OpenedStream, peer: string) => void;
+export type SerialStreamHandler = (opened: OpenedTransport, peer: string) => void;
 
 const MIN_BACKOFF_MS = 250;
 const MAX_BACKOFF_MS = 5000;
@@ -180,7 +180,7 @@ export class SerialListener implements Listener {
     });
     this.session = session;
     this.sessions++;
-    this.onStream({ stream: session, lossy: true, bytesPerSecond: serialBytesPerSecond(this.address.baud) }, `serial:${this.address.path}`);
+    this.onStream({ transport: session, lossy: true, bytesPerSecond: serialBytesPerSecond(this.address.baud) }, `serial:${this.address.path}`);
     return session;
   }
 

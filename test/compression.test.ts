@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { commands } from '../agent/commands/registry';
 import type { AgentConnection } from '../master-plugin/agent-connection';
 import type { HubOptions } from '../master-plugin/hub';
-import { runShell } from '../master-plugin/shell';
+import { runShell } from '../master-plugin/run-shell';
 import { COMPRESSED_MARKER, Compressor, Decompressor } from '../wire/compression';
 import { makeTempDir } from './helpers/buildbot';
 import { startPair } from './helpers/pair';

@@ -189,7 +189,7 @@ t.test('over a serial line', async (t) => {
         const [relayMasterSide, masterEnd] = streamPair();
         relays.push(new FrameRelay(relayAgentSide, relayMasterSide));
         hub.accept(masterEnd, 'serial relay', { ...line, worker: 'w' });
-        return { stream: agentEnd, ...line };
+        return { transport: agentEnd, ...line };
       },
     });
     const running = agent.run();

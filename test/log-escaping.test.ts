@@ -108,6 +108,8 @@ t.test('a short secret is warned about: it can be guessed offline against the pr
   const logs: string[] = [];
   const hub = new TetherHub({ workers: { weak: 'sesame', strong: 'f3a9c1e07b2d4e8a9c6b1f0e2d3c4b5a' }, log: (l) => logs.push(l) });
   t.teardown(() => hub.close());
+  t.same(logs, [], 'not before it listens');
+  await hub.listen('tcp://127.0.0.1:0');
   t.equal(logs.filter((l) => /short secret/.test(l)).length, 1, 'one warning');
   t.match(logs.join('\n'), /worker 'weak' has a short secret \(6 characters\)/);
   hub.setWorkers({ weak2: 'abc' });

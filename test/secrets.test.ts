@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { TetherHub } from '../master-plugin/hub';
 import type { RemoteAgent } from '../master-plugin/remote';
-import { shellArgs } from '../master-plugin/shell';
+import { shellArgs } from '../master-plugin/run-shell';
 import { bundle } from '../scripts/build-binary';
 import { REPO_ROOT, makeTempDir } from './helpers/buildbot';
 import { AGENT_BIN, MASTER_BIN } from './helpers/tether-procs';

@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { PassThrough } from 'node:stream';
 import { TetherHub } from '../master-plugin/hub';
 import { serialBytesPerSecond } from '../wire/serial-line';
-import { UsageError, asOpenedStream, describeEndpoint, listen, parseEndpoint } from '../wire/transport';
+import { UsageError, asOpenedTransport, describeEndpoint, listen, parseEndpoint } from '../wire/transport';
 import { socatPair } from './helpers/line-sim';
 import { MASTER_BIN } from './helpers/tether-procs';
 
@@ -58,9 +58,9 @@ t.test('line rate and reliability hints', async (t) => {
   t.equal(serialBytesPerSecond(115200), 11520, '115200 baud 8N1 is 11 520 bytes/s');
   t.equal(serialBytesPerSecond(9600), 960);
   const s = new PassThrough();
-  t.same(asOpenedStream(s), { stream: s, lossy: false }, 'a bare stream is reliable, of unknown rate');
-  const opened = { stream: s, lossy: true, bytesPerSecond: 11520 };
-  t.equal(asOpenedStream(opened), opened);
+  t.same(asOpenedTransport(s), { transport: s, lossy: false }, 'a bare stream is reliable, of unknown rate');
+  const opened = { transport: s, lossy: true, bytesPerSecond: 11520 };
+  t.equal(asOpenedTransport(opened), opened);
 });
 
 t.test('serial lines are not TCP listeners', async (t) => {
@@ -91,10 +91,10 @@ t.test('the agent side opens a serial line without loading serialport or its nat
     require('./build/agent/cli.js');
     const { openEndpoint, parseEndpoint } = require('./build/wire/transport.js');
     openEndpoint(parseEndpoint(${JSON.stringify(`serial:${pair.a}?baud=115200`)})).then((o) => {
-      o.stream.write('x');
+      o.transport.write('x');
       const loaded = Object.keys(require.cache).filter((k) => /serialport/.test(k));
       console.log(JSON.stringify({ lossy: o.lossy, bytesPerSecond: o.bytesPerSecond, loaded }));
-      o.stream.destroy();
+      o.transport.destroy();
     });
   `;
   const r = spawnSync(process.execPath, ['-e', script], { cwd: require('node:path').resolve(__dirname, '..'), encoding: 'utf8', timeout: 20_000 });

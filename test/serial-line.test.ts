@@ -89,10 +89,10 @@ t.test('exchanges bytes with a peer opened by serialport, both ways at once', as
   t.equal(opened.bytesPerSecond, 960);
   const again = await openWithSerialport(pair.b);
   const hello = receive(again, 5);
-  opened.stream.write('hello');
+  opened.transport.write('hello');
   t.equal(await hello, sha(Buffer.from('hello')));
-  opened.stream.destroy();
-  await new Promise((r) => opened.stream.once('close', r));
+  opened.transport.destroy();
+  await new Promise((r) => opened.transport.once('close', r));
   await closePort(again);
 });
 

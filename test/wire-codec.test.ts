@@ -290,7 +290,7 @@ t.test('payloadLimit leaves room for every message head', async (t) => {
     ] as OutgoingMessage[]) {
       t.ok(encodeMessage(m).length <= maxBody, `max frame ${maxBody}: ${String(m.type)} with a full chunk fits`);
     }
-    // LOG also carries its name: agent/command-stream.ts asks for byteLength(name) + 9 more bytes.
+    // LOG also carries its name: agent/agent-command.ts asks for byteLength(name) + 9 more bytes.
     for (const name of ['log', 'junit-results.xml', 'x'.repeat(23), 'x'.repeat(300)]) {
       const limit = payloadLimit(maxBody, window, Buffer.byteLength(name) + 9);
       const body = encodeMessage({ type: MsgType.LOG, stream: 100_000, name, data: Buffer.alloc(limit, 0x61) });

@@ -74,20 +74,20 @@ export class Link extends EventEmitter {
   /** The line rate the transport was configured with (serial); the line may well be faster. */
   readonly bytesPerSecond: number | undefined;
 
-  constructor(readonly stream: Duplex, options: LinkOptions = {}) {
+  constructor(readonly transport: Duplex, options: LinkOptions = {}) {
     super();
     this.lossy = options.lossy ?? false;
     this.bytesPerSecond = options.bytesPerSecond;
     this.reader = new FrameReader(options.maxBody ?? HANDSHAKE_MAX_BODY);
     this.reader.on('frame', (frame: Buffer) => this.onFrame(frame));
     this.reader.on('invalid', (reason: string) => this.corrupt(reason));
-    stream.on('data', (chunk: Buffer) => {
+    transport.on('data', (chunk: Buffer) => {
       this.stats.bytesIn += chunk.length;
       this.read(chunk);
     });
-    stream.once('close', () => this.finish(null));
-    stream.on('end', () => this.finish(null));
-    stream.on('error', (error: Error) => this.finish(error));
+    transport.once('close', () => this.finish(null));
+    transport.on('end', () => this.finish(null));
+    transport.on('error', (error: Error) => this.finish(error));
   }
 
   get isClosed(): boolean {
@@ -110,12 +110,12 @@ export class Link extends EventEmitter {
 
   /** Bytes written that the stream has not taken yet. */
   get writableLength(): number {
-    return this.stream.writableLength;
+    return this.transport.writableLength;
   }
 
   /** How long the stream has held bytes without taking any (0 when it holds none): a peer that does not read. */
   stalledMs(now = Date.now()): number {
-    return this.stream.writableLength > 0 ? now - this.lastTaken : 0;
+    return this.transport.writableLength > 0 ? now - this.lastTaken : 0;
   }
 
   /**
@@ -145,7 +145,7 @@ export class Link extends EventEmitter {
     if (used < chunk.length) {
       // Nobody listens between two steps of the handshake: keep the rest unread.
       this.unread = chunk.subarray(used);
-      this.stream.pause();
+      this.transport.pause();
     }
   }
 
@@ -159,7 +159,7 @@ export class Link extends EventEmitter {
     const rest = this.unread;
     this.unread = null;
     this.read(rest);
-    if (this.unread === null) this.stream.resume();
+    if (this.unread === null) this.transport.resume();
   }
 
   private corrupt(reason: string): void {
@@ -245,8 +245,8 @@ export class Link extends EventEmitter {
     }
     this.stats.framesOut++;
     this.stats.bytesOut += frame.length;
-    if (this.stream.writableLength === 0) this.lastTaken = Date.now();
-    return this.stream.write(frame, () => {
+    if (this.transport.writableLength === 0) this.lastTaken = Date.now();
+    return this.transport.write(frame, () => {
       this.lastTaken = Date.now();
       flushed?.();
     });
@@ -255,8 +255,8 @@ export class Link extends EventEmitter {
   /** Ends the link: flushes what was written, then closes the stream. */
   close(error: TetherError | Error | null = null): void {
     if (this.closed) return;
-    this.stream.end();
-    const timer = setTimeout(() => this.stream.destroy(), 2000);
+    this.transport.end();
+    const timer = setTimeout(() => this.transport.destroy(), 2000);
     timer.unref();
     this.finish(error);
   }

@@ -439,7 +439,7 @@ export class Session extends EventEmitter {
     } catch (error) {
       // The frame passed its tag, so this is the peer's mistake, not noise: say so and go on.
       const e = error instanceof TetherError ? error : new TetherError('BAD_MESSAGE', String(error));
-      this.send({ type: MsgType.REJECT, stream: null, code: e.wireCode, message: e.message });
+      this.reject(null, e);
       this.emit('rejected', e);
       return;
     }
@@ -450,8 +450,13 @@ export class Session extends EventEmitter {
       // anything else gets a REJECT and the session goes on.
       const e = error instanceof TetherError ? error : new TetherError('INTERNAL', String(error));
       if (e.code === 'FLOW_CONTROL') this.close(e);
-      else this.send({ type: MsgType.REJECT, stream: 'stream' in message ? (message.stream as number) : null, code: e.wireCode, message: e.message });
+      else this.reject('stream' in message ? (message.stream as number) : null, e);
     }
+  }
+
+  /** Refuses one sequenced message (on `stream`, or null for one that names none); the session goes on. */
+  reject(stream: number | null, why: TetherError): void {
+    this.send({ type: MsgType.REJECT, stream, code: why.wireCode, message: why.message });
   }
 
   private onLinkFrame(body: Buffer): void {

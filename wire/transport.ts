@@ -94,15 +94,15 @@ export function describeEndpoint(e: Endpoint): string {
  * An opened byte stream and what the session should know about the line:
  * whether it may lose or corrupt bytes (serial) and its rate, when known.
  */
-export interface OpenedStream {
-  stream: Duplex;
+export interface OpenedTransport {
+  transport: Duplex;
   lossy: boolean;
   bytesPerSecond?: number;
 }
 
 /** A bare stream is a reliable one of unknown rate (TCP, TLS, a test pipe). */
-export function asOpenedStream(opened: Duplex | OpenedStream): OpenedStream {
-  return opened instanceof Stream ? { stream: opened, lossy: false } : opened;
+export function asOpenedTransport(opened: Duplex | OpenedTransport): OpenedTransport {
+  return opened instanceof Stream ? { transport: opened, lossy: false } : opened;
 }
 
 export interface ConnectOptions {
@@ -114,17 +114,17 @@ export interface ConnectOptions {
  * Opens the endpoint: connects (tcp, tls) or opens the device (serial, in pure
  * JavaScript); resolves with the stream and what is known about the line.
  */
-export async function openEndpoint(endpoint: Endpoint, options: ConnectOptions = {}): Promise<OpenedStream> {
+export async function openEndpoint(endpoint: Endpoint, options: ConnectOptions = {}): Promise<OpenedTransport> {
   if (endpoint.kind === 'serial') {
-    const stream = await openSerialLine(endpoint.path, { baud: endpoint.baud, rtscts: endpoint.rtscts });
-    return { stream, lossy: true, bytesPerSecond: serialBytesPerSecond(endpoint.baud) };
+    const transport = await openSerialLine(endpoint.path, { baud: endpoint.baud, rtscts: endpoint.rtscts });
+    return { transport, lossy: true, bytesPerSecond: serialBytesPerSecond(endpoint.baud) };
   }
-  return { stream: await connectNet(endpoint, options), lossy: false };
+  return { transport: await connectNet(endpoint, options), lossy: false };
 }
 
 /** Opens a stream to the endpoint; resolves once it is connected (serial: once the device is open). */
 export async function connect(endpoint: Endpoint, options: ConnectOptions = {}): Promise<Duplex> {
-  return (await openEndpoint(endpoint, options)).stream;
+  return (await openEndpoint(endpoint, options)).transport;
 }
 
 function connectNet(endpoint: NetEndpoint, options: ConnectOptions): Promise<Duplex> {

@@ -1,83 +1,72 @@
 /**
- * The agent's side of one command stream: the CommandIO a command runs with,
- * turned into protocol messages under flow control.
+ * The agent's end of a command running on a stream: the CommandIO the
+ * command runs with, turned into protocol messages under flow control.
  */
-import { ByteRun } from '../wire/byte-run';
-import { CreditGate, CreditLedger, logNameBytes, payloadLimit } from '../wire/credit';
+import { CreditGate, CreditLedger, logNameBytes } from '../wire/credit';
 import { TetherError } from '../wire/errors';
 import { type ChannelId, Channel, type Message, MsgType, type OutgoingMessage } from '../wire/messages';
 import type { Session } from '../wire/session';
+import { InboundQueue, payloadChunks } from '../wire/stream-io';
 import type { CommandIO, FileTimes } from './commands/command';
 import type { ProcessGroupRecords } from './orphans';
 import { type SpoolBudget, type Stored, StreamSpool } from './spool';
 
 
 /**
- * Bytes the master pushes (download data, stdin), held until the command
- * reads them: the stream's credit bounds them, and small chunks join
- * (wire/byte-run.ts) so that a flood of tiny ones costs its bytes only.
+ * Bytes the master pushes (download data, stdin) for the command to read:
+ * they wait in the stream's InboundQueue, which its credit bounds and where
+ * small chunks join, and their credit goes back as the command reads them.
  */
-class InboundQueue {
-  private runs: ByteRun[] = [];
+class InboundReader {
+  private readonly queue: InboundQueue<null>;
   private waiter: ((chunk: Buffer | null) => void) | null = null;
   private ended = false;
 
-  /** `ledger` is the stream's, shared by its queues: credit is per stream and direction. */
-  constructor(
-    private readonly ledger: CreditLedger,
-    private readonly grant: (bytes: number) => void,
-  ) {}
+  constructor(ledger: CreditLedger, grant: (bytes: number) => void) {
+    this.queue = new InboundQueue(ledger, grant);
+  }
 
+  /** Bytes, or null: no more. */
   push(chunk: Buffer | null): void {
-    if (this.ended || chunk?.length === 0) return;
-    if (chunk) this.ledger.received(chunk.length);
-    else this.ended = true;
+    if (this.ended) return;
+    if (chunk === null) this.ended = true;
+    else this.queue.payload('data', chunk);
     if (this.waiter) {
       const waiter = this.waiter;
       this.waiter = null;
-      this.taken(chunk);
-      waiter(chunk);
-    } else if (chunk) {
-      const last = this.runs.at(-1);
-      if (last?.canJoin(chunk)) last.append(chunk);
-      else this.runs.push(new ByteRun(chunk));
+      waiter(this.take());
     }
   }
 
   read(): Promise<Buffer | null> {
-    const run = this.runs.shift();
-    if (run) {
-      const chunk = run.bytes();
-      this.taken(chunk);
-      return Promise.resolve(chunk);
-    }
-    if (this.ended) return Promise.resolve(null);
+    if (this.queue.length > 0 || this.ended) return Promise.resolve(this.take());
     return new Promise((resolve) => (this.waiter = resolve));
   }
 
-  /** Ends the queue early (interrupt, lost link): a waiting reader gets null. */
-  abort(): void {
-    this.ended = true;
-    this.runs = [];
-    this.waiter?.(null);
-    this.waiter = null;
+  private take(): Buffer | null {
+    const next = this.queue.shift();
+    if (!next || !('data' in next)) return null;
+    this.queue.consumed(next);
+    return next.data;
   }
 
-  private taken(chunk: Buffer | null): void {
-    if (!chunk) return;
-    const grant = this.ledger.consumedBytes(chunk.length);
-    if (grant > 0) this.grant(grant);
+  /** Ends the reader early (interrupt, lost link): a waiting read gets null. */
+  abort(): void {
+    this.ended = true;
+    this.queue.clear();
+    this.waiter?.(null);
+    this.waiter = null;
   }
 }
 
 /** A message waiting to go out, in order; payload waits in the spool until credit allows. */
 type Outgoing = { message: OutgoingMessage } | { stored: Stored; make: (data: Buffer) => OutgoingMessage };
 
-export class CommandStream implements CommandIO {
+export class AgentCommand implements CommandIO {
   private readonly controller = new AbortController();
   private readonly gate: CreditGate;
-  private readonly download: InboundQueue;
-  private readonly stdinQueue: InboundQueue;
+  private readonly download: InboundReader;
+  private readonly stdinQueue: InboundReader;
   private readonly spool: StreamSpool;
   private readonly outbox: Outgoing[] = [];
   private pumping = false;
@@ -103,8 +92,8 @@ export class CommandStream implements CommandIO {
     this.finished = new Promise((resolve) => (this.markFinished = resolve));
     const grant = (bytes: number) => this.enqueue({ message: { type: MsgType.CREDIT, stream, bytes } });
     const ledger = new CreditLedger(window, `stream ${stream}`);
-    this.download = new InboundQueue(ledger, grant);
-    this.stdinQueue = new InboundQueue(ledger, grant);
+    this.download = new InboundReader(ledger, grant);
+    this.stdinQueue = new InboundReader(ledger, grant);
   }
 
   get signal(): AbortSignal {
@@ -180,9 +169,7 @@ export class CommandStream implements CommandIO {
   /** Queues `data` in frame-sized chunks; resolves once there is room for more (mustWait()). */
   private async sendPayload(data: Buffer, make: (chunk: Buffer) => OutgoingMessage, fieldBytes = 0): Promise<void> {
     if (this.session.isClosed) throw new TetherError('PEER_TIMEOUT', 'the connection to the master is gone');
-    const limit = payloadLimit(this.session.maxBody, this.window, fieldBytes);
-    for (let at = 0; at < data.length; at += limit) {
-      const chunk = Buffer.from(data.subarray(at, at + limit));
+    for (const chunk of payloadChunks(data, this.session.maxBody, this.window, fieldBytes)) {
       this.unsentBytes += chunk.length;
       this.enqueue({ stored: this.spool.store(chunk), make });
     }
