@@ -36,6 +36,7 @@ export function evaluateGoals(r: Results): Goal[] {
   goals.push(goal('wire bytes of the e2e build with --compress always, Tether / msgpack', '≤ 0.60', bb?.e2e.byteRatioWithDeflate, (v) => v <= 0.6, '×'));
   const p = r.protocol;
   goals.push(goal('agent → plugin throughput, Tether / cat', '≥ 0.80', p?.throughput.ratio, (v) => v >= 0.8, '×', 'throughput'));
+  goals.push(goal('agent → plugin throughput, Tether / a socat relay of the same shape', '≥ 0.80', p?.throughput.relayRatio, (v) => v >= 0.8, '×', 'throughput'));
   const stat = p?.roundTrip.find((x) => x.command.startsWith('stat'));
   goals.push(goal('trivial command round trip (stat), median', '≤ 2 ms', stat?.medianMs, (v) => v <= 2, ' ms', 'roundtrip'));
   for (const a of r.memory?.agents ?? []) {

@@ -8,12 +8,14 @@
  *   messages     the wire bytes of each message type (body, and frame with
  *                CRC, COBS and delimiter)
  */
+import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import type { RemoteAgent } from '../master-plugin/remote';
 import { runShell, shellArgs } from '../master-plugin/run-shell';
+import { freePort, listening } from '../test/helpers/buildbot';
 import { Channel, MsgType, type OutgoingMessage, encodeMessage } from '../wire/messages';
 import {
-  type BenchOptions, MB, alternate, benchFrame, hubAndAgent, median, percentile, round, since, textProducer, timeLocal, withTimeout,
+  type BenchOptions, MB, benchFrame, hubAndAgent, median, percentile, round, since, textProducer, timeLocal, withTimeout,
 } from './lib';
 
 export interface ThroughputResult {
@@ -25,6 +27,32 @@ export interface ThroughputResult {
   ratio: number;
   tetherMs: number[];
   catMs: number[];
+  /**
+   * The same bytes through a relay of Tether's shape, two socats: the command
+   * → one relay process → TCP → one process → /dev/null. Median over the
+   * pairs of (Tether MB/s) / (relay MB/s): what the shape itself costs is out.
+   */
+  relayMBps: number;
+  relayRatio: number;
+  relayMs: number[];
+}
+
+/**
+ * `command | socat -u STDIN TCP:...` into `socat -u TCP-LISTEN:... STDOUT >
+ * /dev/null`, timed from the start of the sender to the end of the receiver.
+ */
+async function timeRelay(command: string): Promise<number> {
+  const port = await freePort();
+  const receiver = spawn('socat', ['-u', `TCP-LISTEN:${port},reuseaddr,bind=127.0.0.1`, 'OPEN:/dev/null,wronly'], { stdio: 'ignore' });
+  const done = new Promise<void>((resolve, reject) => {
+    receiver.once('error', reject);
+    receiver.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`socat receiver: exit ${String(code)}`))));
+  });
+  await listening(port);
+  const start = performance.now();
+  await timeLocal(`${command} | socat -u STDIN TCP:127.0.0.1:${port}`);
+  await withTimeout(done, 60_000, 'the socat receiver');
+  return since(start);
 }
 
 export interface RoundTripResult {
@@ -67,26 +95,32 @@ export async function throughput(remote: RemoteAgent, opts: BenchOptions): Promi
   const reps = opts.quick ? 2 : 5;
   const command = textProducer(bytes);
   await timeShell(remote, textProducer(MB)); // warm-up
-  const r = await alternate(
-    reps,
-    async () => {
-      const { ms, bytes: got } = await timeShell(remote, command);
-      if (got !== bytes) throw new Error(`throughput: got ${got} of ${bytes} bytes`);
-      return ms;
-    },
-    () => timeLocal(`${command} | cat > /dev/null`),
-  );
+  const tether: number[] = [];
+  const cat: number[] = [];
+  const relay: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const { ms, bytes: got } = await timeShell(remote, command);
+    if (got !== bytes) throw new Error(`throughput: got ${got} of ${bytes} bytes`);
+    tether.push(ms);
+    cat.push(await timeLocal(`${command} | cat > /dev/null`));
+    relay.push(await timeRelay(command));
+  }
+  const mbps = (ms: number) => round(bytes / MB / (ms / 1000), 1);
+  // throughput ratio = time ratio inverted
+  const ratioTo = (others: number[]) => round(median(others.map((x, i) => x / tether[i])));
   const result: ThroughputResult = {
     bytes,
     reps,
-    tetherMBps: round(bytes / MB / (r.aMedian / 1000), 1),
-    catMBps: round(bytes / MB / (r.bMedian / 1000), 1),
-    // throughput ratio = time ratio inverted
-    ratio: round(median(r.ratios.map((x) => 1 / x))),
-    tetherMs: r.a.map((x) => round(x, 1)),
-    catMs: r.b.map((x) => round(x, 1)),
+    tetherMBps: mbps(median(tether)),
+    catMBps: mbps(median(cat)),
+    ratio: ratioTo(cat),
+    tetherMs: tether.map((x) => round(x, 1)),
+    catMs: cat.map((x) => round(x, 1)),
+    relayMBps: mbps(median(relay)),
+    relayRatio: ratioTo(relay),
+    relayMs: relay.map((x) => round(x, 1)),
   };
-  opts.log(`throughput: Tether ${result.tetherMBps} MB/s, cat ${result.catMBps} MB/s, ratio ${result.ratio}`);
+  opts.log(`throughput: Tether ${result.tetherMBps} MB/s, cat ${result.catMBps} MB/s (ratio ${result.ratio}), socat relay ${result.relayMBps} MB/s (ratio ${result.relayRatio})`);
   return result;
 }
 
