@@ -356,3 +356,15 @@ t.test('FrameSizer: the size that carries most through the loss it has seen', as
   for (let i = 0; i < 500; i++) tiny.lostFrame(80);
   t.equal(tiny.size, 64, 'never below the floor, nor above max_frame');
 });
+
+t.test('an ERROR is answered with nothing, not even the ACK that was owed', async (t) => {
+  const peer = sessionWithRawPeer(10_000);
+  t.teardown(peer.close);
+  const closed = new Promise<Error | null>((resolve) => peer.session.once('close', resolve));
+  peer.write(peer.sequenced(outputBody('owed an ACK'), 0));
+  peer.write(peer.linkFrame({ type: MsgType.ERROR, code: 15, message: 'going away' }));
+  const error = await closed;
+  await settle(50);
+  t.match(error, { code: 'SHUTDOWN', fromPeer: true }, 'the session ends with the peer\'s reason');
+  t.same(peer.linkMessages(), [], 'and sends nothing back');
+});

@@ -1,7 +1,10 @@
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import type { Command } from '../agent/commands/command';
+import type { AgentConnection } from '../master-plugin/agent-connection';
+import { MIN_MAX_FRAME } from '../wire/handshake';
 import { startPair } from './helpers/pair';
+import { echo, startAgent, startHub } from './helpers/wire-net';
 
 const commands: Record<string, Command> = {
   async echo(args, io) {
@@ -117,4 +120,18 @@ t.test('the agent reconnects after the master drops it', async (t) => {
   t.not(again, first, 'a new session');
   const result = await again.run('echo', { text: 'back' }, {}).result;
   t.same(result, { failure: null }, 'commands run on the new session');
+});
+
+t.test('the smallest max_frame (64): INFO and a big START go in fragments, output in 48-byte pieces', async (t) => {
+  const fx = await startHub({ small: 'sesame' });
+  const agent = startAgent(fx.port, 'small', 'sesame', { maxFrame: MIN_MAX_FRAME });
+  t.teardown(async () => {
+    await agent.stop();
+    await fx.close();
+  });
+  const remote = (await fx.hub.waitForAgent('small', 5000)) as AgentConnection;
+  t.equal(remote.session.maxBody, 64, 'max_frame 64 agreed');
+  t.ok(Array.isArray(remote.info.commands), 'INFO (hundreds of bytes) arrived whole');
+  const text = 'x'.repeat(1000);
+  t.equal(await echo(remote, text), text, 'a 1000-character argument and its output');
 });
