@@ -56,10 +56,10 @@ export function evaluateGoals(r: Results): Goal[] {
   const clean = build('clean');
   const noisyBuild = build('noisy');
   const fastBuild = build('noisy, no rate limit');
-  goals.push(goal('e2e Buildbot build over a noisy 115200 line, of the clean line\'s time (byte-exact)', '≤ 1.6',
-    clean && noisyBuild && noisyBuild.sameAsClean ? noisyBuild.seconds / clean.seconds : undefined, (v) => v <= 1.6, '×'));
+  goals.push(goal('a build of ordinary steps over a noisy 115200 line, of the clean line\'s time (byte-exact)', '≤ 1.6',
+    clean && noisyBuild && noisyBuild.exact ? noisyBuild.seconds / clean.seconds : undefined, (v) => v <= 1.6, '×'));
   goals.push(goal('the same build with no rate limit, of the noisy 115200 line\'s time (byte-exact)', '≤ 1.0',
-    noisyBuild && fastBuild && fastBuild.sameAsClean ? fastBuild.seconds / noisyBuild.seconds : undefined, (v) => v <= 1, '×'));
+    noisyBuild && fastBuild && fastBuild.exact ? fastBuild.seconds / noisyBuild.seconds : undefined, (v) => v <= 1, '×'));
   const s = r.scale;
   goals.push(goal(`${s?.agents ?? 200} agents streaming at once: hub RSS (peak)`, '≤ 400 MB', s?.streamingRssPeakMB, (v) => v <= 400, ' MB'));
   goals.push(goal(`${s?.agents ?? 200} agents: every log exact`, 'all', s ? s.exact : undefined, (v) => v === s?.agents && !!s?.allExact, ` of ${s?.agents ?? 200}`));
