@@ -7,9 +7,9 @@
  *   --only=a,b              sections: buildbot, protocol, memory, scale, serial, noise, hostile
  *                           (none: only the profiles asked for with --profile=)
  *   --skip-buildbot         everything but the Buildbot comparison
- *   --out=FILE              where the results go (default bench/results.json; the
- *                           tables for README's Performance section go to the
- *                           same name with .md, bench/results.md)
+ *   --out=FILE              where the results go (default bench/results.json, and
+ *                           the page docs/performance.md; with --out, the page
+ *                           goes beside FILE as FILE.md)
  *   --from=FILE             only print the tables of an earlier results file again
  *   --profile[=a,b]         then profile the missed goals (or the named scenarios:
  *                           throughput, roundtrip, memory, serial) and print what they show;
@@ -27,7 +27,7 @@ import { type BenchOptions, REPO_ROOT, round, table } from './lib';
 import { type MemoryResults, runMemory } from './memory';
 import { type ProfileReport, printProfile, profileScenario } from './profile';
 import { type ProtocolResults, runProtocol } from './protocol';
-import { performanceSection } from './readme';
+import { PERFORMANCE_PAGE, performancePage } from './performance-page';
 import { report } from './report';
 import { type ScaleResults, runScale } from './scale';
 import { type HostileRow, runHostile } from './hostile';
@@ -67,8 +67,10 @@ interface Args {
   profile: string[] | null | undefined;
 }
 
+const DEFAULT_OUT = path.join(REPO_ROOT, 'bench', 'results.json');
+
 function parseArgs(argv: string[]): Args {
-  const args: Args = { quick: false, sections: [...SECTIONS], out: path.join(REPO_ROOT, 'bench', 'results.json'), profile: undefined };
+  const args: Args = { quick: false, sections: [...SECTIONS], out: DEFAULT_OUT, profile: undefined };
   for (const arg of argv) {
     const [key, value] = arg.split(/=(.*)/s, 2);
     if (key === '--quick') args.quick = true;
@@ -168,7 +170,7 @@ async function main(): Promise<number> {
     process.stdout.write('\n');
     printProfile(p, (line) => process.stdout.write(`${line}\n`));
   }
-  process.stdout.write(`\nresults: ${path.relative(process.cwd(), args.out) || args.out}; README tables: ${path.relative(process.cwd(), section)}\n`);
+  process.stdout.write(`\nresults: ${path.relative(process.cwd(), args.out) || args.out}; page: ${path.relative(process.cwd(), section)}\n`);
   const failed = Object.keys(results.errors);
   if (failed.length > 0) {
     process.stderr.write(`\nsections that failed: ${failed.join(', ')}\n`);
@@ -178,14 +180,18 @@ async function main(): Promise<number> {
   return 0;
 }
 
-/** Writes the condensed tables for README.md's Performance section next to the results (FILE.md); returns its path. */
+/**
+ * Writes the run's page: docs/performance.md for the default results file,
+ * else FILE.md beside the results (a test's or a trial's run leaves the
+ * committed page alone). Returns its path.
+ */
 function writeSection(results: Results, out: string): string {
-  const file = out.replace(/\.json$/, '') + '.md';
-  fs.writeFileSync(file, performanceSection(results));
+  const file = out === DEFAULT_OUT ? PERFORMANCE_PAGE : `${out.replace(/\.json$/, '')}.md`;
+  fs.writeFileSync(file, performancePage(results, SECTIONS));
   return file;
 }
 
-/** --from=FILE: prints the tables and goals of an earlier run again and rewrites its FILE.md. */
+/** --from=FILE: prints the tables and goals of an earlier run again and rewrites its page. */
 function reprint(file: string): number {
   const results = JSON.parse(fs.readFileSync(file, 'utf8')) as Results;
   results.goals = evaluateGoals(results);
@@ -195,7 +201,7 @@ function reprint(file: string): number {
     process.stdout.write('\n');
     printProfile(p, (line) => process.stdout.write(`${line}\n`));
   }
-  process.stdout.write(`\nREADME tables: ${path.relative(process.cwd(), writeSection(results, file))}\n`);
+  process.stdout.write(`\npage: ${path.relative(process.cwd(), writeSection(results, file))}\n`);
   return 0;
 }
 

@@ -1,9 +1,8 @@
 /**
- * The library example in README.md ("## Without Buildbot" → "### The
- * library"), run as written: type-checked against master-plugin/index.ts,
- * then compiled and run with `tether` resolving to this checkout (package.json
- * "main"), the way a project that depends on tether runs it, against a real
- * tether-agent process.
+ * The library example of docs/library.md, run as written: type-checked
+ * against master-plugin/index.ts, then compiled and run with `tether`
+ * resolving to this checkout (package.json "main"), the way a project that
+ * depends on tether runs it, against a real tether-agent process.
  */
 import t from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
@@ -14,20 +13,16 @@ import * as ts from 'typescript';
 import { REPO_ROOT, freePort, listening, makeTempDir } from './helpers/buildbot';
 import { AGENT_BIN } from './helpers/tether-procs';
 
-/** The first ```ts block of the README's "### The library" section, under "## Without Buildbot". */
-function readmeExample(): string {
-  const readme = fs.readFileSync(path.join(REPO_ROOT, 'README.md'), 'utf8');
-  const section = readme.split(/^## /m).find((s) => s.startsWith('Without Buildbot'));
-  if (!section) throw new Error('README.md has no "## Without Buildbot" section');
-  const library = section.split(/^### /m).find((s) => s.startsWith('The library'));
-  if (!library) throw new Error('README.md has no "### The library" subsection');
-  const block = /^```ts\n([\s\S]*?)^```$/m.exec(library);
-  if (!block) throw new Error('"### The library" has no ```ts block');
+/** The first ```ts block of docs/library.md. */
+function libraryExample(): string {
+  const page = fs.readFileSync(path.join(REPO_ROOT, 'docs', 'library.md'), 'utf8');
+  const block = /^```ts\n([\s\S]*?)^```$/m.exec(page);
+  if (!block) throw new Error('docs/library.md has no ```ts block');
   return block[1];
 }
 
-t.test('the README library example runs as written', async (t) => {
-  const source = readmeExample();
+t.test('the library example of docs/library.md runs as written', async (t) => {
+  const source = libraryExample();
   t.ok(source.split('\n').length <= 25, 'a short example');
   const dir = await makeTempDir('tether-api-example-');
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -55,10 +50,12 @@ t.test('the README library example runs as written', async (t) => {
   fs.symlinkSync(REPO_ROOT, path.join(dir, 'node_modules', 'tether'), 'dir');
 
   const port = await freePort();
-  const secret = 'example-secret';
+  // The example reads the worker's secret from this file in its directory; the agent reads the same one.
+  const secretFile = path.join(dir, 'board-01.secret');
+  fs.writeFileSync(secretFile, 'example-secret\n', { mode: 0o600 });
   const example = spawn(process.execPath, ['example.js'], {
     cwd: dir,
-    env: { ...process.env, TETHER_LISTEN: `tcp://127.0.0.1:${port}`, TETHER_SECRET: secret },
+    env: { ...process.env, TETHER_LISTEN: `tcp://127.0.0.1:${port}` },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';
@@ -72,8 +69,8 @@ t.test('the README library example runs as written', async (t) => {
 
   await listening(port);
   const agent = spawn(process.execPath, [
-    AGENT_BIN, '--master', `tcp://127.0.0.1:${port}`, '--name', 'board-01', '--basedir', path.join(dir, 'agent'),
-  ], { env: { ...process.env, TETHER_SECRET: secret }, stdio: 'ignore' });
+    AGENT_BIN, '--master', `tcp://127.0.0.1:${port}`, '--name', 'board-01', '--secret-file', secretFile, '--basedir', path.join(dir, 'agent'),
+  ], { stdio: 'ignore' });
   const agentGone = new Promise((resolve) => agent.once('exit', resolve));
   t.teardown(async () => {
     if (agent.exitCode === null && agent.signalCode === null) agent.kill('SIGTERM');

@@ -13,8 +13,10 @@ import type { Results } from '../bench/run';
 import { REPO_ROOT, makeTempDir } from './helpers/buildbot';
 
 /** What a quick run without Buildbot measures (bench/run.ts SECTIONS less 'buildbot'). */
-const SECTIONS = ['protocol', 'memory', 'scale', 'serial'] as const;
+const SECTIONS = ['protocol', 'memory', 'scale', 'serial', 'noise', 'hostile'] as const;
 const SERIAL_MODES = ['raw', 'raw-plain', 'text', 'text-plain'] as const;
+/** What a run with the default results file writes, and a run with --out must not. */
+const PAGE = path.join(REPO_ROOT, 'docs', 'performance.md');
 /** Far more than a quick run takes (about 20 s on 2 cores). */
 const RUN_TIMEOUT_MS = 300_000;
 
@@ -83,6 +85,7 @@ t.test('npm run bench -- --quick --skip-buildbot: every section has its figures'
   const tmp = path.join(dir, 'tmp');
   fs.mkdirSync(tmp);
   const out = path.join(dir, 'results.json');
+  const pageBefore = fs.readFileSync(PAGE, 'utf8');
 
   const started = Date.now();
   const args = [path.join('bench', 'bench.js'), '--quick', '--skip-buildbot', '--no-profile', `--out=${out}`];
@@ -125,7 +128,13 @@ t.test('npm run bench -- --quick --skip-buildbot: every section has its figures'
   t.equal(r.meta.quick, true, 'a quick run');
   t.same(r.meta.sections, SECTIONS, 'the sections of a run without Buildbot');
   t.equal(r.buildbot, undefined, 'no Buildbot section');
-  t.ok(fs.statSync(out.replace(/\.json$/, '.md')).size > 0, 'the README tables went next to the results');
+  t.equal(fs.readFileSync(PAGE, 'utf8'), pageBefore, 'a run given --out leaves docs/performance.md alone');
+  const page = fs.readFileSync(out.replace(/\.json$/, '.md'), 'utf8');
+  t.match(page, /^# Performance\n/, 'the page went beside the results');
+  t.match(page, /^## Running the bench$/m, 'the page says how to run the bench');
+  t.match(page, /quick-run figures/, 'the page says its figures are a quick run\'s');
+  t.match(page, /^Not run: buildbot\.$/m, 'the page names the section that did not run');
+  for (const g of r.goals) t.ok(page.includes(`| ${g.goal} `), `the page's goals table has "${g.goal}"`);
   t.match(stdout, `results: ${path.relative(REPO_ROOT, out)}`, 'the bench names the results file it was given');
   t.match(stdout, /^## Goals/m, 'the bench printed its goals');
 
@@ -145,7 +154,7 @@ t.test('npm run bench -- --quick --skip-buildbot: every section has its figures'
       numbers(t, `message ${m.message}`, m, ['body', 'frame', 'overhead']);
       numbers(t, `message ${m.message}`, m, ['payload'], true);
     }
-    for (const name of [/^output 80/, /^ACK$/, /^START/]) t.ok(p.messages.some((m) => name.test(m.message)), `the README's ${name} message size`);
+    for (const name of [/^output 80/, /^ACK$/, /^START/]) t.ok(p.messages.some((m) => name.test(m.message)), `the performance page's ${name} message size`);
   });
 
   t.test('memory', async (t) => {
@@ -199,7 +208,8 @@ t.test('npm run bench -- --quick --skip-buildbot: every section has its figures'
 
   t.test('goals', async (t) => {
     t.ok(Array.isArray(r.goals) && r.goals.length > 0, 'a list of goals');
-    const buildbotGoal = (name: string) => /^Buildbot |e2e build/.test(name);
+    // The Buildbot comparison's, and the noise section's builds through Buildbot.
+    const buildbotGoal = (name: string) => /^Buildbot |e2e build|e2e Buildbot build|^the same build /.test(name);
     for (const g of r.goals) {
       t.ok(typeof g.goal === 'string' && typeof g.target === 'string' && typeof g.measured === 'string', `${g.goal}: named, with a target`);
       if (buildbotGoal(g.goal)) {
