@@ -1,4 +1,4 @@
-/** The results as Markdown tables (what `npm run bench` prints, and README's Performance section). */
+/** The results as Markdown tables: what `npm run bench` prints (docs/performance.md is bench/performance-page.ts's). */
 import { MB, MiB, type Cell, round, table } from './lib';
 import type { Results } from './run';
 

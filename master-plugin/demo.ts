@@ -1,8 +1,7 @@
 /**
  * `npm start`: Tether without Buildbot, root or configuration. Starts a hub in
  * this process on loopback with a random secret, a tether-agent child process
- * over TCP (and, once the serial transport exists, a second one over a socat
- * pty pair), runs a small build of ordinary steps on them through the
+ * over TCP (and a second one over a socat pty pair, when socat is installed), runs a small build of ordinary steps on them through the
  * library API, prints a summary table, stops everything it started and
  * removes its temporary directory.
  */

@@ -21,8 +21,8 @@ import { type RemoteShell, exitStatus, runShell } from './run-shell';
 export const SUBCOMMANDS = ['exec', 'put', 'get'] as const;
 export type Subcommand = (typeof SUBCOMMANDS)[number];
 
-const COMMON_HELP = `  --listen URL          where the agent connects: tcp://HOST:PORT or
-                        tls://HOST:PORT (repeatable)
+const COMMON_HELP = `  --listen URL          where the agent connects: tcp://HOST:PORT,
+                        tls://HOST:PORT, or serial:DEVICE?baud=N (repeatable)
   --worker NAME:SECRET  the agent's name and shared secret (repeatable)
   --workers-file F      JSON {"workers": [{"name": N, "secret": S}, ...]}
   --agent NAME          which worker to use, when several are configured
@@ -34,6 +34,7 @@ const COMMON_HELP = `  --listen URL          where the agent connects: tcp://HOS
   --no-resume           a dropped link ends the command
   --max-frame BYTES     largest frame to accept (default ${DEFAULT_MAX_FRAME})
   --window BYTES        flow-control window per stream (default ${DEFAULT_WINDOW})
+  --compress WHERE      offer deflate on: serial (default), always, never
   --verbose             log connections and the agent's header lines on
                         stderr; stack traces with errors
   -h, --help            print this help and exit

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * Figures for the README's "Single binary" section: each binary's size, the
+ * Figures for docs/binary.md: each binary's size, the
  * x64 binary's time from spawn to connected (the hub's 'agent' event) and its
  * resident memory once connected and idle; the ARM binaries' times under
  * qemu-user (emulated: not what a board does).
