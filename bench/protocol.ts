@@ -13,8 +13,9 @@ import type { RemoteAgent } from '../master-plugin/remote';
 import { runShell, shellArgs } from '../master-plugin/shell';
 import { Channel, MsgType, type OutgoingMessage, encodeMessage } from '../wire/messages';
 import {
-  type BenchOptions, MB, alternate, benchFrame, hubAndAgent, median, percentile, round, since, textProducer, timeLocal, withTimeout,
+  type BenchOptions, MB, alternate, benchFrame, hubAndAgent, median, percentile, round, since, textProducer, timeLocal,
 } from './lib';
+import { withTimeout } from '../test/helpers/support';
 
 export interface ThroughputResult {
   bytes: number;

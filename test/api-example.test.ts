@@ -11,8 +11,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as ts from 'typescript';
-import { REPO_ROOT, freePort, listening, makeTempDir } from './helpers/buildbot';
 import { AGENT_BIN } from './helpers/tether-procs';
+import { REPO_ROOT, freePort, listening, tempDir } from './helpers/support';
 
 /** The first ```ts block of the README's "### The library" section, under "## Without Buildbot". */
 function readmeExample(): string {
@@ -29,8 +29,7 @@ function readmeExample(): string {
 t.test('the README library example runs as written', async (t) => {
   const source = readmeExample();
   t.ok(source.split('\n').length <= 25, 'a short example');
-  const dir = await makeTempDir('tether-api-example-');
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'tether-api-example-');
   fs.writeFileSync(path.join(dir, 'example.ts'), source);
 
   // Type-check it against the library's sources (there is no .d.ts in build/).
