@@ -22,15 +22,15 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import {
-  type BuildbotMaster, type BuildbotWorker, type BuilderSpec, checkBuildbotInstalled, createMaster, createWorker, freePort,
-  pyString, sleep,
+  type BuildbotMaster, type BuildbotWorker, type BuilderSpec, checkBuildbotInstalled, createMaster, createWorker, pyString,
 } from '../test/helpers/buildbot';
 import { E2E_MAIN_STEPS, E2E_STEPS_PY, prepareE2E } from '../test/helpers/buildbot-e2e';
 import { type TetherProcess, tetherAgent, tetherMaster } from '../test/helpers/tether-procs';
 import { TetherWireTap, type WireSummary } from './wiretap';
 import {
-  type BenchOptions, CountingRelay, MB, cpuMsOf, RssSampler, median, round, settledMemory, since, tempDir, textProducer, withTimeout,
+  type BenchOptions, CountingRelay, MB, cpuMsOf, RssSampler, median, round, settledMemory, since, textProducer,
 } from './lib';
+import { freePort, makeTempDir, sleep, withTimeout } from '../test/helpers/support';
 
 const TETHER = 'board';
 const REF = 'ref';
@@ -214,7 +214,7 @@ export async function runBuildbot(opts: BenchOptions): Promise<BuildbotResults> 
   const streamBytes = (q ? 10 : 100) * MB;
   const reps = q ? 1 : 3;
 
-  const root = await tempDir('tether-bench-bb-');
+  const root = await makeTempDir('tether-bench-bb-');
   const dirs = [root];
   const uploadSrc = path.join(root, 'upload-src.bin');
   const downloadSrc = path.join(root, 'download-src.bin');

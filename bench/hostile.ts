@@ -18,7 +18,8 @@ import { performance } from 'node:perf_hooks';
 import { MsgType } from '../wire/messages';
 import { Peer } from '../test/helpers/wire-net';
 import type { HostileReport, HostileRequest } from './hostile-hub';
-import { type BenchOptions, MiB, RssSampler, round, settledMemory, since, sleep, withTimeout } from './lib';
+import { type BenchOptions, MiB, RssSampler, round, settledMemory, since } from './lib';
+import { sleep, withTimeout } from '../test/helpers/support';
 
 export interface HostileRow {
   attack: string;

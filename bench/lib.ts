@@ -14,10 +14,8 @@ import { TetherHub } from '../master-plugin/hub';
 import { FrameAuth, deriveKeys, wireNumber } from '../wire/frame-auth';
 import { encodeAuthenticatedFrame, encodeHandshakeFrame } from '../wire/framing';
 import type { RemoteAgent } from '../master-plugin/remote';
-import { REPO_ROOT, makeTempDir, sleep } from '../test/helpers/buildbot';
+import { REPO_ROOT, sleep } from '../test/helpers/support';
 import { type TetherProcess, tetherAgent } from '../test/helpers/tether-procs';
-
-export { REPO_ROOT, sleep };
 
 /** Keys of a handshake that never happened: frames sized and timed as a session's. */
 const BENCH_AUTH = new FrameAuth(deriveKeys(Buffer.from('bench'), Buffer.alloc(32, 1), Buffer.alloc(32, 2)), 'agent');
@@ -81,15 +79,6 @@ export async function alternate(
     ratios.push(x / y);
   }
   return { a: as, b: bs, ratios, aMedian: median(as), bMedian: median(bs), ratio: median(ratios) };
-}
-
-/** Rejects after `ms` with `what` unless the promise settles first. */
-export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no result within ${Math.round(ms / 1000)} s`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 // ---------------------------------------------------------------- memory
@@ -400,10 +389,6 @@ export function timeLocal(command: string): Promise<number> {
       else reject(new Error(`${command}: exit ${String(code)} ${stderr}`));
     });
   });
-}
-
-export async function tempDir(prefix: string): Promise<string> {
-  return makeTempDir(prefix);
 }
 
 /**

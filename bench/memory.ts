@@ -14,9 +14,9 @@ import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { runShell } from '../master-plugin/run-shell';
 import {
-  AGENT_BINARY, type BenchOptions, type HubAndAgent, MB, MiB, RssSampler, hubAndAgent, round, settledMemory, since, sleep,
-  textProducer, textProducerHash, withTimeout,
+  AGENT_BINARY, type BenchOptions, type HubAndAgent, MB, MiB, RssSampler, hubAndAgent, round, settledMemory, since, textProducer, textProducerHash,
 } from './lib';
+import { sleep, withTimeout } from '../test/helpers/support';
 
 export interface AgentMemory {
   variant: string;

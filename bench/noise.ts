@@ -29,7 +29,8 @@ import { createMaster } from '../test/helpers/buildbot';
 import { prepareE2E } from '../test/helpers/buildbot-e2e';
 import { type NoiseOptions, simulatedLine } from '../test/helpers/line-sim';
 import { serialTetherAgent, serialTetherMaster } from '../test/helpers/serial-procs';
-import { type BenchOptions, round, since, waitForAgentOrExit, withTimeout } from './lib';
+import { type BenchOptions, round, since, waitForAgentOrExit } from './lib';
+import { withTimeout } from '../test/helpers/support';
 
 const BAUD = 115200;
 const RATE = BAUD / 10;

@@ -4,7 +4,8 @@
  * writeSection in run.ts); the page is never edited by hand.
  */
 import * as path from 'node:path';
-import { type Cell, MB, MiB, REPO_ROOT, table } from './lib';
+import { REPO_ROOT } from '../test/helpers/support';
+import { type Cell, MB, MiB, table } from './lib';
 import type { Results, Section } from './run';
 
 export const PERFORMANCE_PAGE = path.join(REPO_ROOT, 'docs', 'performance.md');

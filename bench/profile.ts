@@ -22,11 +22,11 @@ import { nearestNumber } from '../wire/frame-auth';
 import { MsgType, encodeOutput } from '../wire/messages';
 import { AGENT_BIN, TetherProcess } from '../test/helpers/tether-procs';
 import {
-  benchFrame,
-  MB, RssSampler, hubAndAgent, readMemory, round, settledMemory, sleep, tempDir, textProducer, textProducerBytes, waitForAgentOrExit, withTimeout,
+  benchFrame, MB, RssSampler, hubAndAgent, readMemory, round, settledMemory, textProducer, textProducerBytes, waitForAgentOrExit,
 } from './lib';
 import { catTime, compilerLog, serialPair } from './serial';
 import { TetherWireTap } from './wiretap';
+import { makeTempDir, sleep, withTimeout } from '../test/helpers/support';
 
 interface ProfileNode {
   id: number;
@@ -115,7 +115,7 @@ async function profiledPair(
   agentArgs: string[] = [],
   profile = true,
 ): Promise<{ hub: TetherHub; remote: RemoteAgent; agent: TetherProcess; profDir: string; dir: string; basedir: string }> {
-  const dir = await tempDir('tether-bench-prof-');
+  const dir = await makeTempDir('tether-bench-prof-');
   const profDir = path.join(dir, 'prof');
   fs.mkdirSync(profDir);
   const secret = 'bench-secret';

@@ -12,11 +12,11 @@ import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import type { RemoteAgent } from '../master-plugin/remote';
 import { runShell, shellArgs } from '../master-plugin/run-shell';
-import { freePort, listening } from '../test/helpers/buildbot';
 import { Channel, MsgType, type OutgoingMessage, encodeMessage } from '../wire/messages';
 import {
-  type BenchOptions, MB, benchFrame, hubAndAgent, median, percentile, round, since, textProducer, timeLocal, withTimeout,
+  type BenchOptions, MB, benchFrame, hubAndAgent, median, percentile, round, since, textProducer, timeLocal,
 } from './lib';
+import { freePort, listening, withTimeout } from '../test/helpers/support';
 
 export interface ThroughputResult {
   bytes: number;

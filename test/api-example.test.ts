@@ -10,8 +10,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as ts from 'typescript';
-import { REPO_ROOT, freePort, listening, makeTempDir } from './helpers/buildbot';
 import { AGENT_BIN } from './helpers/tether-procs';
+import { REPO_ROOT, freePort, listening, tempDir } from './helpers/support';
 
 /** The first ```ts block of docs/library.md. */
 function libraryExample(): string {
@@ -24,8 +24,7 @@ function libraryExample(): string {
 t.test('the library example of docs/library.md runs as written', async (t) => {
   const source = libraryExample();
   t.ok(source.split('\n').length <= 25, 'a short example');
-  const dir = await makeTempDir('tether-api-example-');
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'tether-api-example-');
   fs.writeFileSync(path.join(dir, 'example.ts'), source);
 
   // Type-check it against the library's sources (there is no .d.ts in build/).

@@ -10,7 +10,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Results } from '../bench/run';
-import { REPO_ROOT, makeTempDir } from './helpers/buildbot';
+import { REPO_ROOT, makeTempDir } from './helpers/support';
 
 /** What a quick run without Buildbot measures (bench/run.ts SECTIONS less 'buildbot'). */
 const SECTIONS = ['protocol', 'memory', 'scale', 'serial', 'noise', 'hostile'] as const;

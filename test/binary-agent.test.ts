@@ -15,8 +15,8 @@ import { TetherHub } from '../master-plugin/hub';
 import type { RemoteAgent } from '../master-plugin/remote';
 import { VERSION } from '../wire/version';
 import { type Target, TARGETS, ensureBinaries, noNativeCbor, runner } from '../scripts/build-binary';
-import { REPO_ROOT, makeTempDir, sleep } from './helpers/buildbot';
 import { patternBytes } from './helpers/buildbot-e2e';
+import { REPO_ROOT, sleep, tempDir } from './helpers/support';
 
 const SECRET = 'board secret ✓';
 const LOG_LINE = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z tether-agent: /;
@@ -26,12 +26,6 @@ let binaries: Record<string, string> = {};
 t.before(async () => {
   binaries = await ensureBinaries({ log: (line) => t.comment(`build-binary: ${line}`) });
 });
-
-async function tempDir(t: Test, prefix: string): Promise<string> {
-  const dir = await makeTempDir(prefix);
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
 
 interface Board {
   hub: TetherHub;

@@ -9,17 +9,11 @@ import * as path from 'node:path';
 import { HELP, OPTIONS, mergeOptions, readConfigFile } from '../agent/cli';
 import { TetherHub } from '../master-plugin/hub';
 import { UsageError } from '../wire/transport';
-import { makeTempDir } from './helpers/buildbot';
 import { AGENT_BIN } from './helpers/tether-procs';
+import { tempDir } from './helpers/support';
 
 const run = (args: string[], cwd?: string) =>
   spawnSync(process.execPath, [AGENT_BIN, ...args], { encoding: 'utf8', cwd, timeout: 20_000, env: { ...process.env, TETHER_SECRET: '' } });
-
-async function tempDir(t: Test): Promise<string> {
-  const dir = await makeTempDir('tether-config-');
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
 
 function writeJson(file: string, value: unknown): string {
   fs.writeFileSync(file, typeof value === 'string' ? value : JSON.stringify(value));
@@ -57,13 +51,13 @@ t.test('--help describes --config', async (t) => {
 });
 
 t.test('an agent started from a config file alone connects', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await tempDir(t, 'tether-config-');
   fs.writeFileSync(path.join(dir, 'secret'), 'config secret\n', { mode: 0o600 });
   const config = (master: string) => writeJson(path.join(dir, 'agent.json'), {
     master, name: 'board', 'secret-file': 'secret', basedir: 'base', 'max-frame': 65536, verbose: false,
   });
   // started elsewhere: relative paths in the file are relative to the file
-  const elsewhere = await tempDir(t);
+  const elsewhere = await tempDir(t, 'tether-config-');
   const log = await connects(t, (master) => ['--config', config(master)], elsewhere);
   t.match(log, /connected to tcp:\/\/127\.0\.0\.1:\d+ as 'board'/);
   t.ok(fs.statSync(path.join(dir, 'base')).isDirectory(), 'basedir relative to the config file');
@@ -71,7 +65,7 @@ t.test('an agent started from a config file alone connects', async (t) => {
 });
 
 t.test('command-line flags override the file', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await tempDir(t, 'tether-config-');
   fs.writeFileSync(path.join(dir, 'secret'), 'config secret\n', { mode: 0o600 });
   const file = path.join(dir, 'agent.json');
   // the file names another worker and another master; the flags win
@@ -83,7 +77,7 @@ t.test('command-line flags override the file', async (t) => {
 });
 
 t.test('mistakes in the file: one clear line naming the problem, exit 2', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await tempDir(t, 'tether-config-');
   const cases: Array<[string, unknown, RegExp]> = [
     ['unknown.json', { master: 'tcp://h:1', nmae: 'board' }, /has an unknown key "nmae"/],
     ['help.json', { help: true }, /has an unknown key "help"/],
@@ -110,7 +104,7 @@ t.test('mistakes in the file: one clear line naming the problem, exit 2', async 
 });
 
 t.test('readConfigFile and mergeOptions', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await tempDir(t, 'tether-config-');
   const file = writeJson(path.join(dir, 'a.json'), { ca: 'certs/ca.pem', 'secret-file': '/abs/secret', host: 'rack 3', 'max-frame': 4096 });
   t.same(readConfigFile(file), { ca: path.join(dir, 'certs', 'ca.pem'), 'secret-file': '/abs/secret', host: 'rack 3', 'max-frame': '4096' });
   t.throws(() => readConfigFile(writeJson(path.join(dir, 'b.json'), { bogus: 1 })), UsageError);
@@ -119,7 +113,7 @@ t.test('readConfigFile and mergeOptions', async (t) => {
 });
 
 t.test('"verbose": true in the file prints stack traces, as --verbose does', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await tempDir(t, 'tether-config-');
   const settings = { master: 'http://not-a-master', name: 'board', secret: 's', basedir: path.join(dir, 'base') };
   const quiet = run(['--config', writeJson(path.join(dir, 'quiet.json'), settings)]);
   t.equal(quiet.status, 2);

@@ -14,10 +14,10 @@ import { spawn, execFile, ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import * as net from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
 import { BuildbotBridge } from '../master-plugin/buildbot-bridge';
 import type { CommandResult, CommandSink, RemoteAgent, RemoteCommand } from '../master-plugin/remote';
+import { freePort, sleep } from './helpers/support';
 
 const BUILDBOT = '/usr/bin/buildbot';
 const PYTHON = '/usr/bin/python3';
@@ -25,18 +25,6 @@ const PYTHON = '/usr/bin/python3';
 // test/preflight.js (run by `npm test`) installs Buildbot or stops with the command to run.
 if (!fs.existsSync(BUILDBOT) || !fs.existsSync(PYTHON)) {
   throw new Error(`Buildbot is not installed (${BUILDBOT}): run 'apt-get install buildbot'`);
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.unref();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
 }
 
 function run(cmd: string, args: string[], opts: { cwd?: string; timeout?: number } = {}): Promise<string> {
@@ -47,8 +35,6 @@ function run(cmd: string, args: string[], opts: { cwd?: string; timeout?: number
     });
   });
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // ------------------------------------------------------------------ the agent double
 

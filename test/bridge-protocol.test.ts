@@ -12,6 +12,7 @@ import WebSocket, { WebSocketServer } from 'ws';
 import { decode, encode } from '@msgpack/msgpack';
 import { BuildbotBridge, BridgeOptions, pullDownload } from '../master-plugin/buildbot-bridge';
 import type { CommandResult, CommandSink, RemoteAgent, RemoteCommand } from '../master-plugin/remote';
+import { sleep } from './helpers/support';
 
 type Msg = Record<string, any>;
 
@@ -334,7 +335,6 @@ t.test('a line after a quiet spell goes out at once; streaming lines gather into
   const { master, agent } = await setup(t, { streamingFlushDelayMs: 200 });
   const { id, cmd } = await startCommand(master, agent, 'shell', { workdir: 'build', command: ['make'], want_stdout: true, logfiles: {} });
   const stdoutUpdates = () => master.requests.filter((m) => m.op === 'update' && m.command_id === id && m.args.some((u: any) => u[0] === 'stdout'));
-  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
   const sent = Date.now();
   await cmd.sink.stdout!(Buffer.from('the first line\n'));
   await master.waitRequest((m) => m.op === 'update' && m.command_id === id);

@@ -10,9 +10,9 @@ import * as path from 'node:path';
 import t from 'tap';
 import { alive } from './helpers/processes';
 import {
-  BUILDBOT_TEST_DIR, buildbotEnv, createMaster, freePort, makeTempDir,
-  type MasterOptions, PLUGIN_DIR, PYTHON, pyValue, REPO_ROOT, sleep, teardownBuildbot, tetherServiceConfig, waitFor,
+  BUILDBOT_TEST_DIR, buildbotEnv, createMaster, type MasterOptions, PLUGIN_DIR, PYTHON, pyValue, teardownBuildbot, tetherServiceConfig,
 } from './helpers/buildbot';
+import { REPO_ROOT, freePort, makeTempDir, sleep, waitFor } from './helpers/support';
 
 const STANDIN = path.join(BUILDBOT_TEST_DIR, 'standin-tether-master');
 

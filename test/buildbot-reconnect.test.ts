@@ -9,11 +9,11 @@
 import t, { type Test } from 'tap';
 import * as path from 'node:path';
 import {
-  BUILDBOT_TEST_DIR, type BuildbotMaster, type BuildInfo, type MasterOptions, createMaster, freePort,
-  sleep, teardownBuildbot, tetherServiceConfig, waitFor,
+  BUILDBOT_TEST_DIR, type BuildbotMaster, type BuildInfo, type MasterOptions, createMaster, teardownBuildbot, tetherServiceConfig,
 } from './helpers/buildbot';
 import { alive } from './helpers/processes';
 import { type TetherProcess, tetherAgent, tetherMaster } from './helpers/tether-procs';
+import { freePort, sleep, waitFor } from './helpers/support';
 
 const ECHO = { name: 'echo', steps: ["steps.ShellCommand(name='hello', command=['echo', 'hello from the board'])"] };
 /** Retries at most 1 s (+ up to 1 s of jitter) apart, so that a restarted master is found at once. */

@@ -6,19 +6,40 @@
  * grace period, the build fails as with a lost worker and the agent's process
  * tree is gone.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { createMaster, freePort, makeTempDir, sleep, teardownBuildbot, waitFor } from './helpers/buildbot';
+import { type BuildbotMaster, createMaster, teardownBuildbot } from './helpers/buildbot';
 import { FaultProxy } from './helpers/fault-proxy';
 import { prng } from './helpers/line-sim';
 import { alive } from './helpers/processes';
 import { tetherAgent, tetherMaster } from './helpers/tether-procs';
+import { freePort, makeTempDir, sleep, waitFor } from './helpers/support';
 
 const LINES = 6000;
 const BIG = 20_000_000;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/**
+ * Starts `master`, a tether-master for it (keepalive 1 s, and `masterArgs`)
+ * and a tether-agent `worker` that reaches it through a FaultProxy; resolves
+ * once Buildbot sees the worker.
+ */
+async function startThroughProxy(t: Test, master: BuildbotMaster, dir: string, worker: string, secret: string, masterArgs: string[]) {
+  const listenPort = await freePort();
+  const bridge = await tetherMaster({ buildbotPort: master.msgpackPort, listenPort, workers: { [worker]: secret }, extraArgs: ['--keepalive', '1', ...masterArgs] });
+  const proxy = new FaultProxy(listenPort);
+  await proxy.start();
+  t.teardown(() => proxy.close());
+  const agent = await tetherAgent({ port: proxy.port, name: worker, secret });
+  teardownBuildbot(t, master, bridge, agent, dir);
+  await master.start();
+  await bridge.start();
+  await agent.start();
+  await master.waitForWorker(worker);
+  return { bridge, agent, proxy };
+}
 
 t.test('a build survives ten cuts in a 60-second step and six during 20 MB transfers', async (t) => {
   const dir = await makeTempDir('tether-resume-bb-');
@@ -40,17 +61,7 @@ t.test('a build survives ten cuts in a 60-second step and six during 20 MB trans
     }],
     fixMsgpack: true,
   });
-  const listenPort = await freePort();
-  const bridge = await tetherMaster({ buildbotPort: master.msgpackPort, listenPort, workers: { flaky: secret }, extraArgs: ['--keepalive', '1'] });
-  const proxy = new FaultProxy(listenPort);
-  await proxy.start();
-  t.teardown(() => proxy.close());
-  const agent = await tetherAgent({ port: proxy.port, name: 'flaky', secret });
-  teardownBuildbot(t, master, bridge, agent, dir);
-  await master.start();
-  await bridge.start();
-  await agent.start();
-  await master.waitForWorker('flaky');
+  const { bridge, proxy } = await startThroughProxy(t, master, dir, 'flaky', secret, []);
 
   const brid = await master.forceBuild('cut');
   const buildid = await master.waitForBuildOfRequest(brid);
@@ -94,17 +105,7 @@ t.test('past the grace period the build fails as with a lost worker, and the tre
     workers: [{ name: 'gone', password: secret }],
     builders: [{ name: 'long', steps: [`steps.ShellCommand(name='sleeper', command="sh -c 'echo $$ > ${pidFile}; exec sleep 300' & wait")`] }],
   });
-  const listenPort = await freePort();
-  const bridge = await tetherMaster({ buildbotPort: master.msgpackPort, listenPort, workers: { gone: secret }, extraArgs: ['--keepalive', '1', '--grace', '2'] });
-  const proxy = new FaultProxy(listenPort);
-  await proxy.start();
-  t.teardown(() => proxy.close());
-  const agent = await tetherAgent({ port: proxy.port, name: 'gone', secret });
-  teardownBuildbot(t, master, bridge, agent, dir);
-  await master.start();
-  await bridge.start();
-  await agent.start();
-  await master.waitForWorker('gone');
+  const { agent, proxy } = await startThroughProxy(t, master, dir, 'gone', secret, ['--grace', '2']);
   const buildid = await master.waitForBuildOfRequest(await master.forceBuild('long'));
   await waitFor('the step to start', () => fs.existsSync(pidFile) && fs.readFileSync(pidFile, 'utf8').trim() !== '', { timeoutMs: 30_000 });
   const pid = Number(fs.readFileSync(pidFile, 'utf8'));

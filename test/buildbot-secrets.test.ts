@@ -14,8 +14,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import t from 'tap';
-import { createMaster, freePort, teardownBuildbot, tetherServiceConfig } from './helpers/buildbot';
+import { createMaster, teardownBuildbot, tetherServiceConfig } from './helpers/buildbot';
 import { tetherAgent } from './helpers/tether-procs';
+import { freePort } from './helpers/support';
 
 const WORKERS = [
   { name: 'by-file', password: `file-secret-${randomBytes(12).toString('hex')}`, secretInEnvironment: false },

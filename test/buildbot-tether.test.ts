@@ -7,10 +7,11 @@
  * (step results, stdout/stderr lines) as buildbot-worker.
  */
 import t, { type Test } from 'tap';
-import { type BuildbotMaster, createMaster, createWorker, freePort, tetherServiceConfig, teardownBuildbot } from './helpers/buildbot';
+import { type BuildbotMaster, createMaster, createWorker, tetherServiceConfig, teardownBuildbot } from './helpers/buildbot';
 import { type E2EFixture, checkE2E, e2eMasterOptions, e2eRecords, prepareE2E, runE2E } from './helpers/buildbot-e2e';
 import { ensureBinaries } from '../scripts/build-binary';
 import { tetherAgent, tetherMaster } from './helpers/tether-procs';
+import { freePort } from './helpers/support';
 
 type Records = ReturnType<typeof e2eRecords>;
 

@@ -6,6 +6,7 @@ import * as agentCli from '../agent/cli';
 import * as masterCli from '../master-plugin/cli';
 import { VERSION } from '../wire/version';
 import { AGENT_BIN, MASTER_BIN } from './helpers/tether-procs';
+import { listenLoopback } from './helpers/support';
 
 const run = (bin: string, args: string[], input?: string) =>
   spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', input, timeout: 20_000, env: { ...process.env, TETHER_SECRET: '' } });
@@ -47,9 +48,8 @@ t.test('mistakes give one clear line and a non-zero exit, no stack trace', async
 
 t.test('a port in use is named, with what to do', async (t) => {
   const blocker = net.createServer();
-  await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
+  const port = await listenLoopback(blocker);
   t.teardown(() => blocker.close());
-  const port = (blocker.address() as net.AddressInfo).port;
   const r = run(MASTER_BIN, ['--listen', `tcp://127.0.0.1:${port}`, '--worker', 'a:b']);
   t.equal(r.status, 2);
   t.match(r.stderr, `tcp://127.0.0.1:${port} is already in use`);

@@ -1,40 +1,22 @@
 import t from 'tap';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { commands } from '../agent/commands/registry';
 import { LogFileWatcher } from '../agent/commands/logwatcher';
 import { RunProcess } from '../agent/commands/runprocess';
 import { FakeIO } from './helpers/fake-io';
 import { alive } from './helpers/processes';
+import { tempDir, waitFor } from './helpers/support';
 
 const shell = commands.shell;
 
-function tempdir(t: { teardown(fn: () => void): void }): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tether-shell-'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-async function waitGone(pid: number, ms = 2000): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (!alive(pid)) return true;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return !alive(pid);
-}
-
-async function waitFor(cond: () => boolean, ms = 3000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out waiting');
-    await new Promise((r) => setTimeout(r, 10));
-  }
+/** Whether process `pid` is gone within `ms` (false: it still runs). */
+function waitGone(pid: number, ms = 2000): Promise<boolean> {
+  return waitFor(`pid ${pid} to be gone`, () => !alive(pid), { timeoutMs: ms, intervalMs: 20 }).then(() => true, () => false);
 }
 
 t.test('argv command: headers, output, rc, elapsed', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-shell-');
   const io = new FakeIO({ basedir: base });
   await shell(
     { workdir: 'wd', command: ['echo', 'hi there', '', "it's"], logEnviron: false, timeout: 1, maxTime: 10.5 },
@@ -60,7 +42,7 @@ t.test('argv command: headers, output, rc, elapsed', async (t) => {
 });
 
 t.test('string command runs under /bin/sh -c; exit code passes through', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-shell-');
   const io = new FakeIO({ basedir: base });
   await shell({ workdir: '.', command: 'echo out; echo err >&2; exit 3', logEnviron: false }, io);
   t.equal(io.bytes('stdout').toString(), 'out\n');
@@ -71,14 +53,14 @@ t.test('string command runs under /bin/sh -c; exit code passes through', async (
 });
 
 t.test('raw bytes pass through undecoded', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-shell-');
   const io = new FakeIO({ basedir: base });
   await shell({ workdir: '.', command: "printf '\\377\\000\\376'", logEnviron: false }, io);
   t.same([...io.bytes('stdout')], [0xff, 0x00, 0xfe]);
 });
 
 t.test('killed by a signal: rc -1 and the signal header', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-shell-');
   const io = new FakeIO({ basedir: base });
   await shell({ workdir: '.', command: 'kill -9 $$', logEnviron: false }, io);
   t.equal(io.rc, -1);
@@ -86,7 +68,7 @@ t.test('killed by a signal: rc -1 and the signal header', async (t) => {
 });
 
 t.test('env: lists joined with ":", ${VAR} expanded, null removes, PYTHONPATH extended', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-shell-');
   process.env.TETHER_TEST_A = 'from-agent';
   process.env.TETHER_TEST_GONE = 'should-vanish';
   delete process.env.TETHER_TEST_UNSET;
@@ -132,7 +114,7 @@ t.test('env: lists joined with ":", ${VAR} expanded, null removes, PYTHONPATH ex
 });
 
 t.test('env: a non-string value fails the command like buildbot-worker', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-shell-');
   const io = new FakeIO({ basedir: base });
   await t.rejects(shell({ workdir: '.', command: 'true', env: { N: 5 } }, io), {
     name: 'CommandFailure',
@@ -142,7 +124,7 @@ t.test('env: a non-string value fails the command like buildbot-worker', async (
 });
 
 t.test('missing required args fail before start', async (t) => {
-  const io = new FakeIO({ basedir: tempdir(t) });
+  const io = new FakeIO({ basedir: await tempDir(t, 'tether-shell-') });
   await t.rejects(shell({ command: 'true' }, io), {
     message: 'WorkerShellCommand is missing args: workdir',
   });
@@ -150,7 +132,7 @@ t.test('missing required args fail before start', async (t) => {
 });
 
 t.test('initial_stdin is written then stdin closed; without it stdin is closed', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-shell-');
   const io = new FakeIO({ basedir: base });
   await shell({ workdir: '.', command: ['cat'], initial_stdin: 'hello\nworld', logEnviron: false }, io);
   t.equal(io.bytes('stdout').toString(), 'hello\nworld');
@@ -164,7 +146,7 @@ t.test('initial_stdin is written then stdin closed; without it stdin is closed',
 });
 
 t.test('stdin: true feeds io.readStdin() to the child', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-shell-');
   const io = new FakeIO({
     basedir: base,
     stdin: [Buffer.from('one\n'), Buffer.from('two\n')],
@@ -176,7 +158,7 @@ t.test('stdin: true feeds io.readStdin() to the child', async (t) => {
 });
 
 t.test('want_stderr false / want_stdout 0: that stream is not sent', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-shell-');
   const io = new FakeIO({ basedir: base });
   await shell({ workdir: '.', command: 'echo out; echo err >&2', want_stderr: false, logEnviron: false }, io);
   t.equal(io.bytes('stdout').toString(), 'out\n');
@@ -189,7 +171,7 @@ t.test('want_stderr false / want_stdout 0: that stream is not sent', async (t) =
 });
 
 t.test('timeout: no output for N seconds kills the whole process group', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-shell-');
   const io = new FakeIO({ basedir: base });
   const started = Date.now();
   await shell(
@@ -215,7 +197,7 @@ t.test('timeout: no output for N seconds kills the whole process group', async (
 });
 
 t.test('timeout counts silence: regular output keeps the command alive', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-shell-');
   const io = new FakeIO({ basedir: base });
   await shell(
     { workdir: '.', command: 'for i in 1 2 3 4 5 6; do echo $i; sleep 0.3; done', timeout: 1, logEnviron: false },
@@ -226,7 +208,7 @@ t.test('timeout counts silence: regular output keeps the command alive', async (
 });
 
 t.test('timeout does not count time spent waiting for the master to take output', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-shell-');
   // one byte of window and 1.5 s per chunk: 'b' waits until 1.5 s for credit
   const io = new FakeIO({ basedir: base, window: 1, consumeDelayMs: 1500 });
   const started = Date.now();
@@ -238,7 +220,7 @@ t.test('timeout does not count time spent waiting for the master to take output'
 });
 
 t.test('an empty argv: the start error goes to stderr and the command fails', async (t) => {
-  const io = new FakeIO({ basedir: tempdir(t) });
+  const io = new FakeIO({ basedir: await tempDir(t, 'tether-shell-') });
   await t.rejects(shell({ workdir: '.', command: [], logEnviron: false }, io), {
     message: "AbandonChain: (-1, 'Got exception (list index out of range)')",
   });
@@ -247,7 +229,7 @@ t.test('an empty argv: the start error goes to stderr and the command fails', as
 });
 
 t.test('maxTime: total time limit, even with output', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-shell-');
   const io = new FakeIO({ basedir: base });
   const started = Date.now();
   await shell(
@@ -266,7 +248,7 @@ t.test('maxTime: total time limit, even with output', async (t) => {
 });
 
 t.test('sigtermTime: SIGTERM first, the process may clean up, then KILL', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-shell-');
   // traps TERM and exits cleanly: killed && rc == 0 -> rc -1, no signal header
   const io = new FakeIO({ basedir: base });
   await shell(
@@ -305,7 +287,7 @@ t.test('sigtermTime: SIGTERM first, the process may clean up, then KILL', async 
 });
 
 t.test('interrupt kills the process group with interruptSignal; no elapsed update', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-shell-');
   const io = new FakeIO({ basedir: base });
   io.onEvent = (e) => {
     if (e.kind === 'stdout' && e.data.toString().includes('ready')) io.interrupt('stop it');
@@ -328,7 +310,7 @@ t.test('interrupt kills the process group with interruptSignal; no elapsed updat
 });
 
 t.test('a background grandchild holding the pipes keeps the command until killed', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-shell-');
   const io = new FakeIO({ basedir: base });
   await shell({ workdir: '.', command: 'sleep 30 & echo $! > bg.pid', timeout: 1, logEnviron: false }, io);
   t.match(io.headerText, 'command timed out: 1 seconds without output');
@@ -337,7 +319,7 @@ t.test('a background grandchild holding the pipes keeps the command until killed
 });
 
 t.test('logfiles are polled while the process runs and read a last time at exit', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-shell-');
   const saved = LogFileWatcher.POLL_INTERVAL;
   LogFileWatcher.POLL_INTERVAL = 0.1;
   t.teardown(() => {
@@ -377,7 +359,7 @@ t.test('logfiles are polled while the process runs and read a last time at exit'
 });
 
 t.test('flow control: a slow master slows the child; bytes arrive intact', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-shell-');
   const io = new FakeIO({ basedir: base, window: 64 * 1024, consumeDelayMs: 1 });
   const size = 4 * 1024 * 1024;
   await shell(
@@ -398,7 +380,7 @@ t.test('flow control: a slow master slows the child; bytes arrive intact', async
 });
 
 t.test('a command that does not exist: rc 1 and the exec error on stderr', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-shell-');
   const io = new FakeIO({ basedir: base });
   await shell({ workdir: '.', command: ['tether-no-such-command', 'x'], logEnviron: false }, io);
   t.equal(io.rc, 1);
@@ -409,7 +391,7 @@ t.test('a command that does not exist: rc 1 and the exec error on stderr', async
 });
 
 t.test('obfuscated argv words: real one runs, fake one is shown', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-shell-');
   const io = new FakeIO({ basedir: base });
   await shell(
     { workdir: '.', command: ['echo', ['obfuscated', 's3cret', 'XXXX']], logEnviron: false },
@@ -422,7 +404,7 @@ t.test('obfuscated argv words: real one runs, fake one is shown', async (t) => {
 });
 
 t.test('usePTY: runs on a pty via script(1) when available', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-shell-');
   const io = new FakeIO({ basedir: base });
   await shell({ workdir: '.', command: ['sh', '-c', 'test -t 1 && echo tty || echo notty'], usePTY: true, logEnviron: false }, io);
   const hasScript = fs.existsSync('/usr/bin/script') || fs.existsSync('/bin/script');
@@ -447,26 +429,23 @@ t.test('usePTY: an interrupt kills the command on the pty, not only script(1)', 
   const hasScript = fs.existsSync('/usr/bin/script') || fs.existsSync('/bin/script');
   t.ok(hasScript, 'script(1) is installed (util-linux; test/preflight.js installs it)');
   if (!hasScript) return;
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-shell-');
   const io = new FakeIO({ basedir: base });
   // Ignores the SIGHUP that the pty's closing sends: only a signal to its own group ends it.
   const run = shell({ workdir: '.', command: ['sh', '-c', 'trap "" HUP; echo $$ > pid; exec sleep 600'], usePTY: true, logEnviron: false }, io);
   const pidFile = path.join(base, 'pid');
-  const deadline = Date.now() + 10_000;
-  while (!(fs.existsSync(pidFile) && fs.readFileSync(pidFile, 'utf8').trim()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  await waitFor('the command to write its pid', () => fs.existsSync(pidFile) && fs.readFileSync(pidFile, 'utf8').trim(), { timeoutMs: 10_000, intervalMs: 20 });
   const pid = Number(fs.readFileSync(pidFile, 'utf8'));
   t.teardown(() => {
     if (alive(pid)) process.kill(pid, 'SIGKILL');
   });
   io.interrupt('stop');
   await run;
-  const gone = Date.now() + 5000;
-  while (alive(pid) && Date.now() < gone) await new Promise((r) => setTimeout(r, 20));
-  t.notOk(alive(pid), 'the command on the pty is gone');
+  t.ok(await waitGone(pid, 5000), 'the command on the pty is gone');
 });
 
 t.test('usePTY without script(1) on PATH: runs without a PTY and says so', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-shell-');
   const io = new FakeIO({ basedir: base });
   await shell(
     {
@@ -484,7 +463,7 @@ t.test('usePTY without script(1) on PATH: runs without a PTY and says so', async
 });
 
 t.test('the backup timeout gives up on a process that will not die', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-shell-');
   const saved = RunProcess.BACKUP_TIMEOUT;
   RunProcess.BACKUP_TIMEOUT = 0.3;
   t.teardown(() => {
@@ -500,5 +479,5 @@ t.test('the backup timeout gives up on a process that will not die', async (t) =
   t.equal(io.rc, -1);
   const pid = Number(fs.readFileSync(path.join(base, 'me.pid'), 'utf8'));
   process.kill(-pid, 'SIGKILL');
-  await waitFor(() => !alive(pid));
+  t.ok(await waitGone(pid, 3000), 'the process is gone once its group is killed');
 });

@@ -1,19 +1,13 @@
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { gunzipSync } from 'node:zlib';
 import * as tar from 'tar';
 import { commands } from '../agent/commands/registry';
 import { FakeIO } from './helpers/fake-io';
-
-function tempdir(t: { teardown(fn: () => void): void }): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tether-xfer-'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+import { tempDir } from './helpers/support';
 
 /** Entry names and file contents of a tar archive. */
 async function readTar(data: Buffer): Promise<{ names: string[]; files: Record<string, string> }> {
@@ -39,7 +33,7 @@ async function readTar(data: Buffer): Promise<{ names: string[]; files: Record<s
 }
 
 t.test('upload_file: byte-exact in blocksize blocks, bigger than the window, slow consumer', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-xfer-');
   const data = randomBytes(3 * 1024 * 1024 + 123);
   fs.mkdirSync(path.join(base, 'build'));
   fs.writeFileSync(path.join(base, 'build', 'out.bin'), data);
@@ -61,7 +55,7 @@ t.test('upload_file: byte-exact in blocksize blocks, bigger than the window, slo
 });
 
 t.test('upload_file: keepstamp sends the times with the close', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-xfer-');
   const file = path.join(base, 'f.txt');
   fs.writeFileSync(file, 'x');
   fs.utimesSync(file, 1000000000.5, 1200000000.25);
@@ -74,7 +68,7 @@ t.test('upload_file: keepstamp sends the times with the close', async (t) => {
 });
 
 t.test('upload_file: maxsize truncates with buildbot-worker text and rc 1', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-xfer-');
   fs.writeFileSync(path.join(base, 'big'), Buffer.alloc(100, 7));
   const io = new FakeIO({ basedir: base });
   await commands.upload_file({ workdir: '.', workersrc: 'big', maxsize: 40, blocksize: 16 }, io);
@@ -90,7 +84,7 @@ t.test('upload_file: maxsize truncates with buildbot-worker text and rc 1', asyn
 });
 
 t.test('upload_file: a missing file is rc 1 with the Cannot open text', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-xfer-');
   const io = new FakeIO({ basedir: base });
   await commands.upload_file({ workdir: 'w', workersrc: 'nope.txt', maxsize: null, blocksize: 16, keepstamp: true }, io);
   const p = path.join(base, 'w', 'nope.txt');
@@ -105,7 +99,7 @@ t.test('upload_file: a missing file is rc 1 with the Cannot open text', async (t
 });
 
 t.test('upload_file: missing maxsize is a KeyError before start', async (t) => {
-  const io = new FakeIO({ basedir: tempdir(t) });
+  const io = new FakeIO({ basedir: await tempDir(t, 'tether-xfer-') });
   await t.rejects(commands.upload_file({ workdir: '.', workersrc: 'x', blocksize: 16 }, io), {
     message: "KeyError: 'maxsize'",
   });
@@ -113,7 +107,7 @@ t.test('upload_file: missing maxsize is a KeyError before start', async (t) => {
 });
 
 t.test('upload_file: an interrupt stops the loop with rc 1, writer still closed', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-xfer-');
   fs.writeFileSync(path.join(base, 'big'), Buffer.alloc(1024 * 1024, 1));
   const io = new FakeIO({ basedir: base, window: 1024, consumeDelayMs: 2 });
   let writes = 0;
@@ -129,7 +123,7 @@ t.test('upload_file: an interrupt stops the loop with rc 1, writer still closed'
 });
 
 t.test('download_file: byte-exact, parents created, mode applied', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-xfer-');
   const data = randomBytes(300 * 1024 + 5);
   const chunks: Buffer[] = [];
   for (let at = 0; at < data.length; at += 32 * 1024) chunks.push(data.subarray(at, at + 32 * 1024));
@@ -146,7 +140,7 @@ t.test('download_file: byte-exact, parents created, mode applied', async (t) => 
 });
 
 t.test('download_file: maxsize keeps the first maxsize bytes, rc 1', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-xfer-');
   const io = new FakeIO({ basedir: base, download: [Buffer.from('0123456789'), Buffer.from('abcdefghij')] });
   await commands.download_file({ workdir: '.', workerdest: 'f', maxsize: 15, blocksize: 4, mode: null }, io);
   t.equal(fs.readFileSync(path.join(base, 'f'), 'utf8'), '0123456789abcde');
@@ -161,7 +155,7 @@ t.test('download_file: maxsize keeps the first maxsize bytes, rc 1', async (t) =
 });
 
 t.test('download_file: an unwritable destination is rc 1 with the Cannot open text', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-xfer-');
   fs.writeFileSync(path.join(base, 'file'), 'x');
   const io = new FakeIO({ basedir: base, download: [Buffer.from('data')] });
   await commands.download_file({ workdir: '.', workerdest: 'file/sub', maxsize: null, blocksize: 16, mode: null }, io);
@@ -171,8 +165,8 @@ t.test('download_file: an unwritable destination is rc 1 with the Cannot open te
 });
 
 t.test('download_file: an absolute workerdest, and ~ expansion', async (t) => {
-  const base = tempdir(t);
-  const other = tempdir(t);
+  const base = await tempDir(t, 'tether-xfer-');
+  const other = await tempDir(t, 'tether-xfer-');
   const io = new FakeIO({ basedir: base, download: [Buffer.from('abs')] });
   await commands.download_file(
     { workdir: 'w', workerdest: path.join(other, 'x.txt'), maxsize: null, blocksize: 16, mode: null },
@@ -202,7 +196,7 @@ function makeTree(base: string): string {
 }
 
 t.test('upload_directory: a tar of the directory contents (uncompressed)', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-xfer-');
   const src = makeTree(base);
   const io = new FakeIO({ basedir: base, window: 4096, consumeDelayMs: 0 });
   await commands.upload_directory(
@@ -227,7 +221,7 @@ t.test('upload_directory: a tar of the directory contents (uncompressed)', async
 });
 
 t.test('upload_directory: gz and bz2 compression', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-xfer-');
   makeTree(base);
   const io = new FakeIO({ basedir: base });
   await commands.uploadDirectory({ workdir: 'build', workersrc: 'dist', maxsize: null, blocksize: 512, compress: 'gz' }, io);
@@ -255,7 +249,7 @@ t.test('upload_directory: gz and bz2 compression', async (t) => {
 });
 
 t.test('upload_directory: maxsize truncates; missing source fails the command', async (t) => {
-  const base = tempdir(t);
+  const base = await tempDir(t, 'tether-xfer-');
   const src = makeTree(base);
   fs.writeFileSync(path.join(src, 'big.bin'), randomBytes(200 * 1024));
   const io = new FakeIO({ basedir: base });

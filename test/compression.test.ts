@@ -12,8 +12,8 @@ import type { AgentConnection } from '../master-plugin/agent-connection';
 import type { HubOptions } from '../master-plugin/hub';
 import { runShell } from '../master-plugin/run-shell';
 import { COMPRESSED_MARKER, Compressor, Decompressor } from '../wire/compression';
-import { makeTempDir } from './helpers/buildbot';
 import { startPair } from './helpers/pair';
+import { makeTempDir } from './helpers/support';
 
 t.test('deflate stops trying on big bodies that do not shrink, and tries again now and then; small ones it always tries', async (t) => {
   const compressor = new Compressor(1);

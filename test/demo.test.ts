@@ -6,8 +6,8 @@
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import { REPO_ROOT } from './helpers/buildbot';
 import { alive } from './helpers/processes';
+import { REPO_ROOT } from './helpers/support';
 
 t.test('npm start runs the demo build and cleans up', async (t) => {
   t.equal(require('../package.json').scripts.start, 'node build/master-plugin/demo.js', 'npm start is the demo');

@@ -12,8 +12,8 @@ import { commands } from '../agent/commands/registry';
 import { TetherHub, awaitAgent, exitStatus, getFile, listDir, putFile, runShell, statFile, RemoteCommandError } from '../master-plugin/index';
 import type { TetherError } from '../wire/errors';
 import { connect } from '../wire/transport';
-import { makeTempDir } from './helpers/buildbot';
 import { startPair } from './helpers/pair';
+import { makeTempDir } from './helpers/support';
 
 async function pair(t: Test) {
   const dir = await makeTempDir('tether-api-');

@@ -8,8 +8,8 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { renderProgress } from '../master-plugin/progress';
-import { freePort, listening, makeTempDir } from './helpers/buildbot';
 import { AGENT_BIN, MASTER_BIN } from './helpers/tether-procs';
+import { freePort, listening, tempDir } from './helpers/support';
 
 interface Exit {
   code: number | null;
@@ -29,11 +29,10 @@ let basedir = '';
 let work = '';
 
 t.before(async () => {
-  const dir = await makeTempDir('tether-files-');
+  const dir = await tempDir(t, 'tether-files-');
   basedir = path.join(dir, 'basedir');
   work = path.join(dir, 'local');
   fs.mkdirSync(work);
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
 });
 
 /** Runs `tether-master <argv...>` (put/get) with a fresh agent whose basedir is `basedir`. */

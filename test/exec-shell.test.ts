@@ -9,11 +9,11 @@ import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { freePort, listening, makeTempDir, sleep, waitFor } from './helpers/buildbot';
 import { AGENT_BIN, MASTER_BIN } from './helpers/tether-procs';
 import { alive } from './helpers/processes';
 import { Peer } from './helpers/wire-net';
 import { MsgType } from '../wire/messages';
+import { freePort, listenLoopback, listening, makeTempDir, sleep, waitFor } from './helpers/support';
 
 interface Exit {
   code: number | null;
@@ -215,9 +215,8 @@ t.test('an agent under another name is mentioned when the wait runs out', async 
 
 t.test('usage mistakes: one line, exit 2', async (t) => {
   const blocker = net.createServer();
-  await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
+  const busy = await listenLoopback(blocker);
   t.teardown(() => blocker.close());
-  const busy = (blocker.address() as net.AddressInfo).port;
   const cases: Array<[string[], RegExp]> = [
     [['exec', '--listen', `tcp://127.0.0.1:${busy}`, '--worker', 'rig:s', '--', 'true'], new RegExp(`tcp://127.0.0.1:${busy} is already in use`)],
     [['exec', '--listen', 'serial:///dev/tether-no-such-tty', '--worker', 'rig:s', '--', 'true'], /serial device \/dev\/tether-no-such-tty does not exist/],

@@ -14,7 +14,8 @@ import { TetherHub } from '../master-plugin/hub';
 import type { RemoteAgent } from '../master-plugin/remote';
 import { type Direction, FrameRelay, type SeenFrame, bodyOf, forge, tcpRelay } from './helpers/frame-relay';
 import { streamPair } from './helpers/line-sim';
-import { delay, echo, startAgent, startHub, testCommands, withTimeout } from './helpers/wire-net';
+import { echo, startAgent, startHub, testCommands } from './helpers/wire-net';
+import { sleep, withTimeout } from './helpers/support';
 
 const isStart = (frame: SeenFrame) => frame.raw.length > 14 && bodyOf(frame)[0] === MsgType.START;
 const startText = (frame: SeenFrame) => {
@@ -35,7 +36,7 @@ async function seen(relay: FrameRelay, direction: Direction, match: (f: SeenFram
       for (;;) {
         const found = relay.seen[direction].find(match);
         if (found) return found;
-        await delay(5);
+        await sleep(5);
       }
     })(),
     5000,
@@ -93,7 +94,7 @@ function attacks(t: Test, setup: () => Promise<Scene & { close(): Promise<void> 
     s.relay().inject('toMaster', ack.wire);
     t.equal(await echo(s.remote, 'after'), 'after', 'the session goes on');
     t.same(s.ran, ['echo:first', 'echo:after']);
-    await delay(50);
+    await sleep(50);
     t.match(s.agentLogs.join('\n'), /failed authentication/, 'the agent dropped the reflected frame');
     t.match(s.hubLogs.join('\n'), /failed authentication/, 'the hub dropped the replayed ACK');
   });
@@ -132,7 +133,7 @@ function attacks(t: Test, setup: () => Promise<Scene & { close(): Promise<void> 
     for (let i = 0; i < 4; i++) first.inject('toAgent', forge(startWith(start, `pwned ${i}`), start));
     await withTimeout(
       (async () => {
-        while (!s.agentLogs.some((l) => /4 frames failed authentication/.test(l))) await delay(10);
+        while (!s.agentLogs.some((l) => /4 frames failed authentication/.test(l))) await sleep(10);
       })(),
       5000,
       'the agent to close the link',

@@ -19,16 +19,15 @@ import { TetherHub } from '../master-plugin/hub';
 import { TetherError } from '../wire/errors';
 import { type Message, MsgType } from '../wire/messages';
 import { connect } from '../wire/transport';
-import { REPO_ROOT, freePort, makeTempDir, waitFor } from './helpers/buildbot';
 import { selfSigned } from './helpers/certs';
 import { MASTER_BIN } from './helpers/tether-procs';
-import { Peer, startAgent, startHub, withTimeout } from './helpers/wire-net';
+import { Peer, startAgent, startHub } from './helpers/wire-net';
+import { REPO_ROOT, freePort, listenLoopback, tempDir, waitFor, withTimeout } from './helpers/support';
 
 const is = (type: Message['type']) => (m: Message) => m.type === type;
 
 async function certificate(t: Test): Promise<{ cert: string; key: string }> {
-  const dir = await makeTempDir('tether-front-door-');
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'tether-front-door-');
   return selfSigned(dir, 'master');
 }
 
@@ -189,11 +188,11 @@ t.test('a full door drops the least advanced connection, oldest first, and never
   t.teardown(() => sockets.forEach((s) => s.destroy()));
   /** A real accepted socket from `from` (a loopback address), admitted at the door. */
   const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = await listenLoopback(server);
   t.teardown(() => server.close());
   const arrive = async (from: string) => {
     const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
-    sockets.push(await rawConnect((server.address() as net.AddressInfo).port, from));
+    sockets.push(await rawConnect(port, from));
     const socket = await accepted;
     sockets.push(socket);
     return door.arrive(socket);

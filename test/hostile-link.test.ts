@@ -11,7 +11,8 @@ import type { AgentConnection } from '../master-plugin/agent-connection';
 import { MsgType } from '../wire/messages';
 import { FAST_LINK_BUFFER, LINK_REPLY_BACKLOG, MAX_UNACKED_BYTES_RELIABLE, MAX_UNACKED_FRAMES, maxQueuedBytes } from '../wire/session';
 import { DEFAULT_WINDOW } from '../wire/handshake';
-import { type HubFixture, Peer, delay, echo, startAgent, startHub, withTimeout } from './helpers/wire-net';
+import { type HubFixture, Peer, echo, startAgent, startHub } from './helpers/wire-net';
+import { sleep, withTimeout } from './helpers/support';
 
 interface Peak {
   unacked: number;
@@ -43,7 +44,7 @@ function legitimateLoad(fx: HubFixture) {
     while (!stop) {
       if ((await echo(remote, `n${echoes}`)) !== `n${echoes}`) throw new Error('wrong echo');
       echoes++;
-      await delay(5);
+      await sleep(5);
     }
   })();
   return {
@@ -83,7 +84,7 @@ t.test('a peer that floods PINGs and never reads: replies held to one, dropped o
     peer.socket.cork();
     for (let i = 0; i < 1000; i++) peer.sendLink({ type: MsgType.PING, token: (round * 1000 + i) % 0x10000 });
     peer.socket.uncork();
-    await delay(1);
+    await sleep(1);
   }
   const sent = peer.link.stats.bytesOut - start;
   const reason = await withTimeout(closed, 15_000, 'the hub to drop the peer');
@@ -105,7 +106,7 @@ t.test('a peer that never ACKs and sends frames that each draw a REJECT: unackno
   const bad = Buffer.from([MsgType.INFO]);
   for (let i = 0; i < 200_000 && !peer.isClosed; i++) {
     peer.sendBody(bad);
-    if (i % 2000 === 0) await delay(1);
+    if (i % 2000 === 0) await sleep(1);
   }
   const reason = await withTimeout(closed, 15_000, 'the hub to drop the peer');
   seen.stop();
@@ -130,20 +131,20 @@ t.test('a peer that ACKs but sends REJECT-worthy frames without end: the hub ans
     for (let i = 0; i < 1000; i++) peer.sendBody(bad);
     sent += 1000;
     peer.ack();
-    await delay(5);
+    await sleep(5);
   }
   await withTimeout(
     (async () => {
       while (peer.received.filter((m) => m.type === MsgType.REJECT).length < sent) {
         peer.ack();
-        await delay(10);
+        await sleep(10);
       }
     })(),
     15_000,
     'a REJECT for every frame',
   );
   peer.ack();
-  await delay(50);
+  await sleep(50);
   seen.stop();
   t.equal(peer.received.filter((m) => m.type === MsgType.REJECT).length, sent, `${sent} REJECTs`);
   t.notOk(peer.isClosed, 'the session goes on');

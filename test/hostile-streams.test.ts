@@ -18,7 +18,8 @@ import { errorName } from '../wire/errors';
 import { masterHandshake } from '../wire/handshake';
 import { type Message, MsgType } from '../wire/messages';
 import { connect } from '../wire/transport';
-import { Peer, echo, fakeMaster, rawAgent, startAgent, startHub, withTimeout } from './helpers/wire-net';
+import { Peer, echo, fakeMaster, rawAgent, startAgent, startHub } from './helpers/wire-net';
+import { withTimeout } from './helpers/support';
 
 /** A RemoteCommand of the hub, with the size of its queue for the sink. */
 type Watched = ReturnType<AgentConnection['run']> & { readonly undeliveredBytes: number };

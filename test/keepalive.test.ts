@@ -1,38 +1,16 @@
 /** Dead-peer detection: a link that silently stops carrying bytes is found by keepalive. */
 import t from 'tap';
-import * as net from 'node:net';
 import { Agent } from '../agent/agent';
 import { TetherHub } from '../master-plugin/hub';
 import { connect } from '../wire/transport';
-
-/** A TCP relay that can be told to swallow everything (a half-open connection). */
-async function blackholeRelay(target: number): Promise<{ port: number; cut(): void; close(): void }> {
-  let silent = false;
-  const sockets: net.Socket[] = [];
-  const server = net.createServer((client) => {
-    const upstream = net.connect(target, '127.0.0.1');
-    sockets.push(client, upstream);
-    client.on('data', (d) => !silent && upstream.write(d));
-    upstream.on('data', (d) => !silent && client.write(d));
-    client.on('error', () => undefined);
-    upstream.on('error', () => undefined);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    cut: () => (silent = true),
-    close: () => {
-      for (const s of sockets) s.destroy();
-      server.close();
-    },
-  };
-}
+import { FaultProxy } from './helpers/fault-proxy';
 
 t.test('both sides notice a silent peer within three keepalive intervals', async (t) => {
   // Without resume the session ends there (test/resume.test.ts covers silence with resume).
   const hub = new TetherHub({ workers: { w: 'k' }, keepalive: 1, resume: false });
   const address = await hub.listen('tcp://127.0.0.1:0');
-  const relay = await blackholeRelay(address.port);
+  const relay = new FaultProxy(address.port);
+  await relay.start();
   const disconnects: Array<Error | null> = [];
   const agent = new Agent({
     name: 'w', secret: 'k', basedir: '/tmp', commands: {}, masterLabel: 'relay', maxBackoffMs: 60_000,
@@ -43,12 +21,12 @@ t.test('both sides notice a silent peer within three keepalive intervals', async
   t.teardown(async () => {
     agent.stop();
     await running;
-    relay.close();
+    await relay.close();
     await hub.close();
   });
   const remote = await hub.waitForAgent('w', 5000);
   const cutAt = Date.now();
-  relay.cut();
+  relay.silence(); // a half-open connection: bytes swallowed, nothing closed
   await remote.closed;
   const masterNoticed = Date.now() - cutAt;
   while (disconnects.length === 0 && Date.now() - cutAt < 10_000) await new Promise((r) => setTimeout(r, 50));

@@ -11,9 +11,10 @@ import { randomBytes } from 'node:crypto';
 import { TetherHub } from '../master-plugin/hub';
 import { MsgType } from '../wire/messages';
 import { printable } from '../wire/printable';
-import { PLUGIN_DIR, PYTHON, buildbotEnv, freePort, waitFor } from './helpers/buildbot';
+import { PLUGIN_DIR, PYTHON, buildbotEnv } from './helpers/buildbot';
 import { MASTER_BIN } from './helpers/tether-procs';
 import { Peer, startAgent, startHub } from './helpers/wire-net';
+import { freePort, waitFor } from './helpers/support';
 
 /** A name that, written raw, would end the line, forge a "connected" line and turn the terminal red. */
 const EVIL = "rig\n2030-01-01T00:00:00.000Z tether-master: worker 'rig' connected from 10.0.0.1:1\u001b[31m\u202e\u0085\u2028x";

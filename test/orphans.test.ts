@@ -9,19 +9,17 @@
 import t from 'tap';
 import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { ProcessGroupRecords, RUN_RECORD_DIR } from '../agent/orphans';
 import { commands } from '../agent/commands/registry';
 import { TetherHub } from '../master-plugin/hub';
-import { freePort, waitFor } from './helpers/buildbot';
 import { FakeIO } from './helpers/fake-io';
 import { alive } from './helpers/processes';
 import { AGENT_BIN, TetherProcess, tetherAgent } from './helpers/tether-procs';
+import { freePort, sleep, tempDir, waitFor } from './helpers/support';
 
 const HAVE_PROC = fs.existsSync('/proc/self/stat') && fs.existsSync('/proc/sys/kernel/random/boot_id');
 const skip = HAVE_PROC ? false : 'needs Linux /proc';
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Field 22 of /proc/PID/stat (written out here again, not taken from agent/orphans.ts). */
 function startTimeOf(pid: number): string {
@@ -141,10 +139,9 @@ t.test('the process groups of a SIGKILLed agent are killed by the next agent on 
 });
 
 t.test('a command is recorded while its process runs, and the directory goes with the last record', { skip }, async (t) => {
-  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'tether-orphans-'));
+  const base = await tempDir(t, 'tether-orphans-');
   const logs: string[] = [];
   const records = new ProcessGroupRecords(base, (l) => logs.push(l));
-  t.teardown(() => fs.rmSync(base, { recursive: true, force: true }));
   const io = new FakeIO({ basedir: base, processGroups: records });
   const pidFile = path.join(base, 'wd', 'leader.pid');
   const run = commands.shell({ workdir: 'wd', command: ['sh', '-c', 'echo $$ > leader.pid; sleep 0.5'], logEnviron: false }, io);
@@ -160,10 +157,9 @@ t.test('a command is recorded while its process runs, and the directory goes wit
 });
 
 t.test('a basedir where records cannot be written does not stop commands', { skip }, async (t) => {
-  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'tether-orphans-'));
+  const base = await tempDir(t, 'tether-orphans-');
   const logs: string[] = [];
   const records = new ProcessGroupRecords(base, (l) => logs.push(l));
-  t.teardown(() => fs.rmSync(base, { recursive: true, force: true }));
   // a file where the directory should be: mkdir fails even for root
   fs.writeFileSync(path.join(base, RUN_RECORD_DIR), 'in the way');
   const io = new FakeIO({ basedir: base, processGroups: records });

@@ -5,8 +5,7 @@
  * end the session the clear way.
  */
 import t from 'tap';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import { Agent } from '../agent/agent';
 import type { Command } from '../agent/commands/command';
@@ -18,9 +17,7 @@ import { FaultProxy } from './helpers/fault-proxy';
 import { tetherAgent } from './helpers/tether-procs';
 import { prng } from './helpers/line-sim';
 import { alive } from './helpers/processes';
-import { waitFor } from './helpers/buildbot';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { makeTempDir, sleep, waitFor } from './helpers/support';
 
 function shellArgs(script: string, workdir: string) {
   return {
@@ -30,7 +27,7 @@ function shellArgs(script: string, workdir: string) {
 }
 
 async function setup(t: Tap.Test, hubOptions: { grace?: number } = {}, extraCommands: Record<string, Command> = {}) {
-  const dir = mkdtempSync(path.join(tmpdir(), 'tether-resume-'));
+  const dir = await makeTempDir('tether-resume-');
   const hub = new TetherHub({ workers: { w: 'r' }, keepalive: 1, ...hubOptions });
   const address = await hub.listen('tcp://127.0.0.1:0');
   const proxy = new FaultProxy(address.port);
@@ -68,8 +65,7 @@ t.test('a command survives resets and silent drops, every line once and in order
     if (cut % 2 === 0) proxy.reset();
     else proxy.silence();
     const before = resumed.length;
-    const deadline = Date.now() + 10_000;
-    while (resumed.length === before && Date.now() < deadline) await sleep(20);
+    await waitFor(`the session to resume after cut ${cut}`, () => resumed.length > before, { timeoutMs: 10_000, intervalMs: 20 });
   }
   const result = await cmd.result;
   t.same(result, { failure: null });
@@ -146,7 +142,7 @@ t.test('past the grace period the master ends the session and the agent kills th
   const { proxy, remote, dir, logs } = await setup(t, { grace: 1 });
   const pidFile = path.join(dir, 'pid');
   const cmd = remote.run('shell', shellArgs(`sh -c 'echo $$ > ${pidFile}; exec sleep 60' & wait`, '.'), {});
-  while (!existsSync(pidFile)) await sleep(20);
+  await waitFor('the command to write its pid', () => existsSync(pidFile), { timeoutMs: 10_000, intervalMs: 20 });
   await sleep(100);
   const pid = Number(readFileSync(pidFile, 'utf8'));
   t.ok(alive(pid), 'the grandchild runs');
@@ -154,8 +150,7 @@ t.test('past the grace period the master ends the session and the agent kills th
   proxy.reset();
   await t.rejects(cmd.result, /did not reconnect within 1 s/, 'the command fails as a lost worker');
   proxy.refusing = false;
-  const deadline = Date.now() + 10_000;
-  while (alive(pid) && Date.now() < deadline) await sleep(50);
+  await waitFor('the orphaned process tree to be killed', () => !alive(pid), { timeoutMs: 10_000, intervalMs: 50 });
   t.notOk(alive(pid), 'the orphaned process tree is gone');
   t.ok(logs.some((l) => /no longer knows this agent's session: stopping its 1 orphaned command/.test(l)), 'the agent says why');
 });

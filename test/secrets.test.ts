@@ -16,19 +16,13 @@ import { TetherHub } from '../master-plugin/hub';
 import type { RemoteAgent } from '../master-plugin/remote';
 import { shellArgs } from '../master-plugin/run-shell';
 import { bundle } from '../scripts/build-binary';
-import { REPO_ROOT, makeTempDir } from './helpers/buildbot';
 import { AGENT_BIN, MASTER_BIN } from './helpers/tether-procs';
+import { REPO_ROOT, tempDir } from './helpers/support';
 
 /** Random, so that no other text can contain it by chance. */
 const SECRET = `s3cret-${randomBytes(12).toString('hex')}`;
 /** A variable every agent gets: it must reach INFO and the command, so that their absence of the secret means something. */
 const MARKER = { TETHER_TEST_MARKER: 'visible' };
-
-async function tempDir(t: Test): Promise<string> {
-  const dir = await makeTempDir('tether-secrets-');
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
 
 interface Connected {
   remote: RemoteAgent;
@@ -86,7 +80,7 @@ async function checkNoSecret(t: Test, { remote: agent, log }: Connected, command
 }
 
 t.test('TETHER_SECRET leaves the agent\'s environment, whichever entry point starts it', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await tempDir(t, 'tether-secrets-');
   const bundled = path.join(dir, 'tether-agent-bundle.js');
   fs.writeFileSync(bundled, await bundle());
   const entries: Array<[string, string[]]> = [
@@ -104,7 +98,7 @@ t.test('TETHER_SECRET leaves the agent\'s environment, whichever entry point sta
 });
 
 t.test('a variable holding the secret under another name is dropped too', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await tempDir(t, 'tether-secrets-');
   const secretFile = path.join(dir, 'secret');
   fs.writeFileSync(secretFile, `${SECRET}\n`, { mode: 0o600 });
   const agent = await connectAgent(t, [process.execPath, AGENT_BIN, '--secret-file', secretFile, '--basedir', path.join(dir, 'basedir')],
@@ -116,7 +110,7 @@ t.test('a variable holding the secret under another name is dropped too', async 
 });
 
 t.test('under systemd the secret is read from $CREDENTIALS_DIRECTORY/secret', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await tempDir(t, 'tether-secrets-');
   const credentials = path.join(dir, 'credentials');
   fs.mkdirSync(credentials, { mode: 0o700 });
   fs.writeFileSync(path.join(credentials, 'secret'), `${SECRET}\n`, { mode: 0o400 });
@@ -151,7 +145,7 @@ function checkUsageError(t: Test, r: ReturnType<typeof run>, what: string, file:
 }
 
 t.test('a malformed workers file: a usage error that does not quote the secret', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await tempDir(t, 'tether-secrets-');
   for (const [mistake, text] of Object.entries(malformed(SECRET))) {
     const file = path.join(dir, 'workers.json');
     fs.writeFileSync(file, text, { mode: 0o600 });
@@ -167,7 +161,7 @@ t.test('a malformed workers file: a usage error that does not quote the secret',
 });
 
 t.test('a malformed agent config file: a usage error that does not quote the secret', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await tempDir(t, 'tether-secrets-');
   for (const [mistake, text] of Object.entries(malformed(SECRET))) {
     const file = path.join(dir, 'agent.json');
     fs.writeFileSync(file, text.replace('"workers"', '"master": "tcp://127.0.0.1:1", "x"'), { mode: 0o600 });

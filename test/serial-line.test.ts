@@ -3,7 +3,6 @@ import t from 'tap';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { autoDetect } from '@serialport/bindings-cpp';
@@ -11,6 +10,7 @@ import { SerialPortStream } from '@serialport/stream';
 import { SerialLineError, openSerialLine } from '../wire/serial-line';
 import { openEndpoint, parseEndpoint } from '../wire/transport';
 import { simulatedLine, socatPair } from './helpers/line-sim';
+import { tempDir, waitFor } from './helpers/support';
 
 const REPO = path.resolve(__dirname, '..');
 
@@ -100,9 +100,8 @@ t.test('a device that is missing, not a terminal, or at a rate stty cannot set',
   await t.rejects(openSerialLine('/dev/ttyUSB9', { baud: 115200 }), {
     name: 'SerialLineError', code: 'ENOENT', message: 'serial device /dev/ttyUSB9 does not exist',
   });
-  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tether-line-')), 'plain');
+  const file = path.join(await tempDir(t, 'tether-line-'), 'plain');
   fs.writeFileSync(file, 'x');
-  t.teardown(() => fs.rmSync(path.dirname(file), { recursive: true, force: true }));
   await t.rejects(openSerialLine(file, { baud: 115200 }), { code: 'ENOTTY', message: /is not a serial device/ });
   await t.rejects(openSerialLine(file, { baud: 12345 }), { message: /12345 is not a baud rate/ });
   const pair = await socatPair();
@@ -148,14 +147,6 @@ function spawnWriter(device: string, mode: string, bytes: number, durationMs: nu
   return { child, lines, exited };
 }
 
-async function until(what: string, fn: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!fn()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 t.test('writing 1 MB to a slow line never stalls the event loop', async (t) => {
   // 115200 baud: 1 MB takes 91 s on the line. The writer's timer must keep firing meanwhile.
   const line = await simulatedLine({ baud: 115200 });
@@ -171,7 +162,7 @@ t.test('writing 1 MB to a slow line never stalls the event loop', async (t) => {
 
   const writer = spawnWriter(line.agentPath, 'line', 1 << 20, 2500);
   t.teardown(() => writer.child.kill('SIGKILL'));
-  await until('the writer to report done', () => writer.lines.some((l) => l.done || l.error), 60_000);
+  await waitFor('the writer to report done', () => writer.lines.some((l) => l.done || l.error), { timeoutMs: 60_000, intervalMs: 20 });
   const done = writer.lines.find((l) => l.done || l.error)!;
   t.notOk(done.error, String(done.error ?? ''));
   const receivedAtDone = received;
@@ -186,7 +177,7 @@ t.test('writing 1 MB to a slow line never stalls the event loop', async (t) => {
   // The control: Node's tty.WriteStream makes writes blocking, and the same write stalls the loop.
   const control = spawnWriter(line.agentPath, 'tty-writestream', 1 << 20, 2500);
   t.teardown(() => control.child.kill('SIGKILL'));
-  await until('the control writer to start', () => control.lines.some((l) => l.ready || l.error), 60_000);
+  await waitFor('the control writer to start', () => control.lines.some((l) => l.ready || l.error), { timeoutMs: 60_000, intervalMs: 20 });
   const readyAt = control.lines.find((l) => l.ready)!.at;
   await new Promise((r) => setTimeout(r, 2000));
   const after = control.lines.filter((l) => l.at > readyAt && !l.ready);

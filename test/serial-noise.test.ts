@@ -9,9 +9,10 @@ import t from 'tap';
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { createMaster, makeTempDir, teardownBuildbot } from './helpers/buildbot';
+import { createMaster, teardownBuildbot } from './helpers/buildbot';
 import { simulatedLine } from './helpers/line-sim';
 import { serialTetherAgent, serialTetherMaster } from './helpers/serial-procs';
+import { makeTempDir } from './helpers/support';
 
 const BAUD = 921600;
 const LOG_LINES = 16384; // 64 bytes each: 1 MiB

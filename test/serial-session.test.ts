@@ -14,6 +14,7 @@ import type { TetherError } from '../wire/errors';
 import type { Link } from '../wire/link';
 import { openEndpoint, parseEndpoint } from '../wire/transport';
 import { type SocatPair, simulatedLine, socatPair } from './helpers/line-sim';
+import { sleep, waitFor, withTimeout } from './helpers/support';
 
 const commands: Record<string, Command> = {
   async echo(args, io) {
@@ -111,10 +112,6 @@ function resources(): Record<string, number> {
   return counts;
 }
 
-async function settle(ms = 300): Promise<void> {
-  await new Promise((r) => setTimeout(r, ms));
-}
-
 t.test('an agent and a hub run commands over a pty pair', async (t) => {
   const pair = await socatPair();
   t.teardown(() => pair.close());
@@ -146,7 +143,7 @@ t.test('a serial line refuses every worker but its own; authentication still run
   t.equal(error.code, 'AUTH_FAILED');
   t.same(who, { worker: 'w2', known: false }, 'w2 is configured, but not for this line');
   t.equal(r.hub.connected().length, 0);
-  await settle(500);
+  await sleep(500);
   t.match(r.logs.join('\n'), /agent: .*(AUTH_FAILED|failed authentication|unknown worker)/);
   t.match(r.logs.join('\n'), /hub: rejected connection from serial:.*is for worker 'w1'/);
   await r.stop();
@@ -178,25 +175,25 @@ t.test('socat killed mid-session: both sides notice, nothing hangs or leaks, and
   const first = await r.hub.waitForAgent('w1', 15_000);
   let ticks = 0;
   const chatter = first.run('chatter', {}, { stdout: () => void ticks++ });
-  while (ticks < 3) await settle(20);
+  await waitFor('the command to print', () => ticks >= 3, { timeoutMs: 15_000, intervalMs: 20 });
 
   const killedAt = Date.now();
   const masterDetached = new Promise((resolve) => masterSession(first).once('detached', resolve));
   await pair.stop();
   await masterDetached;
   const masterNoticed = Date.now() - killedAt;
-  while (r.disconnects.length === 0 && Date.now() - killedAt < 10_000) await settle(20);
+  while (r.disconnects.length === 0 && Date.now() - killedAt < 10_000) await sleep(20);
   const agentNoticed = Date.now() - killedAt;
   t.ok(masterNoticed < 3000, `the master noticed within 3 keepalive intervals (${masterNoticed} ms)`);
   t.ok(r.disconnects.length === 1 && agentNoticed < 3000, `the agent noticed within 3 keepalive intervals (${agentNoticed} ms)`);
 
-  await settle(1000); // both sides retry while the device is gone
+  await sleep(1000); // both sides retry while the device is gone
   const ticksBefore = ticks;
   const resumed = new Promise((resolve) => r.hub.once('agentResumed', resolve));
   await pair.start();
   t.equal(await withTimeout(resumed, 20_000, 'the session to resume'), first, 'the session resumed on the reopened line');
   t.equal(await runEcho(first, 'back again'), 'back again', 'commands run again');
-  while (ticks <= ticksBefore) await settle(20);
+  await waitFor('the command to print again', () => ticks > ticksBefore, { timeoutMs: 15_000, intervalMs: 20 });
   t.pass('the command that ran across the outage carries on');
   chatter.interrupt('test: done');
   await chatter.result;
@@ -205,7 +202,7 @@ t.test('socat killed mid-session: both sides notice, nothing hangs or leaks, and
 
   await r.stop();
   await pair.close();
-  await settle(500);
+  await sleep(500);
   const after = resources();
   for (const kind of ['TTYWrap', 'Timeout', 'FSReqCallback', 'ProcessWrap', 'PipeWrap']) {
     t.ok((after[kind] ?? 0) <= (baseline[kind] ?? 0), `no ${kind} left behind (${after[kind] ?? 0}, was ${baseline[kind] ?? 0})`);
@@ -225,7 +222,7 @@ t.test('a pulled cable is found by keepalive on both sides; plugged back, they r
   line.sim.unplug();
   await masterDetached;
   const masterNoticed = Date.now() - cutAt;
-  while (r.disconnects.length === 0 && Date.now() - cutAt < 10_000) await settle(20);
+  while (r.disconnects.length === 0 && Date.now() - cutAt < 10_000) await sleep(20);
   const agentNoticed = Date.now() - cutAt;
   t.ok(masterNoticed >= 2000 && masterNoticed < 5000, `the master noticed after ${masterNoticed} ms (keepalive 1 s)`);
   t.ok(r.disconnects.length === 1 && agentNoticed >= 2000 && agentNoticed < 5000, `the agent noticed after ${agentNoticed} ms`);
@@ -236,13 +233,3 @@ t.test('a pulled cable is found by keepalive on both sides; plugged back, they r
   t.equal(await withTimeout(resumed, 30_000, 'the session to resume'), first, 'the session resumed');
   t.equal(await runEcho(first, 'plugged back in'), 'plugged back in');
 });
-
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<T>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-    }),
-  ]);
-}

@@ -14,9 +14,9 @@ import { Link } from '../wire/link';
 import { type Message, MsgType, type OutgoingMessage, decodeMessage, encodeMessage } from '../wire/messages';
 import { Session } from '../wire/session';
 import { FrameSizer, MIN_FRAME_BODY } from '../wire/frame-size';
-import { waitFor } from './helpers/buildbot';
 import { memoryLine } from './helpers/line-sim';
 import { TEST_KEYS, authenticatedLinks } from './helpers/wire-net';
+import { sleep, waitFor } from './helpers/support';
 
 // Sessions unref their timers (a socket keeps a real process alive); in-memory pipes do not.
 const alive = setInterval(() => undefined, 1000);
@@ -188,7 +188,6 @@ function sessionWithRawPeer(bytesPerSecond: number, selective = true) {
 }
 
 const outputBody = (text: string) => encodeMessage({ type: 'output', stream: 0, channel: 0, data: Buffer.from(text) });
-const settle = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 t.test('a copy of a frame that already arrived is answered with an ACK, never a NAK', async (t) => {
   const peer = sessionWithRawPeer(10_000);
@@ -225,7 +224,7 @@ t.test('selective repeat: frames after a gap are held, reported at once by bitma
   const gap = peer.linkMessages().find((m) => m.type === MsgType.ACK && m.received)!;
   t.same(gap, { type: MsgType.ACK, nextSeq: 1, received: Buffer.from([0x01]) }, 'ACK 1: frame 2 (bit 0) is held');
   t.equal(peer.session.heldByteCount, outputBody('two').length + outputBody('three').length, 'two frames held');
-  await settle(50);
+  await sleep(50);
   const last = peer.linkMessages().pop()!;
   t.same(last, { type: MsgType.ACK, nextSeq: 1, received: Buffer.from([0x03]) }, 'then on the usual schedule: 2 and 3 held');
   peer.write(peer.sequenced(outputBody('one'), 1));
@@ -244,14 +243,14 @@ t.test('selective repeat: only the frames the bitmap leaves out, and sent before
   // Received: 0, 2 and 4. Missing: 1 and 3 (sent before 4, which arrived), and 5 (sent after: may be on its way).
   peer.write(peer.linkFrame({ type: MsgType.ACK, nextSeq: 1, received: Buffer.from([0b0101]) }));
   await waitFor('1 and 3 again', () => peer.copiesOf(3).length === 2, { intervalMs: 5, timeoutMs: 5000 });
-  await settle(30);
+  await sleep(30);
   t.same([0, 2, 4, 5].map((seq) => peer.copiesOf(seq).length), [1, 1, 1, 1], 'neither what arrived nor what was sent after 4 went again');
   t.ok(peer.copiesOf(1).length >= 2, 'frame 1 went again');
   // The peer never acknowledges them: the timer may send the awaited frame (1) again too.
   const { resent, timeouts } = peer.session.stats;
   t.equal(resent, 2 + timeouts, `1 and 3 were sent again, and frame 1 once more per timeout (${timeouts})`);
   peer.write(peer.linkFrame({ type: MsgType.ACK, nextSeq: 6 }));
-  await settle(30);
+  await sleep(30);
   t.equal(peer.session.unackedByteCount, 0, 'all acknowledged');
 });
 
@@ -263,7 +262,7 @@ t.test('selective repeat: a NAK (a damaged frame) sends again the first frame wr
   // 0 arrived, then a damaged frame: that was 1.
   peer.write(peer.linkFrame({ type: MsgType.NAK, nextSeq: 1 }));
   await waitFor('1 again', () => peer.copiesOf(1).length === 2, { intervalMs: 5, timeoutMs: 5000 });
-  await settle(30);
+  await sleep(30);
   t.same([0, 2, 3].map((seq) => peer.copiesOf(seq).length), [1, 1, 1], 'only frame 1 went again');
   const { resent, timeouts } = peer.session.stats;
   t.equal(resent, 1 + timeouts, `once for the NAK, and once per timeout (${timeouts})`);
@@ -279,7 +278,7 @@ t.test('go-back-N: a NAK goes back once; asked again within a round trip of the 
   await waitFor('frames 0-2 sent again', () => peer.copiesOf(2).length === 2, { intervalMs: 5, timeoutMs: 5000 });
   t.same([0, 1, 2].map((seq) => peer.copiesOf(seq).length), [2, 2, 2], 'go-back-N from frame 0');
   peer.write(peer.linkFrame({ type: MsgType.NAK, nextSeq: 0 }));
-  await settle(200);
+  await sleep(200);
   t.same(peer.copiesOf(0).length, 2, 'the new copy of frame 0 was written less than a round trip ago: the NAK is older than it');
 });
 
@@ -295,7 +294,7 @@ t.test('without an ACK the awaited frame is sent again once its ACK is overdue, 
   t.ok(second - first >= wait - 5, `first resend ${Math.round(second - first)} ms after the frame (at least ${Math.round(wait)})`);
   t.ok(third - second >= 2 * wait - 5, `second resend ${Math.round(third - second)} ms after the first (at least ${Math.round(2 * wait)}: doubled)`);
   peer.write(peer.linkFrame({ type: MsgType.ACK, nextSeq: 1 }));
-  await settle(2 * 4 * wait);
+  await sleep(2 * 4 * wait);
   t.equal(peer.copiesOf(0).length, 3, 'the ACK ends the resending');
   t.equal(peer.session.stats.timeouts, 2);
 });
@@ -315,7 +314,7 @@ t.test('a measured round trip sets the wait: a line faster than its nominal rate
   const got = collect(receiver, (n) => n >= 40 * 400);
   for (let i = 0; i < 40; i++) sender.send({ type: 'output', stream: 0, channel: 0, data: Buffer.alloc(400, 0x30 + (i % 10)) });
   await got;
-  await settle(50);
+  await sleep(50);
   const rto = (sender as unknown as { sender: { roundTrip: { timeoutMs: number } } }).sender.roundTrip.timeoutMs;
   t.ok(rto < 100, `the retransmission wait is ${Math.round(rto)} ms, from the line as measured (nominal rate: over 2000 ms)`);
 });

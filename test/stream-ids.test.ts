@@ -12,9 +12,9 @@ import { RemoteCommandError, putFile, runShell } from '../master-plugin/index';
 import { errorName } from '../wire/errors';
 import { type MessageOf, MsgType, type OutgoingMessage, decodeMessage, encodeMessage } from '../wire/messages';
 import { MAX_STREAM_ID } from '../wire/stream-ids';
-import { makeTempDir } from './helpers/buildbot';
 import { startPair } from './helpers/pair';
-import { echo, rawAgent, startHub, testCommands, withTimeout } from './helpers/wire-net';
+import { echo, rawAgent, startHub, testCommands } from './helpers/wire-net';
+import { makeTempDir, withTimeout } from './helpers/support';
 
 t.test('a failed putFile, then 3 shell commands, 20 rounds: every command gets its own result', async (t) => {
   const dir = await makeTempDir('tether-ids-');

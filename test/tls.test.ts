@@ -1,13 +1,11 @@
 /** tls:// on both sides: the agent trusts a pinned certificate, refuses others, and HMAC auth still runs. */
 import t from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import * as path from 'node:path';
 import { Agent } from '../agent/agent';
 import type { Command } from '../agent/commands/command';
 import { TetherHub } from '../master-plugin/hub';
 import { connect } from '../wire/transport';
 import { selfSigned } from './helpers/certs';
+import { tempDir } from './helpers/support';
 
 const commands: Record<string, Command> = {
   async hello(_args, io) {
@@ -16,8 +14,7 @@ const commands: Record<string, Command> = {
 };
 
 t.test('an agent runs a command over tls:// with a pinned certificate', async (t) => {
-  const dir = mkdtempSync(path.join(tmpdir(), 'tether-tls-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'tether-tls-');
   const server = selfSigned(dir, 'master');
   const other = selfSigned(dir, 'other');
   const hub = new TetherHub({ workers: { w: 's3cret' }, cert: server.cert, key: server.key });

@@ -20,7 +20,8 @@ import {
 import { FORGED_FRAME_BUDGET, Link } from '../wire/link';
 import { MsgType, decodeMessage, encodeMessage } from '../wire/messages';
 import { naiveCrc32c } from './helpers/naive-wire';
-import { Rng, tick } from './helpers/wire-net';
+import { Rng } from './helpers/wire-net';
+import { tick } from './helpers/support';
 
 function cobsEncode(data: Uint8Array): Buffer {
   const out = Buffer.alloc(cobsMaxEncodedLength(data.length));

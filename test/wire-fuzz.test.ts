@@ -17,7 +17,8 @@ import { proof } from '../wire/handshake';
 import { Link } from '../wire/link';
 import { type Message, MsgType, decodeMessage, encodeMessage } from '../wire/messages';
 import { Session } from '../wire/session';
-import { Peer, Rng, TEST_KEYS, delay, echo, mutate, randomCborish, socketPair, startAgent, startHub, withTimeout } from './helpers/wire-net';
+import { Peer, Rng, TEST_KEYS, echo, mutate, randomCborish, socketPair, startAgent, startHub } from './helpers/wire-net';
+import { sleep, withTimeout } from './helpers/support';
 
 const vectors = buildVectors().vectors;
 const bodies = vectors.map((v) => Buffer.from(v.body, 'hex'));
@@ -166,12 +167,12 @@ t.test('a Session fed 5 000 hostile sequenced bodies keeps going and says REJECT
     if (!isSequencedBody(body)) continue; // link bodies could be ERROR or NAK: not what this test is about
     peer.sendBody(body);
     sent++;
-    if (i % 500 === 0) await delay(1);
+    if (i % 500 === 0) await sleep(1);
   }
   peer.sendSequenced({ type: MsgType.PRINT, text: 'the end' });
   await withTimeout(
     (async () => {
-      while (session.nextRecvSeq < sent + 1) await delay(5);
+      while (session.nextRecvSeq < sent + 1) await sleep(5);
     })(),
     10_000,
     'the session to read every frame',
@@ -210,7 +211,7 @@ t.test('a hub under fuzz: never crashes, closes the bad connections, serves the 
       const text = `ping ${echoes}`;
       if ((await echo(remote, text)) !== text) throw new Error('wrong echo');
       echoes++;
-      await delay(5);
+      await sleep(5);
     }
   })();
 
@@ -278,7 +279,7 @@ t.test('a hub under fuzz: never crashes, closes the bad connections, serves the 
             peer.sendLink({ type: MsgType.PROOF, proof: randomBytes(32) });
             peer.received.push({ type: MsgType.PONG, token: -1 }); // marker: answered once
           }
-          await delay(5);
+          await sleep(5);
         }
         t.ok(peer.isClosed, `${strategy}: closed by the hub`);
         if (!sentError) t.ok(peer.received.some((m) => m.type === MsgType.ERROR), `${strategy}: with an ERROR`);
@@ -309,10 +310,10 @@ t.test('a hub under fuzz: never crashes, closes the bad connections, serves the 
     sentSession++;
     if (i % 50 === 0) {
       peer.ack();
-      await delay(1);
+      await sleep(1);
     }
   }
-  await delay(200);
+  await sleep(200);
   const closedWith = peer.received.find((m) => m.type === MsgType.ERROR);
   t.comment(
     `authenticated fuzz: ${sentSession} bodies sent, ${peer.received.filter((m) => m.type === MsgType.REJECT).length} REJECTs back, ` +

@@ -12,19 +12,8 @@ import { FrameReader, encodeHandshakeFrame, handshakeBody } from '../wire/framin
 import { agentHandshake, masterHandshake, proof } from '../wire/handshake';
 import { Link } from '../wire/link';
 import { type ChallengeParams, type HelloParams, type Message, MsgType, type OutgoingMessage, encodeChallengeParams, encodeMessage } from '../wire/messages';
-import {
-  type AgentFixture,
-  Peer,
-  delay,
-  echo,
-  fakeMaster,
-  masterSide,
-  socketPair,
-  startAgent,
-  startHub,
-  teeProxy,
-  withTimeout,
-} from './helpers/wire-net';
+import { type AgentFixture, Peer, echo, fakeMaster, masterSide, socketPair, startAgent, startHub, teeProxy } from './helpers/wire-net';
+import { sleep, withTimeout } from './helpers/support';
 
 type Hello = Extract<Message, { type: typeof MsgType.HELLO }>;
 type Challenge = Extract<Message, { type: typeof MsgType.CHALLENGE }>;
@@ -118,7 +107,7 @@ t.test('handshake', async (t) => {
     await first.waitClosed(5000, 'the agent to close');
     t.equal(errorCode(error), 7, 'the agent sends ERROR 7 AUTH_FAILED');
     t.same(first.received.map((m) => m.type), [MsgType.HELLO, MsgType.ERROR], 'HELLO, then ERROR: nothing else');
-    await delay(300); // let it retry a few times
+    await sleep(300); // let it retry a few times
     await stopAgainst(agent, fake);
     t.ok(fake.peers.length >= 1);
     t.notOk(fake.peers.some((p) => p.received.some(is(MsgType.PROOF))), `no PROOF on any of ${fake.peers.length} connections`);
@@ -194,7 +183,7 @@ t.test('handshake', async (t) => {
     t.equal(await echo(otherRemote, 'original'), 'original', 'the agent whose handshake was recorded is unaffected');
     t.equal(fx.hub.connected().find((a) => a.name === 'other'), otherRemote);
     await other.stop();
-    await delay(50);
+    await sleep(50);
     await stillWorks(t);
   });
 
@@ -238,7 +227,7 @@ t.test('handshake', async (t) => {
     const peer = await Peer.connect(fx.port);
     // A valid HELLO but 3000 bytes long: over the 1024-byte pre-handshake limit.
     peer.link.sendHandshake(encodeMessage({ type: MsgType.HELLO, params: helloParams({ name: 'x'.repeat(3000) }) }));
-    await delay(200);
+    await sleep(200);
     t.same(peer.received, [], 'no answer: not decoded (it would get ERROR AUTH_FAILED for that name)');
     t.notOk(peer.isClosed, 'the connection stays open');
     peer.sendLink({ type: MsgType.HELLO, params: helloParams() });
@@ -393,10 +382,10 @@ t.test('handshake', async (t) => {
           if (c.coalesced) peer.write(Buffer.concat([welcome, start]));
           else {
             peer.write(welcome);
-            await delay(50);
+            await sleep(50);
             peer.write(start);
           }
-          await delay(100);
+          await sleep(100);
           peer.write(peer.link.encodeSequenced(encodeMessage({ type: MsgType.START, stream: 1, command: 'echo', args: { text: 'next' } }), 1));
         }),
       );
@@ -404,7 +393,7 @@ t.test('handshake', async (t) => {
       await withTimeout(new Promise<void>((resolve) => {
         const poll = setInterval(() => fake.peers[0]?.received.some(is(MsgType.INFO)) && (clearInterval(poll), resolve()), 5);
       }), 5000, 'the session to start');
-      await delay(400);
+      await sleep(400);
       await stopAgainst(agent, fake);
       t.same(agent.ran, [`echo:${c.text}`, 'echo:next'], `${c.name}: both commands run`, c.todo ? { todo: c.todo } : {});
       t.comment(`${c.name}: ran ${JSON.stringify(agent.ran.map((r) => r.slice(0, 12)))}`);

@@ -82,6 +82,17 @@ export function pyRepr(value: unknown): string {
   return String(value);
 }
 
+/** Python's type(v).__name__ of a wire value, for TypeError messages. */
+export function pyTypeName(v: unknown): string {
+  if (v === null || v === undefined) return 'NoneType';
+  if (typeof v === 'number') return Number.isInteger(v) ? 'int' : 'float';
+  if (typeof v === 'boolean') return 'bool';
+  if (typeof v === 'string') return 'str';
+  if (v instanceof Uint8Array) return 'bytes';
+  if (Array.isArray(v)) return 'list';
+  return 'dict';
+}
+
 /** Python's str(number), for "(timeout 10 secs)" and "command timed out: 10 seconds". */
 export function pyStr(value: unknown): string {
   if (typeof value === 'string') return value;

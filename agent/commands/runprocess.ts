@@ -20,13 +20,12 @@
  *   header  "elapsedTime=S.SSSSSS\n"
  * ("program finished with exit code N" is written by the master on 'rc', not by the worker.)
  *
- * Process handling: the child gets its own process group (spawned detached;
- * Node calls setsid() where twisted calls setpgid(0, 0)) and signals go to the
- * whole group, falling back to the child alone. kill(): SIGTERM first when
- * sigtermTime is set, then the interrupt signal (default KILL) after
- * sigtermTime seconds if the group is still alive; the pipes are then closed
- * and if the process has not ended BACKUP_TIMEOUT (5) seconds later the
- * command fails ("SIGKILL failed to kill process", fake rc=-1). Completion
+ * The child's environment: process-env.ts. Process handling: the child leads
+ * a process group of its own, signalled and killed as process-group.ts says
+ * (SIGTERM first when sigtermTime is set, then the interrupt signal, default
+ * KILL); the pipes are then closed and if the process has not ended
+ * BACKUP_TIMEOUT (5) seconds later the command fails ("SIGKILL failed to
+ * kill process", fake rc=-1). Completion
  * waits for the exit and for stdout/stderr to close, as twisted's
  * processEnded does (a background grandchild holding the pipe keeps the
  * command running, until a timeout kills the group). While the leader runs,
@@ -39,10 +38,7 @@
  * the no-output timeout is suspended (it measures the command's silence, not
  * the master's); maxTime keeps running.
  *
- * Where this differs from buildbot-worker 3.7:
- *  - after sigtermTime, runprocess sends the final signal to the leader only
- *    (its successful killpg(TERM) cleared the pgid) and only if the leader is
- *    alive; here it goes to the whole group whenever any member is alive;
+ * Where this differs from buildbot-worker 3.7 (see also process-group.ts):
  *  - a program that cannot be executed: twisted's child prints a Python
  *    traceback and exits 1; here stderr gets its first and last lines
  *    ("Upon execvpe b'prog' [b'prog', ...] in environment id 0\n:FileNotFoundError:
@@ -53,17 +49,16 @@
  *    takes strings), so argv bytes that are not UTF-8 cannot be passed.
  */
 import { spawn, type ChildProcess } from 'child_process';
-import * as fs from 'fs';
 import * as os from 'os';
-import * as path from 'path';
 import type { Readable, Writable } from 'stream';
-import { withoutSecret } from '../environment';
 import type { CommandIO } from './command';
 import { CommandFailure } from './command';
 import { LogFileWatcher } from './logwatcher';
 import { toPyOSError } from './oserror';
 import { isDir, makedirs, pathJoin, which } from './paths';
-import { pyRepr, pyStr, reprBytes, reprStr, shQuote, shellQuote } from './pyrepr';
+import { processEnviron } from './process-env';
+import { ProcessGroup } from './process-group';
+import { pyRepr, pyStr, pyTypeName, reprBytes, reprStr, shQuote, shellQuote } from './pyrepr';
 
 export interface RunProcessOptions {
   /** A string (run with /bin/sh -c) or an argv list; list items may be ['obfuscated', real, fake]. */
@@ -97,67 +92,6 @@ function isObfuscated(w: unknown): w is [string, unknown, unknown] {
   return Array.isArray(w) && w.length === 3 && w[0] === 'obfuscated';
 }
 
-const ENV_SUBST = /\$\{([0-9a-zA-Z_]*)\}/g;
-
-/**
- * RunProcess's environment: list values joined with ':', PYTHONPATH extended
- * with ":${PYTHONPATH}", ${VAR} expanded from the agent's environment (unset
- * -> ''), a null value removes the variable; no env (or {}) means the agent's.
- * A variable whose value holds the worker's secret is left out (environment.ts).
- */
-export function buildEnviron(environ: unknown): Record<string, string> {
-  const base = process.env as Record<string, string>;
-  if (!environ || typeof environ !== 'object' || Object.keys(environ).length === 0) {
-    return withoutSecret(base);
-  }
-  const env: Record<string, unknown> = { ...(environ as Record<string, unknown>) };
-  for (const [key, v] of Object.entries(env)) {
-    if (Array.isArray(v)) {
-      v.forEach((item, i) => {
-        if (typeof item !== 'string') {
-          throw new CommandFailure(
-            `TypeError: sequence item ${i}: expected str instance, ${pyTypeName(item)} found`,
-          );
-        }
-      });
-      env[key] = v.join(':');
-    }
-  }
-  if ('PYTHONPATH' in env) {
-    if (typeof env.PYTHONPATH !== 'string') {
-      throw new CommandFailure(
-        `TypeError: unsupported operand type(s) for +=: '${pyTypeName(env.PYTHONPATH)}' and 'str'`,
-      );
-    }
-    env.PYTHONPATH += ':${PYTHONPATH}';
-  }
-  const subst = (s: string) => s.replace(ENV_SUBST, (_m, name: string) => base[name] ?? '');
-  const out: Record<string, string> = {};
-  for (const key of Object.keys(base)) {
-    if (!(key in env) || (env[key] !== null && env[key] !== undefined)) out[key] = base[key];
-  }
-  for (const [key, v] of Object.entries(env)) {
-    if (v === null || v === undefined) continue;
-    if (typeof v !== 'string') {
-      throw new CommandFailure(
-        `RuntimeError: 'env' values must be strings or lists; key '${key}' is incorrect`,
-      );
-    }
-    out[key] = subst(v);
-  }
-  return withoutSecret(out);
-}
-
-function pyTypeName(v: unknown): string {
-  if (v === null || v === undefined) return 'NoneType';
-  if (typeof v === 'number') return Number.isInteger(v) ? 'int' : 'float';
-  if (typeof v === 'boolean') return 'bool';
-  if (typeof v === 'string') return 'str';
-  if (v instanceof Uint8Array) return 'bytes';
-  if (Array.isArray(v)) return 'list';
-  return 'dict';
-}
-
 export class RunProcess {
   /** Seconds to wait, after the kill signal, for the process to end before giving up. */
   static BACKUP_TIMEOUT = 5;
@@ -182,7 +116,7 @@ export class RunProcess {
   private readonly watchers: LogFileWatcher[] = [];
 
   private child: ChildProcess | null = null;
-  private pgid: number | null = null;
+  private group: ProcessGroup | null = null;
   private startTime = 0;
   private killed = false;
   private ending = false;
@@ -195,7 +129,6 @@ export class RunProcess {
   private ioTimer: NodeJS.Timeout | null = null;
   private holds = 0;
   private maxTimer: NodeJS.Timeout | null = null;
-  private sigtermTimer: NodeJS.Timeout | null = null;
   private killTimer: NodeJS.Timeout | null = null;
 
   constructor(
@@ -218,7 +151,7 @@ export class RunProcess {
     this.sendRC = opts.sendRC ?? true;
     this.logfiles = opts.logfiles ?? {};
     if (!isDir(workdir)) makedirs(workdir);
-    this.environ = buildEnviron(opts.environ);
+    this.environ = processEnviron(opts.environ, workdir);
     const stdin = opts.initialStdin;
     this.initialStdin =
       stdin === null || stdin === undefined ? null : (toBytes(stdin) as Buffer);
@@ -322,8 +255,6 @@ export class RunProcess {
       argv = ['/bin/sh', '-c', cmd];
     }
 
-    if (this.environ.MACHTYPE !== 'i686-pc-msys') this.environ.PWD = path.resolve(this.workdir);
-
     const header = (text: string) => this.hdr(text);
     header(display + '\n');
     let msg = ` in dir ${this.workdir}`;
@@ -362,8 +293,8 @@ export class RunProcess {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     this.child = child;
+    this.group = new ProcessGroup(child, this.usePTY);
     if (child.pid !== undefined) {
-      this.pgid = child.pid;
       const forget = this.io.recordProcessGroup?.(child.pid, display);
       if (forget) child.once('exit', forget);
     }
@@ -546,73 +477,17 @@ export class RunProcess {
     );
   }
 
-  private leaderAlive(): boolean {
-    const c = this.child;
-    return !!c && c.pid !== undefined && c.exitCode === null && c.signalCode === null;
-  }
-
-  private groupAlive(): boolean {
-    if (this.pgid === null) return false;
-    try {
-      process.kill(-this.pgid, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  }
-
-  /** Signals the process group, else the process itself; true when one was hit. */
-  private sendSig(name: string): boolean {
-    const signum = (os.constants.signals as Record<string, number>)['SIG' + name];
-    // script(1) runs the command in a session (and process group) of its own on the pty: signal
-    // that group first, while script is still its parent, as twisted signals its PTY child's group.
-    if (signum !== undefined && this.usePTY && this.pgid !== null) {
-      for (const pid of childrenOf(this.pgid)) {
-        try {
-          process.kill(-pid, signum);
-        } catch {
-          // not a group leader, or gone
-        }
-      }
-    }
-    if (signum !== undefined && this.pgid !== null) {
-      try {
-        process.kill(-this.pgid, signum);
-        return true;
-      } catch {
-        // no such process group (any more)
-      }
-    }
-    if (!this.leaderAlive()) return false;
-    try {
-      return (this.child as ChildProcess).kill((signum ?? name) as NodeJS.Signals | number);
-    } catch {
-      return false; // unknown signal name
-    }
-  }
-
   /** Kills the process: msg goes in the header, as runprocess's kill(msg). */
   kill(msg: string): void {
-    if (this.ending || this.settled || !this.child) return;
+    if (this.ending || this.settled || !this.group) return;
     this.cancelTimers();
     msg += ', attempting to kill';
     this.hdr('\n' + msg + '\n');
     this.killed = true;
-    if (this.sigtermTime !== null) {
-      this.sendSig('TERM');
-      this.sigtermTimer = setTimeout(() => this.checkProcess(), this.sigtermTime * 1000);
-    } else {
-      this.cleanUp(this.sendSig(this.interruptSignal));
-    }
+    this.group.kill(this.interruptSignal, this.sigtermTime, () => this.cleanUp());
   }
 
-  private checkProcess(): void {
-    this.sigtermTimer = null;
-    const hit = this.leaderAlive() || this.groupAlive() ? this.sendSig(this.interruptSignal) : true;
-    this.cleanUp(hit);
-  }
-
-  private cleanUp(_hit: boolean): void {
+  private cleanUp(): void {
     // twisted's transport.loseConnection(): stop reading, so that a
     // grandchild that keeps the pipes open cannot hold the command
     const c = this.child as ChildProcess;
@@ -642,20 +517,12 @@ export class RunProcess {
   private cancelTimers(): void {
     this.ioTimerArmed = false;
     this.clearIoTimer();
-    for (const t of [this.maxTimer, this.sigtermTimer, this.killTimer]) if (t) clearTimeout(t);
-    this.maxTimer = this.sigtermTimer = this.killTimer = null;
+    this.group?.cancel();
+    for (const t of [this.maxTimer, this.killTimer]) if (t) clearTimeout(t);
+    this.maxTimer = this.killTimer = null;
   }
 }
 
 class IndexError extends Error {
   override name = 'IndexError';
-}
-
-/** The pids of a process's children, from /proc (empty where there is none). */
-function childrenOf(pid: number): number[] {
-  try {
-    return fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
 }

@@ -12,10 +12,10 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Test } from 'tap';
 import {
-  BUILDBOT_TEST_DIR, type BuildbotMaster, type BuildResult, type ComparisonRecord,
-  type MasterOptions, type WorkerSpec, makeTempDir, normaliseBuild, waitFor,
+  BUILDBOT_TEST_DIR, type BuildbotMaster, type BuildResult, type ComparisonRecord, type MasterOptions, type WorkerSpec, normaliseBuild,
 } from './buildbot';
 import { alive } from './processes';
+import { makeTempDir, waitFor } from './support';
 
 export const E2E_STEPS_PY = path.join(BUILDBOT_TEST_DIR, 'e2e-steps.py');
 

@@ -15,15 +15,15 @@
  * Debian ships Buildbot without buildbot-www; test/buildbot/www-stub/ registers
  * a stand-in 'base' www app so the REST API runs (it is put on PYTHONPATH).
  */
-import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { ForegroundProcess } from './processes';
+import { REPO_ROOT, WaitAbort, freePort, makeTempDir, sleep, waitFor } from './support';
 
-export const REPO_ROOT = path.resolve(__dirname, '..', '..');
 export const WWW_STUB_DIR = path.join(REPO_ROOT, 'test', 'buildbot', 'www-stub');
 export const PLUGIN_DIR = path.join(REPO_ROOT, 'master-plugin', 'buildbot');
 export const BUILDBOT_TEST_DIR = path.join(REPO_ROOT, 'test', 'buildbot');
@@ -44,91 +44,6 @@ const RESULT_NAMES = ['success', 'warnings', 'failure', 'skipped', 'exception', 
 export function resultName(code: number | null | undefined): string {
   if (code === null || code === undefined) return 'unfinished';
   return RESULT_NAMES[code] ?? `result-${code}`;
-}
-
-// ---------------------------------------------------------------- utilities
-
-const children = new Set<ChildProcess>();
-let exitHookInstalled = false;
-function track(child: ChildProcess): void {
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  if (!exitHookInstalled) {
-    exitHookInstalled = true;
-    // never leave a master or worker behind if the test process dies
-    process.once('exit', () => {
-      for (const c of children) {
-        try { c.kill('SIGKILL'); } catch { /* gone */ }
-      }
-    });
-  }
-}
-
-/** A TCP port that was free on 127.0.0.1 a moment ago. */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** A new empty directory under the OS temp dir. */
-export async function makeTempDir(prefix = 'tether-bb-'): Promise<string> {
-  return fsp.mkdtemp(path.join(os.tmpdir(), prefix));
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Waits until something listens on the TCP port (read from /proc: probing it would be a connection). */
-export async function listening(port: number): Promise<void> {
-  if (!fs.existsSync('/proc/net/tcp')) return sleep(1000);
-  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
-  const bound = () =>
-    ['/proc/net/tcp', '/proc/net/tcp6'].some((f) => {
-      try {
-        return fs.readFileSync(f, 'utf8').split('\n').some((l) => {
-          const fields = l.trim().split(/\s+/);
-          return fields[1]?.endsWith(hex) && fields[3] === '0A'; // 0A: LISTEN
-        });
-      } catch {
-        return false;
-      }
-    });
-  await waitFor(`a listener on port ${port}`, bound, { timeoutMs: 20_000, intervalMs: 20 });
-}
-
-/** Thrown from a waitFor callback to stop waiting at once. */
-export class WaitAbort extends Error {}
-
-/** Polls fn until it returns something other than undefined/false (errors are retried, WaitAbort is not). */
-export async function waitFor<T>(
-  what: string, fn: () => Promise<T | undefined | false> | T | undefined | false,
-  { timeoutMs = 30_000, intervalMs = 200 }: { timeoutMs?: number; intervalMs?: number } = {},
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined && v !== false) return v as T;
-    } catch (e) {
-      if (e instanceof WaitAbort) throw e;
-      lastError = e;
-    }
-    if (Date.now() > deadline) {
-      const why = lastError instanceof Error ? `: ${lastError.message}` : '';
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${why}`);
-    }
-    await sleep(intervalMs);
-  }
 }
 
 /** Environment for buildbot/buildbot-worker processes: the www stand-in on PYTHONPATH. */
@@ -216,74 +131,6 @@ export interface BuildbotProcess {
   readonly dir: string;
   logTail(lines?: number): string;
   stop(): Promise<void>;
-}
-
-/** A child process we own, run in the foreground (twistd --nodaemon). */
-export class ForegroundProcess {
-  private proc?: ChildProcess;
-  /** The child's own stdout+stderr (twistd writes its log to twistd.log). */
-  output = '';
-  private exitInfo?: { code: number | null; signal: NodeJS.Signals | null };
-  private exited?: Promise<void>;
-
-  spawnChild(cmd: string, args: string[], env: NodeJS.ProcessEnv, cwd: string): void {
-    if (this.proc && !this.exitInfo) throw new Error('already running');
-    this.output = '';
-    this.exitInfo = undefined;
-    const child = spawn(cmd, args, { env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-    track(child);
-    const keep = (d: Buffer): void => {
-      this.output += d.toString('utf8');
-      if (this.output.length > 200_000) this.output = this.output.slice(-100_000);
-    };
-    child.stdout?.on('data', keep);
-    child.stderr?.on('data', keep);
-    this.exited = new Promise((resolve) => {
-      child.once('exit', (code, signal) => {
-        this.exitInfo = { code, signal };
-        resolve();
-      });
-      child.once('error', (err) => {
-        this.output += `\nspawn error: ${err.message}\n`;
-        this.exitInfo = { code: -1, signal: null };
-        resolve();
-      });
-    });
-    this.proc = child;
-  }
-
-  /** The OS pid of the foreground twistd process (undefined if not started). */
-  get pid(): number | undefined {
-    return this.proc?.pid;
-  }
-
-  /** True while the child process is alive. */
-  get running(): boolean {
-    return !!this.proc && !this.exitInfo;
-  }
-
-  /** SIGTERM, wait up to timeoutMs, then SIGKILL. Resolves once the process is gone. */
-  async stopProcess(timeoutMs = 20_000): Promise<void> {
-    const child = this.proc;
-    if (!child || this.exitInfo) return;
-    child.kill('SIGTERM');
-    let timer: NodeJS.Timeout | undefined;
-    const done = await Promise.race([
-      this.exited!.then(() => true),
-      new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), timeoutMs); }),
-    ]);
-    clearTimeout(timer);
-    if (!done) {
-      child.kill('SIGKILL');
-      await this.exited;
-    }
-  }
-
-  /** Why the child ended, if it did. */
-  exitedEarly(): string | undefined {
-    if (!this.exitInfo) return undefined;
-    return `exited with code ${this.exitInfo.code} signal ${this.exitInfo.signal}\n${this.output}`;
-  }
 }
 
 // ------------------------------------------------------------------ master

@@ -4,6 +4,7 @@
  * only keepalive finds it). While `refusing`, new connections are reset at once.
  */
 import * as net from 'node:net';
+import { listenLoopback } from './support';
 
 export class FaultProxy {
   private server!: net.Server;
@@ -19,8 +20,7 @@ export class FaultProxy {
 
   async start(): Promise<void> {
     this.server = net.createServer((client) => this.relay(client));
-    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
-    this.port = (this.server.address() as net.AddressInfo).port;
+    this.port = await listenLoopback(this.server);
   }
 
   private relay(client: net.Socket): void {

@@ -13,6 +13,7 @@ import type { Duplex } from 'node:stream';
 import { cobsDecodeInPlace, cobsEncodeInto, cobsMaxEncodedLength } from '../../wire/cobs';
 import { crc32c } from '../../wire/crc32c';
 import { AUTHENTICATED_CRC_PREFIX } from '../../wire/framing';
+import { type LoopbackServer, loopbackServer } from './support';
 
 export type Direction = 'toAgent' | 'toMaster';
 
@@ -98,26 +99,13 @@ export function forge(body: Buffer, like: SeenFrame): Buffer {
 }
 
 /** A TCP listener that relays every connection to the hub through a FrameRelay. */
-export async function tcpRelay(hubPort: number): Promise<{ port: number; relays: FrameRelay[]; close(): Promise<void> }> {
+export async function tcpRelay(hubPort: number): Promise<LoopbackServer & { relays: FrameRelay[] }> {
   const relays: FrameRelay[] = [];
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((agent) => {
+  const server = await loopbackServer((agent, track) => {
     const master = net.connect({ host: '127.0.0.1', port: hubPort });
-    for (const s of [agent, master]) {
-      s.setNoDelay(true);
-      sockets.add(s);
-      s.once('close', () => sockets.delete(s));
-    }
+    track(master);
+    for (const s of [agent, master]) s.setNoDelay(true);
     relays.push(new FrameRelay(agent, master));
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    relays,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
-  };
+  return { ...server, relays };
 }

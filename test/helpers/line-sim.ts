@@ -28,15 +28,12 @@ import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Duplex } from 'node:stream';
 import { openSerialLine } from '../../wire/serial-line';
+import { sleep } from './support';
 
 // ---------------------------------------------------------------- socat
 
 const socats = new Set<ChildProcess>();
 let exitHook = false;
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 export interface SocatPair {
   /** The two ends (symlinks to /dev/pts/N, made by socat). */

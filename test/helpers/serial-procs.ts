@@ -1,8 +1,8 @@
 /** tether-master and tether-agent as child processes on the two ends of a serial line. */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { makeTempDir } from './buildbot';
 import { AGENT_BIN, MASTER_BIN, TetherProcess } from './tether-procs';
+import { makeTempDir } from './support';
 
 /** tether-master bridging to Buildbot, listening on `device` for `worker`; secrets in a 0600 workers file. */
 export async function serialTetherMaster(opts: {

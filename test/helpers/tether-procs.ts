@@ -1,7 +1,9 @@
 /** tether-master and tether-agent run as real child processes, the way users run them. */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { type BuildbotProcess, ForegroundProcess, REPO_ROOT, makeTempDir, sleep, waitFor } from './buildbot';
+import type { BuildbotProcess } from './buildbot';
+import { ForegroundProcess } from './processes';
+import { REPO_ROOT, makeTempDir, sleep, waitFor } from './support';
 
 export const AGENT_BIN = path.join(REPO_ROOT, 'bin', 'tether-agent.js');
 export const MASTER_BIN = path.join(REPO_ROOT, 'bin', 'tether-master.js');

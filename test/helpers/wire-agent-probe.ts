@@ -11,7 +11,8 @@
  * agent's process is still up 500 ms later; an uncaught exception exits non-zero.
  */
 import { MsgType } from '../../wire/messages';
-import { delay, fakeMaster, masterSide, startAgent } from './wire-net';
+import { fakeMaster, masterSide, startAgent } from './wire-net';
+import { sleep } from './support';
 
 async function probe(mode: string): Promise<void> {
   const window = 4096;
@@ -21,7 +22,7 @@ async function probe(mode: string): Promise<void> {
       await masterSide(peer, 's', { window });
       await peer.waitFor((m) => m.type === MsgType.INFO, 5000);
       peer.sendSequenced({ type: MsgType.START, stream: 0, command: 'wait', args: {} });
-      await delay(100);
+      await sleep(100);
       started = true;
       if (mode === 'update') peer.sendSequenced({ type: MsgType.UPDATE, stream: 0, key: 'rc', value: 0 });
       else for (let i = 0; i < 3; i++) peer.sendSequenced({ type: MsgType.DATA, stream: 0, data: Buffer.alloc(window) });
@@ -29,9 +30,9 @@ async function probe(mode: string): Promise<void> {
   });
   const agent = startAgent(fake.port, 'probe', 's');
   // The agent's echo command is replaced by one that waits, so the stream stays open.
-  (agent.agent as unknown as { opts: { commands: Record<string, unknown> } }).opts.commands.wait = () => delay(2000);
-  for (let i = 0; i < 100 && !started; i++) await delay(20);
-  await delay(500);
+  (agent.agent as unknown as { opts: { commands: Record<string, unknown> } }).opts.commands.wait = () => sleep(2000);
+  for (let i = 0; i < 100 && !started; i++) await sleep(20);
+  await sleep(500);
   const peer = fake.peers[0];
   const seen = (peer?.received ?? []).map((m) =>
     m.type === MsgType.REJECT ? `REJECT ${m.code} stream ${String(m.stream)}` : m.type === MsgType.ERROR ? `ERROR ${m.code}` : String(m.type),

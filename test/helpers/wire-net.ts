@@ -25,24 +25,7 @@ import {
   encodeMessage,
 } from '../../wire/messages';
 import { connect } from '../../wire/transport';
-
-export function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-export function tick(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
-
-export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([
-    promise,
-    new Promise<T>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
+import { type LoopbackServer, listenLoopback, loopbackServer, withTimeout } from './support';
 
 /** Keys of a handshake that never happened, for links the tests put together themselves. */
 export const TEST_KEYS = deriveKeys(Buffer.from('sesame'), Buffer.alloc(32, 1), Buffer.alloc(32, 2));
@@ -398,37 +381,24 @@ export async function masterSide(
 }
 
 /** A TCP server whose every accepted connection becomes a Peer handed to `onPeer`. */
-export async function fakeMaster(onPeer: (peer: Peer) => void): Promise<{ port: number; peers: Peer[]; close(): Promise<void> }> {
+export async function fakeMaster(onPeer: (peer: Peer) => void): Promise<LoopbackServer & { peers: Peer[] }> {
   const peers: Peer[] = [];
-  const server = net.createServer((socket) => {
+  const server = await loopbackServer((socket) => {
     socket.setNoDelay(true);
     const peer = new Peer(socket);
     peers.push(peer);
     onPeer(peer);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    peers,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const peer of peers) peer.destroy();
-        server.close(() => resolve());
-      }),
-  };
+  return { ...server, peers };
 }
 
 /** A TCP proxy to `targetPort` that records every byte the client sends. */
-export async function teeProxy(targetPort: number): Promise<{ port: number; upstream: Buffer[]; close(): Promise<void> }> {
+export async function teeProxy(targetPort: number): Promise<LoopbackServer & { upstream: Buffer[] }> {
   const upstream: Buffer[] = [];
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
+  const server = await loopbackServer((client, track) => {
     const target = net.connect({ host: '127.0.0.1', port: targetPort });
-    for (const s of [client, target]) {
-      sockets.add(s);
-      s.on('error', () => undefined);
-      s.once('close', () => sockets.delete(s));
-    }
+    track(target);
+    for (const s of [client, target]) s.on('error', () => undefined);
     client.on('data', (chunk: Buffer) => {
       upstream.push(Buffer.from(chunk));
       target.write(chunk);
@@ -437,24 +407,15 @@ export async function teeProxy(targetPort: number): Promise<{ port: number; upst
     client.once('close', () => target.destroy());
     target.once('close', () => client.destroy());
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    upstream,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
-  };
+  return { ...server, upstream };
 }
 
 /** Two connected loopback sockets. */
 export async function socketPair(): Promise<[net.Socket, net.Socket]> {
   const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = await listenLoopback(server);
   const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
-  const client = net.connect({ host: '127.0.0.1', port: (server.address() as net.AddressInfo).port });
+  const client = net.connect({ host: '127.0.0.1', port });
   await new Promise<void>((resolve) => client.once('connect', resolve));
   const other = await accepted;
   server.close();
