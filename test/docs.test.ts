@@ -10,7 +10,7 @@ import { OPTIONS as AGENT_OPTIONS } from '../agent/cli';
 import { OPTIONS as MASTER_OPTIONS } from '../master-plugin/cli';
 import { EXEC_OPTIONS, FILE_OPTIONS } from '../master-plugin/exec';
 import { HUB_OPTIONS } from '../master-plugin/hub-options';
-import { REPO_ROOT } from './helpers/buildbot';
+import { REPO_ROOT } from './helpers/support';
 
 const DOCS = path.join(REPO_ROOT, 'docs');
 const pages = ['README.md', ...fs.readdirSync(DOCS).filter((f) => f.endsWith('.md')).map((f) => path.join('docs', f))];

@@ -363,7 +363,7 @@ t.test('an ERROR is answered with nothing, not even the ACK that was owed', asyn
   peer.write(peer.sequenced(outputBody('owed an ACK'), 0));
   peer.write(peer.linkFrame({ type: MsgType.ERROR, code: 15, message: 'going away' }));
   const error = await closed;
-  await settle(50);
+  await sleep(50);
   t.match(error, { code: 'SHUTDOWN', fromPeer: true }, 'the session ends with the peer\'s reason');
   t.same(peer.linkMessages(), [], 'and sends nothing back');
 });
