@@ -20,7 +20,7 @@
  * Where it differs:
  * - The timeout is asked for each time the timer is armed (buffer_manager takes
  *   buffer_timeout once), so that the bridge can send a line after a quiet
- *   spell at once and gather streaming output (see buildbot-command.ts).
+ *   spell at once and gather streaming output (see buildbot-output.ts).
  * - Sizes count UTF-16 units, Python's count code points: they differ only for
  *   characters outside the Basic Multilingual Plane.
  */
