@@ -9,6 +9,10 @@
  * master's newline_re, hold a trailing partial line until its '\n' arrives (or the
  * command ends, when '\n' is appended), split lines longer than max_line_length,
  * and send [text, [index of each '\n' in text], [time each line started]].
+ *
+ * LogLines does it for the logs of one command, as buildbot-worker's
+ * ProtocolCommandBase does: bytes are taken in the reads buildbot-worker gets
+ * them in, decoded, and split into whole lines per log.
  */
 
 /** buildbot-worker's default newline_re (base.py BotBase), also what 3.7 masters send. */
@@ -145,30 +149,58 @@ export class StreamDecoder {
   }
 }
 
-/** Splits a LineInfo into pieces of at most `limit` characters (whole lines; at least one line each). */
-export function splitLineInfo(info: LineInfo, limit: number): LineInfo[] {
-  const [text, lf, times] = info;
-  if (text.length <= limit) return [info];
-  const pieces: LineInfo[] = [];
-  let start = 0; // text offset of the piece
-  let i = 0;
-  while (i < lf.length) {
-    let j = i;
-    while (j + 1 < lf.length && lf[j + 1] + 1 - start <= limit) j++;
-    const end = lf[j] + 1;
-    pieces.push([
-      text.slice(start, end),
-      lf.slice(i, j + 1).map((p) => p - start),
-      times.slice(i, j + 1),
-    ]);
-    start = end;
-    i = j + 1;
-  }
-  return pieces;
-}
+/**
+ * The most bytes buildbot-worker takes at a time: Twisted's process reader
+ * reads a pipe 8192 bytes at a time (fdesc.readFromFD), its LogFileWatcher a
+ * logfile 10000. Each read is one update into its buffer, so the bridge cuts
+ * the agent's (larger) chunks the same way to shape updates the same.
+ */
+export const PIPE_READ_BYTES = 8192;
+export const LOGFILE_READ_BYTES = 10_000;
 
-/** Appends b's lines after a's (buffer_manager.join_line_info). */
-export function joinLineInfo(a: LineInfo, b: LineInfo): LineInfo {
-  const off = a[0].length;
-  return [a[0] + b[0], a[1].concat(b[1].map((p) => p + off)), a[2].concat(b[2])];
+/** A command's logs: 'stdout', 'stderr', 'header', or 'log:' and the logfile's name. */
+export class LogLines {
+  private readonly decoders = new Map<string, StreamDecoder>();
+  private readonly finders = new Map<string, LineBoundaryFinder>();
+
+  constructor(
+    private readonly newlineRe: RegExp,
+    private readonly maxLineLength: number,
+  ) {}
+
+  /** Hands `emit` the whole lines of each read of `chunk` that completed some (a string is one read). */
+  append(log: string, chunk: Buffer | string, time: number, emit: (info: LineInfo) => void): void {
+    if (typeof chunk === 'string') {
+      const info = this.finder(log).append(chunk, time);
+      if (info) emit(info);
+      return;
+    }
+    let decoder = this.decoders.get(log);
+    if (!decoder) this.decoders.set(log, (decoder = new StreamDecoder()));
+    const finder = this.finder(log);
+    const read = log.startsWith('log:') ? LOGFILE_READ_BYTES : PIPE_READ_BYTES;
+    for (let at = 0; at < chunk.length; at += read) {
+      const info = finder.append(decoder.write(chunk.subarray(at, at + read)), time);
+      if (info) emit(info);
+    }
+  }
+
+  /** Hands `emit` every held partial line (with '\n' added) and half character (as U+FFFD), log by log. */
+  flush(time: number, emit: (log: string, info: LineInfo) => void): void {
+    for (const [log, decoder] of this.decoders) {
+      const tail = decoder.end();
+      const info = tail === '' ? null : this.finder(log).append(tail, time);
+      if (info) emit(log, info);
+    }
+    for (const log of [...this.finders.keys()].sort()) {
+      const info = this.finders.get(log)!.flush();
+      if (info) emit(log, info);
+    }
+  }
+
+  private finder(log: string): LineBoundaryFinder {
+    let f = this.finders.get(log);
+    if (!f) this.finders.set(log, (f = new LineBoundaryFinder(this.newlineRe, this.maxLineLength)));
+    return f;
+  }
 }

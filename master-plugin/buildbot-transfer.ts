@@ -1,6 +1,16 @@
 /**
- * download_file: the bridge pulls the file from Buildbot's reader and pushes it to
- * the agent. Mirrors buildbot_worker/commands/transfer.py WorkerFileDownloadCommand:
+ * Transfers between Buildbot and the agent, as buildbot_worker/commands/transfer.py
+ * does them over msgpack, where Buildbot's writer and reader are reached by command_id.
+ *
+ * upload_file / upload_directory (UploadWriter): the agent's file bytes are
+ * gathered into writes of the step's blocksize, at least MIN_UPLOAD_WRITE
+ * (DirectoryUpload's 16 KiB would cost a round trip per 16 KiB) and at most
+ * MAX_UPLOAD_WRITE (held in memory per upload). Buildbot acknowledges each
+ * writer call and they go one after another; the agent waits only while a
+ * write is under way. A failed call fails the transfer; nothing more is written.
+ *
+ * download_file (pullDownload): the bridge pulls the file from Buildbot's reader and pushes it to
+ * the agent. Mirrors WorkerFileDownloadCommand:
  * update_read_file {length: min(blocksize, bytes left under maxsize)} until an
  * empty block, then update_read_file_close (always, even after an error).
  *
@@ -8,7 +18,8 @@
  * result nil (it drops the data remote_read returned); a nil result is taken as
  * end of file and reported through warn(), so such a master yields an empty file.
  */
-import { resultBytes } from './buildbot-protocol';
+import { ConnectionLostError, type Msg, RemoteError, errorText, resultBytes } from './buildbot-protocol';
+import type { FileTimes } from './remote';
 
 export const DEFAULT_BLOCKSIZE = 16 * 1024;
 /** Never ask for (or hold) more than this per block, whatever blocksize says. */
@@ -102,4 +113,109 @@ export async function pullDownload(p: DownloadPull): Promise<DownloadResult> {
   }
   if (failure !== null) throw failure;
   return res;
+}
+
+export const MIN_UPLOAD_WRITE = 256 * 1024;
+export const MAX_UPLOAD_WRITE = 4 * 1024 * 1024;
+
+/** What a transfer needs of its command. */
+export interface TransferIo {
+  /** Sends one request about the command (command_id added); rejects with ConnectionLostError once the connection is gone. */
+  request(op: string, fields?: Msg): Promise<unknown>;
+  /** The command takes no more output. */
+  isDead(): boolean;
+  /** The transfer failed: the command reports `text` and its agent's command is interrupted. */
+  fail(text: string): void;
+  /** The command, as the bridge names it in its log. */
+  label: string;
+  log(line: string): void;
+}
+
+/** Buildbot's writer ops for an upload command (null: the command has no writer). */
+function writerOps(command: string): { write: string; close: string } | null {
+  if (command === 'upload_file') return { write: 'update_upload_file_write', close: 'update_upload_file_close' };
+  if (command === 'upload_directory') return { write: 'update_upload_directory_write', close: 'update_upload_directory_unpack' };
+  return null;
+}
+
+export class UploadWriter {
+  private readonly ops: { write: string; close: string } | null;
+  private readonly blockBytes: number;
+  private chain: Promise<void> = Promise.resolve();
+  private failed = false;
+  private warned = false;
+  private parts: Buffer[] = [];
+  private bytes = 0;
+
+  constructor(
+    private readonly command: string,
+    blocksize: unknown,
+    private readonly io: TransferIo,
+  ) {
+    this.ops = writerOps(command);
+    this.blockBytes = typeof blocksize === 'number' ? Math.min(Math.max(blocksize, MIN_UPLOAD_WRITE), MAX_UPLOAD_WRITE) : MIN_UPLOAD_WRITE;
+  }
+
+  /** File bytes from the agent: a promise while a whole write is under way. */
+  write(chunk: Buffer): Promise<void> | void {
+    if (chunk.length === 0) return;
+    this.parts.push(chunk);
+    this.bytes += chunk.length;
+    if (this.bytes >= this.blockBytes) return this.writeGathered();
+  }
+
+  /** The file is complete: the rest is written, the writer closed, and for upload_file the times set. */
+  close(times?: FileTimes): Promise<void> | void {
+    void this.writeGathered();
+    return this.step('close', async (ops) => {
+      await this.io.request(ops.close);
+      if (times && this.command === 'upload_file') {
+        try {
+          await this.io.request('update_upload_file_utime', { access_time: times.atime, modified_time: times.mtime });
+        } catch (e) {
+          if (!(e instanceof RemoteError)) throw e;
+          // Buildbot 3.7's msgpack master calls remote_utime('access_time', 'modified_time')
+          // (two string literals) and always fails here; the file itself is complete.
+          this.io.log(`${this.io.label}: Buildbot could not set the uploaded file's times (${e.message}); the file is kept without them`);
+        }
+      }
+    });
+  }
+
+  /** Resolves once the last writer call is over. */
+  done(): Promise<void> {
+    return this.chain.catch(() => undefined);
+  }
+
+  private writeGathered(): Promise<void> | void {
+    if (this.bytes === 0) return;
+    const data = this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts);
+    this.parts = [];
+    this.bytes = 0;
+    return this.step('file data', async (ops) => {
+      await this.io.request(ops.write, { args: data });
+    });
+  }
+
+  /** Runs one writer call after the previous one; a failure fails the transfer. */
+  private step(what: string, fn: (ops: { write: string; close: string }) => Promise<void>): Promise<void> | void {
+    const { io, ops } = this;
+    if (io.isDead() || this.failed) return;
+    if (!ops) {
+      if (!this.warned) io.log(`${io.label} sent ${what} but has no Buildbot writer; dropped`);
+      this.warned = true;
+      return;
+    }
+    this.chain = this.chain.then(async () => {
+      if (io.isDead() || this.failed) return;
+      try {
+        await fn(ops);
+      } catch (e) {
+        if (e instanceof ConnectionLostError) return;
+        this.failed = true;
+        io.fail(`upload to Buildbot failed (${what}): ${errorText(e)}`);
+      }
+    });
+    return this.chain;
+  }
 }

@@ -1,11 +1,12 @@
 import t from 'tap';
 import {
   DEFAULT_NEWLINE_RE,
+  LOGFILE_READ_BYTES,
   LineBoundaryFinder,
+  LogLines,
+  PIPE_READ_BYTES,
   StreamDecoder,
-  joinLineInfo,
   pythonNewlineRe,
-  splitLineInfo,
 } from '../master-plugin/buildbot-lines';
 import { PathMapper, basicAuthHeader, buildWorkerInfo, workerCommands } from '../master-plugin/buildbot-protocol';
 
@@ -64,15 +65,24 @@ t.test('StreamDecoder keeps multi-byte characters split across chunks', async (t
   t.equal(cut.write(Buffer.from([0x61, 0xe2, 0x82])) + cut.end(), 'a\ufffd', 'a truncated character at the end becomes U+FFFD');
 });
 
-t.test('splitLineInfo / joinLineInfo', async (t) => {
-  const info: [string, number[], number[]] = ['aa\nbbb\ncccc\n', [2, 6, 11], [1, 2, 3]];
-  const parts = splitLineInfo(info, 7);
-  t.same(parts, [
-    ['aa\nbbb\n', [2, 6], [1, 2]],
-    ['cccc\n', [4], [3]],
-  ]);
-  t.same(joinLineInfo(parts[0], parts[1]), info);
-  t.same(splitLineInfo(info, 100), [info]);
+t.test("LogLines takes bytes in buildbot-worker's reads: 8192 from a pipe, 10000 from a logfile", async (t) => {
+  t.equal(PIPE_READ_BYTES, 8192);
+  t.equal(LOGFILE_READ_BYTES, 10_000);
+  const lines = new LogLines(pythonNewlineRe(undefined), 4096);
+  // about 40 000 bytes of lines; an 'é' (two bytes) across the end of the first pipe read
+  const text = ('x'.repeat(4000) + '\n').repeat(2) + 'y'.repeat(189) + '\u00e9\n' + ('z'.repeat(99) + '\n').repeat(318);
+  const bytes = Buffer.from(text, 'utf8');
+  t.equal(bytes.indexOf(Buffer.from('\u00e9')), 8191, 'the character straddles byte 8192');
+  const got: Record<string, string[]> = { stdout: [], 'log:build.log': [] };
+  for (const log of ['stdout', 'log:build.log']) lines.append(log, bytes, 1, (info) => got[log].push(info[0]));
+  lines.append('stdout', 'held', 2, () => t.fail('a partial line is held'));
+  t.equal(got.stdout.length, Math.ceil(bytes.length / 8192), 'one batch of lines per 8192-byte read');
+  t.equal(got['log:build.log'].length, Math.ceil(bytes.length / 10_000), 'one per 10000-byte read');
+  t.equal(got.stdout.join(''), text, 'every line, whole, the split character too');
+  t.equal(got['log:build.log'].join(''), text);
+  const flushed: Array<[string, string]> = [];
+  lines.flush(3, (log, info) => flushed.push([log, info[0]]));
+  t.same(flushed, [['stdout', 'held\n']], 'flush: the held partial line, with a newline');
 });
 
 t.test('PathMapper strips the reported basedir', async (t) => {

@@ -5,18 +5,21 @@
  * interrupts, disconnects and error paths.
  */
 import t from 'tap';
+import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import type { IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import WebSocket, { WebSocketServer } from 'ws';
 import { decode, encode } from '@msgpack/msgpack';
-import { BuildbotBridge, BridgeOptions, pullDownload } from '../master-plugin/buildbot-bridge';
+import { BuildbotBridge, BridgeOptions } from '../master-plugin/buildbot-bridge';
+import { pullDownload } from '../master-plugin/buildbot-transfer';
 import type { CommandResult, CommandSink, RemoteAgent, RemoteCommand } from '../master-plugin/remote';
 import { sleep } from './helpers/support';
 
 type Msg = Record<string, any>;
 
 const PASSWORD = 's3cr3t-pw';
+const PYTHON = process.env.TETHER_BUILDBOT_PYTHON ?? '/usr/bin/python3';
 
 /** A master: accepts one worker, sends requests, answers the worker's requests through `onRequest`. */
 class FakeMaster {
@@ -351,6 +354,50 @@ t.test('a line after a quiet spell goes out at once; streaming lines gather into
   await master.waitRequest((m) => m.op === 'complete' && m.command_id === id);
   const lines = stdoutUpdates().flatMap((m) => m.args.filter((u: any) => u[0] === 'stdout').map((u: any) => u[1][0])).join('');
   t.equal(lines.split('\n').length - 1, 61, 'every line arrived');
+});
+
+/** buildbot-worker's shaping of the same bytes: its LineBoundaryFinder and buffer_manager, fed 8192-byte pipe reads. */
+const WORKER_SHAPING = String.raw`
+import json, sys, codecs
+from buildbot_worker.util.buffer_manager import BufferManager
+from buildbot_worker.util.lineboundaries import LineBoundaryFinder
+from twisted.internet.task import Clock
+
+sent = []
+bm = BufferManager(Clock(), lambda m: sent.append(json.loads(json.dumps(m))), 64 * 1024, 5)
+lbf = LineBoundaryFinder(4096, r'(\r\n|\r(?=.)|\033\[u|\033\[[0-9]+;[0-9]+[Hf]|\033\[2J|\x08+)')
+decoder = codecs.getincrementaldecoder('utf-8')(errors='replace')
+data = sys.stdin.buffer.read()
+for at in range(0, len(data), 8192):
+    lines = lbf.append(decoder.decode(data[at:at + 8192]), 1.0)
+    if lines is not None:
+        bm.append('stdout', lines)
+bm.append('rc', 0)
+bm.flush()
+json.dump([[[k, v[0], v[1]] if k == 'stdout' else [k, v] for k, v in m] for m in sent], sys.stdout)
+`;
+
+t.test("Buildbot gets updates shaped like buildbot-worker's for the same output", async (t) => {
+  // a window wide enough that nothing waits: every chunk goes in within one tick, as a fast pipe's would
+  const { master, agent } = await setup(t, { maxUnackedBytes: 64 * 1024 * 1024 });
+  const { id, cmd } = await startCommand(master, agent, 'shell', { workdir: 'build', command: ['make'], want_stdout: true, logfiles: {} });
+  // 1.5 MB of lines of 1 to 199 characters (some with a multi-byte character), in 64 KiB chunks as Node reads a pipe
+  let text = '';
+  for (let i = 0; text.length < 1_500_000; i++) text += `${i % 7 === 0 ? 'é' : ''}${'x'.repeat((i * 37) % 199)}\n`;
+  const bytes = Buffer.from(text, 'utf8');
+  for (let at = 0; at < bytes.length; at += 65536) void cmd.sink.stdout!(bytes.subarray(at, at + 65536));
+  void cmd.sink.update!('rc', 0);
+  cmd.settle({ failure: null });
+  await master.waitRequest((m) => m.op === 'complete' && m.command_id === id);
+  const got = master.requests
+    .filter((m) => m.op === 'update' && m.command_id === id)
+    .map((m) => m.args.map(([k, v]: any[]) => (k === 'stdout' ? [k, v[0], v[1]] : [k, v])));
+  const r = spawnSync(PYTHON, ['-c', WORKER_SHAPING], { input: bytes, maxBuffer: 64 * 1024 * 1024 });
+  t.equal(r.status, 0, String(r.stderr));
+  const expected = JSON.parse(r.stdout.toString());
+  t.ok(expected.length > 20, `buildbot-worker sends ${expected.length} updates`);
+  t.equal(got.length, expected.length, 'as many updates');
+  t.same(got, expected, 'the same updates: keys, text and newline indexes');
 });
 
 t.test('complete carries the failure text', async (t) => {
