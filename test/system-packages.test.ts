@@ -81,9 +81,9 @@ t.test('npm run build:binary without the tools, not as root: stops at once with 
     cwd: REPO_ROOT,
     encoding: 'utf8',
     timeout: 60_000,
-    env: { ...process.env, PATH: empty, TETHER_BINARY_CACHE: path.join(empty, 'cache') },
+    env: { PATH: empty, TETHER_BINARY_CACHE: path.join(empty, 'cache') }, // nothing of tap's NODE_OPTIONS either
   });
-  t.equal(r.status, 1, `exit 1 (${r.error?.message ?? r.stderr})`);
+  if (!t.equal(r.status, 1, 'exit 1')) t.comment(r.error?.message ?? r.stderr);
   const commands = aptCommands(r.stderr);
   t.equal(commands.length, 1, 'one apt-get command');
   for (const pkg of ['binutils', 'binutils-aarch64-linux-gnu', 'binutils-arm-linux-gnueabihf', 'qemu-user']) {
