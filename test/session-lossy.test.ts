@@ -47,7 +47,6 @@ function sessions(o: {
   return { sender, receiver, linkA, linkB, stats: sim.stats.ab, sim, close };
 }
 
-const sessionsWithSim = sessions;
 
 function collect(receiver: Session, until: (bytes: number) => boolean): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -322,7 +321,7 @@ t.test('a measured round trip sets the wait: a line faster than its nominal rate
 const lossPerByte = (s: Session) => (s as unknown as { sizer: FrameSizer }).sizer.lossPerByte.toExponential(2);
 
 t.test('frame size: the sender shrinks its frames on a noisy line and grows them back when it is clean', async (t) => {
-  const { sender, receiver, close, sim } = sessionsWithSim({ seed: 13, bitErrorRate: 1e-5, dropRate: 1e-3, maxBody: 512, bytesPerSecond: 200_000 });
+  const { sender, receiver, close, sim } = sessions({ seed: 13, bitErrorRate: 1e-5, dropRate: 1e-3, maxBody: 512, bytesPerSecond: 200_000 });
   t.teardown(close);
   t.equal(sender.frameLimit, 512, 'max_frame to begin with');
   const noisy = randomBytes(150_000);
