@@ -35,11 +35,6 @@ export function isSequencedBody(body: Uint8Array): boolean {
   return body[0] >= FIRST_SEQUENCED_BYTE;
 }
 
-/** Most bytes a frame with a body of `maxBody` takes on the wire, delimiter included. */
-export function maxWireBytes(maxBody: number): number {
-  return cobsMaxEncodedLength(maxBody + TRAILER_BYTES) + 1;
-}
-
 function crcBytes(parts: readonly Uint8Array[], seed: number): Buffer {
   let crc = seed;
   for (const part of parts) crc = crc32c(part, crc);

@@ -14,8 +14,10 @@ import type { Duplex } from 'node:stream';
 import { TetherError } from './errors';
 import { type FrameAuth, nearestNumber, nextNumber, wireNumber } from './frame-auth';
 import {
+  CRC_BYTES,
   FrameReader,
   HANDSHAKE_MAX_BODY,
+  TRAILER_BYTES,
   authenticatedParts,
   encodeAuthenticatedFrame,
   encodeHandshakeFrame,
@@ -172,16 +174,16 @@ export class Link extends EventEmitter {
     if (this.closed) return;
     if (!this.auth) {
       const body = handshakeBody(frame);
-      if (!body) this.corrupt(frame.length < 5 ? 'short' : 'crc');
+      if (!body) this.corrupt(frame.length <= CRC_BYTES ? 'short' : 'crc');
       else if (body.length > this.reader.maxBody) this.corrupt('oversize');
-      else this.deliver(body, null);
+      else this.deliver(body, null, isSequencedBody(body));
       return;
     }
     const parts = authenticatedParts(frame);
     if (!parts) {
       const late = this.handshakeErrorsAccepted ? handshakeBody(frame) : null;
-      if (late && late[0] === MsgType.ERROR) this.deliver(late, null);
-      else this.corrupt(frame.length < 15 ? 'short' : 'crc');
+      if (late && late[0] === MsgType.ERROR) this.deliver(late, null, false);
+      else this.corrupt(frame.length <= TRAILER_BYTES ? 'short' : 'crc');
       return;
     }
     const { body, low, tag } = parts;
@@ -197,12 +199,12 @@ export class Link extends EventEmitter {
     }
     this.handshakeErrorsAccepted = false;
     if (!sequenced) this.linkReceiveNumber = number + 1;
-    this.deliver(body, number);
+    this.deliver(body, number, sequenced);
   }
 
-  private deliver(body: Buffer, number: number | null): void {
+  private deliver(body: Buffer, number: number | null, sequenced: boolean): void {
     this.stats.framesIn++;
-    this.emit('frame', body, number, isSequencedBody(body));
+    this.emit('frame', body, number, sequenced);
   }
 
   private forged(): void {

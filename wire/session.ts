@@ -134,8 +134,8 @@ export class Session extends EventEmitter {
     this.maxBody = options.maxBody;
     this.sendSeq = options.sendSeq ?? 0;
     this.queue = new SendQueue(options.maxBody);
-    // Before the first measurement: a generous wait, from the line's nominal rate where there is one.
     this.sizer = link.lossy ? new FrameSizer(options.maxBody) : null;
+    // Before the first measurement: a generous wait, from the line's nominal rate where there is one.
     this.sender = new SendWindow(new RoundTrip(250 + 4 * this.lineMs(options.maxBody), MIN_RETRANSMIT_MS), this.sizer);
     this.receiver = new ReceiveWindow(options.recvSeq ?? 0, options.selective ?? false);
     this.goBackWindow = this.goBackLimit;
@@ -176,11 +176,6 @@ export class Session extends EventEmitter {
   /** Bytes written to the transport that it has not taken yet. */
   get unsentByteCount(): number {
     return this.attached ? this.link.writableLength : 0;
-  }
-
-  /** Messages waiting for the link. */
-  get queuedCount(): number {
-    return this.queue.length;
   }
 
   /** The largest body sent now: max_frame, or less on a noisy line. */
@@ -297,7 +292,7 @@ export class Session extends EventEmitter {
   /**
    * Queues a sequenced message and sends what the link takes now. Throws
    * FRAME_TOO_LARGE if it cannot be sent. A peer that lets more than
-   * MAX_QUEUED_BYTES wait (it does not acknowledge) ends the session.
+   * maxQueuedBytes(window) wait (it does not acknowledge) ends the session.
    */
   send(message: OutgoingMessage): void {
     if (this.closed) return;
