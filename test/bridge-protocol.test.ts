@@ -414,14 +414,20 @@ t.test('complete carries the failure text', async (t) => {
   t.match(c2c.args, /lost the command: link lost/);
 });
 
-t.test('backpressure: a slow master holds the agent', async (t) => {
-  const { master, agent, bridge } = await setup(t, { maxUnackedBytes: 8 * 1024 });
+/** Buildbot answers no update until release() is called. */
+function holdUpdates(master: FakeMaster): () => void {
   let release!: () => void;
   const gate = new Promise<void>((r) => (release = r));
   master.onRequest = async (m) => {
     if (m.op === 'update') await gate;
     return null;
   };
+  return release;
+}
+
+t.test('backpressure: a slow master holds the agent', async (t) => {
+  const { master, agent, bridge } = await setup(t, { maxUnackedBytes: 8 * 1024 });
+  const release = holdUpdates(master);
   const { id, cmd } = await startCommand(master, agent, 'shell', { workdir: '/agent/base/b1/build', command: 'x' });
   const line = Buffer.from('y'.repeat(1023) + '\n');
   let pending: Promise<void> | void = undefined;
@@ -449,12 +455,7 @@ t.test('backpressure: a slow master holds the agent', async (t) => {
 
 t.test('a master that is behind: no part-filled update while the agent is held back', async (t) => {
   const { master, agent } = await setup(t, { maxUnackedBytes: 256 * 1024 });
-  let release!: () => void;
-  const gate = new Promise<void>((r) => (release = r));
-  master.onRequest = async (m) => {
-    if (m.op === 'update') await gate;
-    return null;
-  };
+  const release = holdUpdates(master);
   const { id, cmd } = await startCommand(master, agent, 'shell', { workdir: 'build', command: 'x' });
   const updates = () => master.requests.filter((m) => m.op === 'update' && m.command_id === id);
   // three pipe reads per chunk: whole updates take six, so a part-filled one is left when the window closes
