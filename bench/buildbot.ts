@@ -8,10 +8,11 @@
  * Each worker reaches the master through a counting TCP relay: the agent ↔
  * tether-master link for Tether (what crosses to the board), the
  * buildbot-worker ↔ master msgpack link for Buildbot. The bytes of a build
- * are what both relays carried, both directions, while it ran. A third
- * relay between tether-master and the master's msgpack port counts what
- * Buildbot itself receives from Tether (bytes and WebSocket messages), to
- * set beside what it receives from buildbot-worker.
+ * are what both relays carried, both directions, while it ran. A second
+ * relay on each side, in front of the master's msgpack port, counts what
+ * Buildbot itself receives (bytes and WebSocket messages): from tether-master,
+ * and from buildbot-worker. Both sides' bytes thus cross two relays of this
+ * process, which costs both the same.
  *
  * Times are wall times from forcing the build to seeing it complete (polled
  * every 50 ms), so each includes Buildbot's own cost of a build; "net" less
@@ -59,6 +60,11 @@ export interface ScenarioResult {
   /** The master's msgpack port (medians): from tether-master for Tether, from buildbot-worker for Buildbot. */
   tetherMasterLink: MasterLink;
   buildbotMasterLink: MasterLink;
+  /** MB of log or file the build moves (null: none to speak of). */
+  payloadMB: number | null;
+  /** The master's median CPU seconds per payload MB: what Buildbot spends on the same bytes from each worker. */
+  tetherMasterCpuSPerMB: number | null;
+  buildbotMasterCpuSPerMB: number | null;
 }
 
 export interface BuildbotMemory {
@@ -110,8 +116,8 @@ interface Rig {
   agent: TetherProcess & { basedir: string };
   worker: BuildbotWorker;
   relays: Record<WorkerName, CountingRelay>;
-  /** tether-master ↔ the master's msgpack port (what Buildbot itself receives from Tether). */
-  bridgeRelay: CountingRelay;
+  /** In front of the master's msgpack port: from tether-master, and from the buildbot-worker link relay. */
+  masterRelays: Record<WorkerName, CountingRelay>;
   dirs: string[];
 }
 
@@ -119,6 +125,9 @@ interface Rig {
 export interface MasterLink {
   bytes: number;
   messages: number;
+  /** Messages and bytes the worker side sent: its updates (all but a few of them), answers and 'complete'. */
+  workerMessages: number;
+  workerBytes: number;
 }
 
 /** CPU ms each process used: the master, and the worker side (tether-agent and tether-master, or buildbot-worker). */
@@ -146,7 +155,7 @@ async function timeBuild(
   const relay = rig.relays[w];
   relay.reset();
   // What reaches Buildbot's msgpack port: from tether-master, or from buildbot-worker itself.
-  const masterRelay = w === TETHER ? rig.bridgeRelay : relay;
+  const masterRelay = rig.masterRelays[w];
   masterRelay.reset();
   const cpu0 = cpuNow(rig, w);
   const start = performance.now();
@@ -167,7 +176,8 @@ async function timeBuild(
       const ms = since(start);
       const cpu1 = cpuNow(rig, w);
       const cpu = { master: cpu1.master - cpu0.master, worker: cpu1.worker - cpu0.worker, bridge: cpu1.bridge - cpu0.bridge };
-      return { ms, results: b.results, buildid, bytes: relay.total, cpu, master: { bytes: masterRelay.total, messages: masterRelay.wsFrames } };
+      const master = { bytes: masterRelay.total, messages: masterRelay.wsFrames, workerMessages: masterRelay.wsUp.frames, workerBytes: masterRelay.up };
+      return { ms, results: b.results, buildid, bytes: relay.total, cpu, master };
     }
     if (performance.now() > deadline) throw new Error(`${builder}: build ${buildid} did not finish within ${timeoutMs / 1000} s`);
     await sleep(50);
@@ -177,6 +187,8 @@ async function timeBuild(
 interface Scenario {
   name: string;
   description: string;
+  /** MB of log or file the build moves, for the master's CPU per MB. */
+  payloadMB?: number;
   builder: (w: WorkerName) => Omit<BuilderSpec, 'name' | 'workernames'>;
   /** Checks a finished build (its result code and anything it left). */
   check: (rig: Rig, w: WorkerName, build: { results: number | null; buildid: number }) => Promise<void>;
@@ -241,6 +253,7 @@ export async function runBuildbot(opts: BenchOptions): Promise<BuildbotResults> 
     {
       name: `${logBytes / MB} MB log`,
       description: `a step printing ${logBytes / MB} MB of text (64-byte lines)`,
+      payloadMB: logBytes / MB,
       builder: () => ({ steps: [`steps.ShellCommand(name='log', command=${pyString(textProducer(logBytes))})`] }),
       check: async (rig, w, b) => {
         success(`log on ${w}`, b.results);
@@ -252,6 +265,7 @@ export async function runBuildbot(opts: BenchOptions): Promise<BuildbotResults> 
     {
       name: `${fileBytes / MB} MB FileUpload`,
       description: `FileUpload of ${fileBytes / MB} MB of random bytes (worker → master)`,
+      payloadMB: fileBytes / MB,
       builder: (w) => ({ steps: [`steps.FileUpload(name='upload', workersrc=${pyString(uploadSrc)}, masterdest=${pyString(dest('uploaded', w))})`] }),
       check: async (_rig, w, b) => {
         success(`upload on ${w}`, b.results);
@@ -262,6 +276,7 @@ export async function runBuildbot(opts: BenchOptions): Promise<BuildbotResults> 
     {
       name: `${fileBytes / MB} MB FileDownload`,
       description: `FileDownload of ${fileBytes / MB} MB of random bytes (master → worker)`,
+      payloadMB: fileBytes / MB,
       builder: (w) => ({ steps: [`steps.FileDownload(name='download', mastersrc=${pyString(downloadSrc)}, workerdest=${pyString(dest('downloaded', w))})`] }),
       check: async (_rig, w, b) => {
         success(`download on ${w}`, b.results);
@@ -291,15 +306,14 @@ export async function runBuildbot(opts: BenchOptions): Promise<BuildbotResults> 
   });
   dirs.push(master.dir);
   const listenPort = await freePort();
-  const bridgeRelay = new CountingRelay(master.msgpackPort);
-  bridgeRelay.countWsFrames = true;
-  const bridge = await tetherMaster({ buildbotPort: await bridgeRelay.start(), listenPort, workers: { [TETHER]: tetherSecret } });
-  const relays = { [TETHER]: new CountingRelay(listenPort), [REF]: new CountingRelay(master.msgpackPort) } as Record<WorkerName, CountingRelay>;
-  relays[REF].countWsFrames = true;
+  const masterRelays = { [TETHER]: new CountingRelay(master.msgpackPort), [REF]: new CountingRelay(master.msgpackPort) } as Record<WorkerName, CountingRelay>;
+  for (const r of Object.values(masterRelays)) r.countWsFrames = true;
+  const bridge = await tetherMaster({ buildbotPort: await masterRelays[TETHER].start(), listenPort, workers: { [TETHER]: tetherSecret } });
+  const relays = { [TETHER]: new CountingRelay(listenPort), [REF]: new CountingRelay(await masterRelays[REF].start()) } as Record<WorkerName, CountingRelay>;
   const agent = await tetherAgent({ port: await relays[TETHER].start(), name: TETHER, secret: tetherSecret });
   const worker = await createWorker({ master: await relays[REF].start(), name: REF, password: refSecret });
   dirs.push(bridge.dir, agent.dir, worker.dir);
-  const rig: Rig = { master, bridge, agent, worker, relays, bridgeRelay, dirs };
+  const rig: Rig = { master, bridge, agent, worker, relays, masterRelays, dirs };
   try {
     await master.start();
     await bridge.start();
@@ -340,7 +354,10 @@ export async function runBuildbot(opts: BenchOptions): Promise<BuildbotResults> 
       const masterLink = (w: WorkerName): MasterLink => ({
         bytes: median(runs[w].map((r) => r.master.bytes)),
         messages: median(runs[w].map((r) => r.master.messages)),
+        workerMessages: median(runs[w].map((r) => r.master.workerMessages)),
+        workerBytes: median(runs[w].map((r) => r.master.workerBytes)),
       });
+      const perMB = (w: WorkerName) => (s.payloadMB ? round(median(runs[w].map((r) => r.cpu.master)) / 1000 / s.payloadMB, 4) : null);
       const empty = results[0];
       const tNet = empty ? med(TETHER) - empty.tetherS : med(TETHER);
       const bNet = empty ? med(REF) - empty.buildbotS : med(REF);
@@ -363,9 +380,16 @@ export async function runBuildbot(opts: BenchOptions): Promise<BuildbotResults> 
         buildbotCpu: cpu(REF),
         tetherMasterLink: masterLink(TETHER),
         buildbotMasterLink: masterLink(REF),
+        payloadMB: s.payloadMB ?? null,
+        tetherMasterCpuSPerMB: perMB(TETHER),
+        buildbotMasterCpuSPerMB: perMB(REF),
       };
       results.push(r);
-      opts.log(`buildbot ${s.name}: Tether ${r.tetherS} s, buildbot-worker ${r.buildbotS} s, ratio ${r.ratio} (net ${r.netRatio}); bytes ${r.tetherBytes} / ${r.buildbotBytes}`);
+      const cpuPerMB = r.payloadMB ? `; master CPU ${r.tetherMasterCpuSPerMB} / ${r.buildbotMasterCpuSPerMB} s per MB` : '';
+      opts.log(
+        `buildbot ${s.name}: Tether ${r.tetherS} s, buildbot-worker ${r.buildbotS} s, ratio ${r.ratio} (net ${r.netRatio}), runs ${r.tetherRuns.join(' ')} / ${r.buildbotRuns.join(' ')}; ` +
+          `bytes ${r.tetherBytes} / ${r.buildbotBytes}${cpuPerMB}; messages to the master ${r.tetherMasterLink.workerMessages} / ${r.buildbotMasterLink.workerMessages}`,
+      );
     }
 
     // Memory while streaming the same output through Buildbot.
@@ -437,9 +461,7 @@ export async function runBuildbot(opts: BenchOptions): Promise<BuildbotResults> 
     await withTimeout(Promise.allSettled([worker.stop(), agent.stop()]), 30_000, 'workers to stop').catch(() => undefined);
     await withTimeout(Promise.allSettled([bridge.stop()]), 15_000, 'tether-master to stop').catch(() => undefined);
     await withTimeout(master.stop(), 30_000, 'the master to stop').catch(() => undefined);
-    await relays[TETHER].close();
-    await relays[REF].close();
-    await bridgeRelay.close();
+    for (const r of [...Object.values(relays), ...Object.values(masterRelays)]) await r.close();
     for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
   }
 }

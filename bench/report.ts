@@ -27,16 +27,21 @@ export function report(r: Results): string {
       `\nMedians of ${bb.scenarios[0]?.reps ?? 0} builds each, alternating; time ratio = median of each pair's ratio; net = less each worker's empty build. ` +
         "Wire bytes: both directions of the agent ↔ tether-master link, and of the buildbot-worker ↔ master link.\n",
     );
+    const perMB = (x: (typeof bb.scenarios)[number]) => (x.payloadMB ? `${x.tetherMasterCpuSPerMB} / ${x.buildbotMasterCpuSPerMB}` : '-');
+    const sent = (l: (typeof bb.scenarios)[number]['tetherMasterLink']) => `${l.workerMessages} × ${Math.round(l.workerBytes / Math.max(1, l.workerMessages))}`;
     out.push(table(
-      ['build: CPU ms (median)', 'master (Tether)', 'tether-master', 'tether-agent', 'master (buildbot-worker)', 'buildbot-worker', "master's msgpack port: Tether msgs / bytes", 'buildbot-worker msgs / bytes'],
+      ['build: CPU ms (median)', 'master (Tether)', 'tether-master', 'tether-agent', 'master (buildbot-worker)', 'buildbot-worker', "master's CPU s per MB: Tether / buildbot-worker",
+        "master's msgpack port: Tether msgs / bytes", 'buildbot-worker msgs / bytes', 'sent to the master: Tether msgs × mean bytes', 'buildbot-worker'],
       bb.scenarios.map((x) => [
-        x.name, x.tetherCpu.master, x.tetherCpu.bridge, x.tetherCpu.worker, x.buildbotCpu.master, x.buildbotCpu.worker,
+        x.name, x.tetherCpu.master, x.tetherCpu.bridge, x.tetherCpu.worker, x.buildbotCpu.master, x.buildbotCpu.worker, perMB(x),
         `${x.tetherMasterLink.messages} / ${x.tetherMasterLink.bytes}`, `${x.buildbotMasterLink.messages} / ${x.buildbotMasterLink.bytes}`,
+        sent(x.tetherMasterLink), sent(x.buildbotMasterLink),
       ]),
     ));
     out.push(
       '\nCPU time (user + system, /proc/PID/stat) each process used during the build; the master\'s includes its REST API answering the polls. ' +
-        "The master's msgpack port: WebSocket messages (both ways) and bytes Buildbot exchanged with tether-master, and with buildbot-worker.\n",
+        "The master's msgpack port: WebSocket messages (both ways) and bytes Buildbot exchanged with tether-master, and with buildbot-worker; " +
+        'sent to the master: the messages from the worker side (nearly all of them updates or file writes) and their mean size.\n',
     );
     const e = bb.e2e;
     out.push(`Where the e2e build's ${e.tetherBytes} bytes on Tether's link go (decoded from the relay):\n`);

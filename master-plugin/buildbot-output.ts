@@ -8,6 +8,11 @@
  *   streamingFlushDelayMs while output streams (the last update went out less
  *   than that long ago), not Buildbot's buffer_timeout (5 s): a line shows at
  *   once, and streaming output still fills whole updates of buffer_size.
+ *   While the master is behind (the window holds the agent back and
+ *   acknowledgements are to come), the timer waits for it to catch up: a
+ *   part-filled update then would only add to Buildbot's work (each update
+ *   costs it a database transaction), where buildbot-worker, which has no
+ *   window, would have filled it.
  * - Partial lines: a trailing partial line is held (at most max_line_length
  *   characters per log) until its newline, the 'rc' update, an interrupt or
  *   the end of the command (flushLines), where '\n' is added, as buildbot-worker does.
@@ -21,25 +26,49 @@ import { encode } from '@msgpack/msgpack';
 import { type LineInfo, LogLines } from './buildbot-lines';
 import { ConnectionLostError, errorText } from './buildbot-protocol';
 import type { WorkerSettings } from './buildbot-dispatch';
-import { BufferManager, type Update, updateSize } from './buildbot-updates';
+import { BufferManager, type Update, type UpdateTimers, updateSize } from './buildbot-updates';
 
 /** The update keys whose data is lines, and the logs they are (a logfile is 'log:' and its name). */
 const LINE_KEYS = new Set(['stdout', 'stderr', 'header']);
 
 export class UpdateWindow {
+  /** Buffered and unacknowledged. */
   private bytes = 0;
+  private unacked = 0;
   private waiters: Array<() => void> = [];
   private open = true;
 
   constructor(private readonly maxBytes: number) {}
 
+  /** Bytes buffered. */
   add(n: number): void {
     this.bytes += n;
   }
 
+  /** Buffered bytes sent to Buildbot. */
+  sent(n: number): void {
+    this.unacked += n;
+  }
+
+  /** Sent bytes acknowledged (or lost with the connection). */
+  acked(n: number): void {
+    this.unacked -= n;
+    this.remove(n);
+  }
+
+  /** Bytes gone: acknowledged, or buffered and dropped. */
   remove(n: number): void {
     this.bytes -= n;
     if (this.waiters.length > 0 && this.bytes <= this.maxBytes / 2) this.releaseWaiters();
+  }
+
+  /**
+   * The master is behind: the agent is held back (the window is full, or has
+   * not drained to half since it was) and acknowledgements are to come, which
+   * will open it.
+   */
+  get behind(): boolean {
+    return this.open && this.unacked > 0 && (this.bytes > this.maxBytes || this.waiters.length > 0);
   }
 
   /** A promise while the window is full (undefined otherwise). */
@@ -97,7 +126,7 @@ export class CommandOutput {
     const { settings, flushDelayMs, streamingFlushDelayMs } = opts;
     this.lines = new LogLines(settings.newlineRe, settings.maxLineLength);
     const timeout = (): number => (Date.now() - this.lastSentAt < streamingFlushDelayMs ? streamingFlushDelayMs : flushDelayMs);
-    this.updates = new BufferManager((message) => this.send(message), settings.bufferSize, timeout);
+    this.updates = new BufferManager((message) => this.send(message), settings.bufferSize, timeout, this.timersWaitingForMaster());
   }
 
   /** Output of a log: 'stdout', 'stderr', 'header', or a logfile's (key 'log' and its name). */
@@ -146,6 +175,24 @@ export class CommandOutput {
     this.buffered = 0;
   }
 
+  /** Timers that fire only while the master is not behind (else they wait as long again). */
+  private timersWaitingForMaster(): UpdateTimers {
+    const { window } = this.opts;
+    type Held = { timer?: NodeJS.Timeout };
+    return {
+      set: (fn, ms) => {
+        const held: Held = {};
+        const fire = (): void => {
+          if (window.behind && !this.stopped) held.timer = setTimeout(fire, ms);
+          else fn();
+        };
+        held.timer = setTimeout(fire, ms);
+        return held;
+      },
+      clear: (held) => clearTimeout((held as Held).timer),
+    };
+  }
+
   private appendLines(log: string, info: LineInfo): void {
     if (log.startsWith('log:')) this.append('log', [log.slice(4), info]);
     else this.append(log, info);
@@ -162,6 +209,7 @@ export class CommandOutput {
     let bytes = 0;
     for (const [key, data] of message) bytes += windowBytes(key, data);
     this.buffered -= bytes;
+    this.opts.window.sent(bytes);
     this.lastSentAt = Date.now();
     const ack: Promise<void> = this.opts.send(message).then(
       () => undefined,
@@ -171,7 +219,7 @@ export class CommandOutput {
     );
     const tracked = ack.finally(() => {
       this.acks.delete(tracked);
-      this.opts.window.remove(bytes);
+      this.opts.window.acked(bytes);
     });
     this.acks.add(tracked);
   }

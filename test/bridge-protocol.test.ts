@@ -414,14 +414,20 @@ t.test('complete carries the failure text', async (t) => {
   t.match(c2c.args, /lost the command: link lost/);
 });
 
-t.test('backpressure: a slow master holds the agent', async (t) => {
-  const { master, agent, bridge } = await setup(t, { maxUnackedBytes: 8 * 1024 });
+/** Buildbot answers no update until release() is called. */
+function holdUpdates(master: FakeMaster): () => void {
   let release!: () => void;
   const gate = new Promise<void>((r) => (release = r));
   master.onRequest = async (m) => {
     if (m.op === 'update') await gate;
     return null;
   };
+  return release;
+}
+
+t.test('backpressure: a slow master holds the agent', async (t) => {
+  const { master, agent, bridge } = await setup(t, { maxUnackedBytes: 8 * 1024 });
+  const release = holdUpdates(master);
   const { id, cmd } = await startCommand(master, agent, 'shell', { workdir: '/agent/base/b1/build', command: 'x' });
   const line = Buffer.from('y'.repeat(1023) + '\n');
   let pending: Promise<void> | void = undefined;
@@ -445,6 +451,34 @@ t.test('backpressure: a slow master holds the agent', async (t) => {
   t.equal(text(updatesOf(master, id), 'stdout').length, sent * 1024);
   for (let i = 0; i < 50 && bridge.runningCommands > 0; i++) await new Promise((r) => setTimeout(r, 10));
   t.equal(bridge.runningCommands, 0, 'the command is forgotten once Buildbot acknowledged complete');
+});
+
+t.test('a master that is behind: no part-filled update while the agent is held back', async (t) => {
+  const { master, agent } = await setup(t, { maxUnackedBytes: 256 * 1024 });
+  const release = holdUpdates(master);
+  const { id, cmd } = await startCommand(master, agent, 'shell', { workdir: 'build', command: 'x' });
+  const updates = () => master.requests.filter((m) => m.op === 'update' && m.command_id === id);
+  // three pipe reads per chunk: whole updates take six, so a part-filled one is left when the window closes
+  const chunk = Buffer.from('y'.repeat(63) + '\n').subarray(0, 64);
+  const bytes = Buffer.concat(Array(3 * 128).fill(chunk));
+  let held: Promise<void> | void = undefined;
+  let chunks = 0;
+  while (!held && chunks < 100) {
+    held = cmd.sink.stdout!(bytes);
+    chunks++;
+  }
+  t.ok(held instanceof Promise, `held back after ${chunks} chunks`);
+  await new Promise((r) => setTimeout(r, 20));
+  const before = updates().length;
+  const sent = text(updatesOf(master, id), 'stdout').length;
+  t.ok(sent > 0 && sent < chunks * bytes.length, `${chunks * bytes.length - sent} bytes of lines are buffered, less than an update`);
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal(updates().length, before, 'the timer (50 ms) sent nothing more while the agent was held');
+  release();
+  await held;
+  cmd.settle({ failure: null });
+  await master.waitRequest((m) => m.op === 'complete' && m.command_id === id);
+  t.equal(text(updatesOf(master, id), 'stdout').length, chunks * bytes.length, 'every line arrived');
 });
 
 t.test('upload_file: writer calls are awaited one by one, then close and utime', async (t) => {
