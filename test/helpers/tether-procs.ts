@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { BuildbotProcess } from './buildbot';
 import { ForegroundProcess } from './processes';
-import { REPO_ROOT, makeTempDir, sleep, waitFor } from './support';
+import { REPO_ROOT, WaitAbort, makeTempDir, sleep, waitFor } from './support';
 
 export const AGENT_BIN = path.join(REPO_ROOT, 'bin', 'tether-agent.js');
 export const MASTER_BIN = path.join(REPO_ROOT, 'bin', 'tether-master.js');
@@ -19,6 +19,8 @@ export class TetherProcess implements BuildbotProcess {
     private readonly command: string = process.execPath,
     /** Variables added to this process's environment for it. */
     private readonly env: NodeJS.ProcessEnv = {},
+    /** A line it prints once it is ready (a master: once it listens); start() waits for it. */
+    private readonly ready?: RegExp,
   ) {}
 
   get pid(): number | undefined {
@@ -35,6 +37,17 @@ export class TetherProcess implements BuildbotProcess {
 
   async start(): Promise<void> {
     this.fg.spawnChild(this.command, this.argv, { ...process.env, ...this.env }, this.dir);
+    if (this.ready) {
+      // A loaded machine can take longer than any fixed pause: an agent started before its
+      // master listens has its first connection refused.
+      const ready = this.ready;
+      await waitFor(`${this.name} to print ${ready}`, () => {
+        const early = this.fg.exitedEarly();
+        if (early) throw new WaitAbort(`${this.name} ${early}`);
+        return ready.test(this.fg.output);
+      }, { timeoutMs: 30_000, intervalMs: 20 });
+      return;
+    }
     await sleep(100);
     const early = this.fg.exitedEarly();
     if (early) throw new Error(`${this.name} ${early}`);
@@ -59,7 +72,7 @@ export async function tetherMaster(opts: { buildbotPort: number; listenPort: num
   return new TetherProcess('tether-master', dir, [
     MASTER_BIN, '--buildbot', `ws://127.0.0.1:${opts.buildbotPort}`,
     '--listen', `tcp://127.0.0.1:${opts.listenPort}`, '--workers-file', workersFile, ...(opts.extraArgs ?? []),
-  ]);
+  ], process.execPath, {}, / listening on tcp:\/\//);
 }
 
 /**
