@@ -16,7 +16,7 @@ import { TetherHub } from '../master-plugin/hub';
 import type { RemoteAgent } from '../master-plugin/remote';
 import { runShell } from '../master-plugin/run-shell';
 import { cobsDecodeInPlace, cobsEncodeInto, cobsMaxEncodedLength } from '../wire/cobs';
-import { crc32c } from '../wire/crc32c';
+import { CRC32C_IMPLEMENTATION, crc32c } from '../wire/crc32c';
 import { FrameReader, authenticatedParts, isSequencedBody } from '../wire/framing';
 import { nearestNumber } from '../wire/frame-auth';
 import { MsgType, encodeOutput } from '../wire/messages';
@@ -165,7 +165,7 @@ export function codecCosts(): Array<[string, string | number]> {
   return [
     ['stage (64 KiB of text), MB/s', 'in this process'],
     ['encodeOutput (message head + Buffer.concat)', rate(() => encodeOutput(0, 0, data))],
-    ['crc32c (slicing-by-8)', rate(() => crc32c(data))],
+    [`crc32c (${CRC32C_IMPLEMENTATION})`, rate(() => crc32c(data))],
     ['cobsEncodeInto', rate(() => cobsEncodeInto(data, dst, 0))],
     ['a frame: tag (HMAC-SHA256) + CRC + COBS from parts, agent side', rate(() => benchFrame(data, 7))],
     ['FrameReader.feed (copy + cobsDecodeInPlace), hub side', rate(() => reader.feed(frame))],

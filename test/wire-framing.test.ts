@@ -6,7 +6,7 @@
 import t from 'tap';
 import { PassThrough } from 'node:stream';
 import { cobsDecodeInPlace, cobsEncodeInto, cobsMaxEncodedLength } from '../wire/cobs';
-import { crc32c } from '../wire/crc32c';
+import { CRC32C_IMPLEMENTATION, crc32c, crc32cTables } from '../wire/crc32c';
 import { FrameAuth, deriveKeys, nearestNumber, nextNumber } from '../wire/frame-auth';
 import {
   FrameReader,
@@ -111,19 +111,29 @@ t.test('CRC-32C: the standard check value and known vectors', async (t) => {
   t.equal(crc32c(Buffer.from(Array.from({ length: 32 }, (_, i) => 31 - i))), 0x113fdb5c, '32 descending bytes');
 });
 
-t.test('CRC-32C: slicing-by-8 equals the bitwise definition at every length and alignment', async (t) => {
+t.test('CRC-32C: the addon and slicing-by-8 equal the bitwise definition at every length, alignment and seed', async (t) => {
   const rng = new Rng(1);
   let mismatches = 0;
-  for (let n = 0; n < 300; n++) {
+  const lengths = [...Array.from({ length: 300 }, (_, n) => n), ...Array.from({ length: 40 }, () => 300 + rng.int(70_000))];
+  for (const n of lengths) {
     const data = rng.bytes(n);
-    if (crc32c(data) !== naiveCrc32c(data)) mismatches++;
+    const whole = naiveCrc32c(data);
+    if (crc32c(data) !== whole || crc32cTables(data) !== whole) mismatches++;
     const start = rng.int(n + 1);
     const end = start + rng.int(n - start + 1);
-    if (crc32c(data, 0, start, end) !== naiveCrc32c(data.subarray(start, end))) mismatches++;
+    const part = naiveCrc32c(data.subarray(start, end));
+    if (crc32c(data, 0, start, end) !== part || crc32cTables(data, 0, start, end) !== part) mismatches++;
     const cut = rng.int(n + 1);
-    if (crc32c(data.subarray(cut), crc32c(data.subarray(0, cut))) !== crc32c(data)) mismatches++;
+    if (crc32c(data.subarray(cut), crc32c(data.subarray(0, cut))) !== whole) mismatches++;
+    if (crc32cTables(data.subarray(cut), crc32cTables(data.subarray(0, cut))) !== whole) mismatches++;
   }
-  t.equal(mismatches, 0);
+  t.equal(mismatches, 0, `${lengths.length} inputs up to ${Math.max(...lengths)} bytes`);
+});
+
+t.test('CRC-32C: the CPU instructions, through @node-rs/crc32, where it ships a prebuilt addon', async (t) => {
+  // Its prebuilt addons cover Linux on x64, arm64 and armv7 (glibc): there the tables would be a silent slowdown.
+  const prebuilt = process.platform === 'linux' && ['x64', 'arm64', 'arm'].includes(process.arch);
+  t.equal(CRC32C_IMPLEMENTATION, prebuilt ? 'native' : 'tables', `${process.platform}-${process.arch}: ${CRC32C_IMPLEMENTATION}`);
 });
 
 t.test('an authenticated frame: CRC over 0x02 || body || number || tag; tag over number (64 bits, LE) || body', async (t) => {
