@@ -19,7 +19,7 @@ import {
 } from '../wire/framing';
 import { FORGED_FRAME_BUDGET, Link } from '../wire/link';
 import { MsgType, decodeMessage, encodeMessage } from '../wire/messages';
-import { naiveCrc32c } from './helpers/naive-wire';
+import { naiveCobsEncode, naiveCrc32c } from './helpers/naive-wire';
 import { Rng } from './helpers/wire-net';
 import { tick } from './helpers/support';
 
@@ -217,6 +217,29 @@ t.test('COBS: random round trips, including 0-heavy data and 254/255-byte runs',
     if (!back || !back.equals(input)) bad++;
   }
   t.equal(bad, 0, `${inputs.length} inputs round-trip, no 0x00 in any encoding, within cobsMaxEncodedLength`);
+});
+
+t.test('COBS: the encoding of a frame given in parts is the textbook one, byte for byte', async (t) => {
+  const rng = new Rng(7);
+  let bad = 0;
+  let count = 0;
+  for (let n = 0; n < 2000; n++) {
+    const length = n < 1100 ? n : rng.int(70_000);
+    const data = rng.bytes(length);
+    // Few zeros (long runs, as in text), many zeros, or random bytes.
+    const kind = n % 3;
+    for (let i = 0; i < length; i++) {
+      if (kind === 0 && data[i] === 0 && rng.int(64) !== 0) data[i] = 1;
+      else if (kind === 1 && rng.int(4) === 0) data[i] = 0;
+    }
+    const cuts = Array.from({ length: rng.int(4) }, () => rng.int(length + 1)).sort((a, b) => a - b);
+    const parts = [0, ...cuts].map((from, i) => data.subarray(from, i < cuts.length ? cuts[i] : length));
+    const out = Buffer.alloc(cobsMaxEncodedLength(length) + 3, 0xee);
+    const end = cobsEncodeInto(parts, out, 3);
+    if (!out.subarray(3, end).equals(naiveCobsEncode(data)) || !out.subarray(0, 3).equals(Buffer.alloc(3, 0xee))) bad++;
+    count++;
+  }
+  t.equal(bad, 0, `${count} frames of up to 70 000 bytes, in 1 to 4 parts, at an offset`);
 });
 
 // ---- FrameReader -----------------------------------------------------------------

@@ -17,8 +17,10 @@ export function cobsMaxEncodedLength(length: number): number {
  */
 export function cobsEncodeInto(src: Uint8Array | readonly Uint8Array[], dst: Uint8Array, offset: number): number {
   const parts = src instanceof Uint8Array ? [src] : src;
+  /** Where the current block's code byte goes. */
   let code = offset;
   let out = offset + 1;
+  /** Data bytes in the current block. */
   let run = 0;
   for (const part of parts) {
     const source = Buffer.from(part.buffer, part.byteOffset, part.length);
@@ -26,17 +28,28 @@ export function cobsEncodeInto(src: Uint8Array | readonly Uint8Array[], dst: Uin
     while (at < source.length) {
       const zero = source.indexOf(0, at);
       const end = zero === -1 ? source.length : zero;
-      // The run [at, end) goes out in blocks of at most 254 bytes, each after its code byte.
-      while (at < end) {
-        const take = Math.min(end - at, 254 - run);
-        dst.set(source.subarray(at, at + take), out);
-        out += take;
-        at += take;
-        run += take;
-        if (run === 254) {
-          dst[code] = 0xff;
-          code = out++;
-          run = 0;
+      if (end > at) {
+        // The run [at, end) has no zero. It goes out in one copy; then every block after the
+        // first is moved right, last first, to open a gap for its code byte. copyWithin
+        // allocates nothing, where a subarray for each 254-byte block cost most of the time.
+        const length = end - at;
+        dst.set(at === 0 && end === source.length ? source : source.subarray(at, end), out);
+        const first = Math.min(length, 254 - run);
+        const later = Math.ceil((length - first) / 254);
+        for (let b = later; b >= 1; b--) {
+          const from = out + first + (b - 1) * 254;
+          dst.copyWithin(from + b, from, Math.min(from + 254, out + length));
+        }
+        // The code bytes: a full block's is 0xff, and the next block's goes in the gap after it.
+        let size = first;
+        for (let left = length; left > 0; left -= size, size = Math.min(254, left)) {
+          out += size;
+          run += size;
+          if (run === 254) {
+            dst[code] = 0xff;
+            code = out++;
+            run = 0;
+          }
         }
       }
       if (zero === -1) break;

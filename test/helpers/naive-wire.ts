@@ -13,6 +13,28 @@ export function naiveCrc32c(data: Uint8Array): number {
   return (crc ^ 0xffffffff) >>> 0;
 }
 
+/** COBS encoding of one frame (no delimiter), a byte at a time, straight from the definition. */
+export function naiveCobsEncode(data: Uint8Array): Buffer {
+  const out: number[] = [0];
+  let code = 0;
+  for (const byte of data) {
+    if (byte === 0) {
+      out[code] = out.length - code;
+      code = out.length;
+      out.push(0);
+      continue;
+    }
+    out.push(byte);
+    if (out.length - code === 255) {
+      out[code] = 0xff;
+      code = out.length;
+      out.push(0);
+    }
+  }
+  out[code] = out.length - code;
+  return Buffer.from(out);
+}
+
 /** COBS decoding of one frame (delimiter removed), straight from the definition. */
 export function naiveCobsDecode(enc: Buffer): Buffer {
   const out: number[] = [];
