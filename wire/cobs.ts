@@ -4,6 +4,7 @@
  * Runs between zeros are found with indexOf and moved with native copies:
  * this is the hot path of every byte on the wire.
  */
+import { type BodyParts, bodyParts } from './body-parts';
 
 /** Largest encoded size of `length` input bytes, delimiter excluded. */
 export function cobsMaxEncodedLength(length: number): number {
@@ -15,8 +16,8 @@ export function cobsMaxEncodedLength(length: number): number {
  * never joined before it is encoded) into `dst` at `offset`; returns the
  * offset after the last byte written.
  */
-export function cobsEncodeInto(src: Uint8Array | readonly Uint8Array[], dst: Uint8Array, offset: number): number {
-  const parts = src instanceof Uint8Array ? [src] : src;
+export function cobsEncodeInto(src: Uint8Array | BodyParts, dst: Uint8Array, offset: number): number {
+  const parts = bodyParts(src);
   /** Where the current block's code byte goes. */
   let code = offset;
   let out = offset + 1;

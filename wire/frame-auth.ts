@@ -14,6 +14,7 @@
  * moved to another place in the stream without failing its tag.
  */
 import { type KeyObject, createHmac, createSecretKey, hkdfSync, timingSafeEqual } from 'node:crypto';
+import { type BodyParts, bodyParts } from './body-parts';
 
 export const TAG_BYTES = 8;
 export const NUMBER_BYTES = 2;
@@ -56,7 +57,7 @@ export class FrameAuth {
   }
 
   /** The tag of a frame this side sends. */
-  tag(number: number, body: Uint8Array): Buffer {
+  tag(number: number, body: Uint8Array | BodyParts): Buffer {
     return computeTag(this.sendKey, number, body);
   }
 
@@ -66,8 +67,10 @@ export class FrameAuth {
   }
 }
 
-function computeTag(key: KeyObject, number: number, body: Uint8Array): Buffer {
-  return createHmac('sha256', key).update(numberBytes(number)).update(body).digest().subarray(0, TAG_BYTES);
+function computeTag(key: KeyObject, number: number, body: Uint8Array | BodyParts): Buffer {
+  const hmac = createHmac('sha256', key).update(numberBytes(number));
+  for (const part of bodyParts(body)) hmac.update(part);
+  return hmac.digest().subarray(0, TAG_BYTES);
 }
 
 /** The 16 bits of a frame number that go on the wire. */

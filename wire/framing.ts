@@ -16,6 +16,7 @@
  * numbered by its sequence number.
  */
 import { Writable } from 'node:stream';
+import { type BodyParts, bodyLength, bodyParts } from './body-parts';
 import { cobsDecodeInPlace, cobsEncodeInto, cobsMaxEncodedLength } from './cobs';
 import { crc32c } from './crc32c';
 import { NUMBER_BYTES, TAG_BYTES } from './frame-auth';
@@ -46,9 +47,7 @@ function crcBytes(parts: readonly Uint8Array[], seed: number): Buffer {
 /** COBS-encodes the parts of one frame and adds the CRC and the delimiter: one allocation, no joining. */
 function encodeParts(parts: Uint8Array[], seed: number): Buffer {
   parts.push(crcBytes(parts, seed));
-  let length = 0;
-  for (const part of parts) length += part.length;
-  const out = Buffer.allocUnsafe(cobsMaxEncodedLength(length) + 1);
+  const out = Buffer.allocUnsafe(cobsMaxEncodedLength(bodyLength(parts)) + 1);
   const end = cobsEncodeInto(parts, out, 0);
   out[end] = 0;
   return out.subarray(0, end + 1);
@@ -60,10 +59,10 @@ export function encodeHandshakeFrame(body: Uint8Array): Buffer {
 }
 
 /** An authenticated frame: `low` the frame number's low 16 bits, `tag` its tag. */
-export function encodeAuthenticatedFrame(body: Uint8Array, low: number, tag: Uint8Array): Buffer {
+export function encodeAuthenticatedFrame(body: Uint8Array | BodyParts, low: number, tag: Uint8Array): Buffer {
   const number = Buffer.allocUnsafe(NUMBER_BYTES);
   number.writeUInt16LE(low, 0);
-  return encodeParts([body, number, tag], AUTHENTICATED_CRC_SEED);
+  return encodeParts([...bodyParts(body), number, tag], AUTHENTICATED_CRC_SEED);
 }
 
 function crcMatches(frame: Buffer, seed: number): boolean {

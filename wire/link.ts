@@ -11,6 +11,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
+import type { BodyParts } from './body-parts';
 import { TetherError } from './errors';
 import { type FrameAuth, nearestNumber, nextNumber, wireNumber } from './frame-auth';
 import {
@@ -230,11 +231,11 @@ export class Link extends EventEmitter {
   }
 
   /** The wire frame of a sequenced body with its sequence number (the session keeps it, to send again). */
-  encodeSequenced(body: Buffer, seq: number): Buffer {
+  encodeSequenced(body: Uint8Array | BodyParts, seq: number): Buffer {
     return this.encode(body, seq);
   }
 
-  private encode(body: Buffer, number: number): Buffer {
+  private encode(body: Uint8Array | BodyParts, number: number): Buffer {
     if (!this.auth) throw new TetherError('NOT_AUTHENTICATED', 'a session frame before the handshake made the keys');
     return encodeAuthenticatedFrame(body, wireNumber(number), this.auth.tag(number, body));
   }

@@ -102,16 +102,35 @@ export type MessageOf<T extends Message['type']> = Extract<Message, { type: T }>
 /** Room for the head of a message carrying payload (type, stream, byte-string length): at most 16 bytes. */
 export const PAYLOAD_HEAD_BYTES = 16;
 
-/** Output is the hot path: its body is written by hand, two bytes of head for a short chunk. */
-export function encodeOutput(stream: number, channel: ChannelId, data: Uint8Array): Buffer {
-  const head = encodeSequence([-1 - (2 * stream + channel)]);
-  const n = data.length;
-  const lengthHead =
-    n < 24 ? Buffer.from([0x40 | n])
+/** The head of a CBOR byte string of `n` bytes (preferred form). */
+function byteStringHead(n: number): Buffer {
+  return n < 24 ? Buffer.from([0x40 | n])
     : n < 0x100 ? Buffer.from([0x58, n])
     : n < 0x10000 ? Buffer.from([0x59, n >> 8, n & 0xff])
     : Buffer.from([0x5a, (n >>> 24) & 0xff, (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff]);
-  return Buffer.concat([head, lengthHead, data]);
+}
+
+/** A message whose last field is payload bytes (output, DATA, LOG, STDIN), without them. */
+export type PayloadFields =
+  | { type: 'output'; stream: number; channel: ChannelId }
+  | { type: typeof MsgType.DATA | typeof MsgType.STDIN; stream: number }
+  | { type: typeof MsgType.LOG; stream: number; name: string };
+
+/**
+ * Everything of a payload message's body before its `length` data bytes: the
+ * body is this head and the data, sent as parts (body-parts.ts). Output, the
+ * hot path, takes two bytes of head for a short chunk.
+ */
+export function payloadHead(m: PayloadFields, length: number): Buffer {
+  const fields =
+    m.type === 'output' ? [-1 - (2 * m.stream + m.channel)]
+    : m.type === MsgType.LOG ? [m.type, m.stream, m.name]
+    : [m.type, m.stream];
+  return Buffer.concat([encodeSequence(fields), byteStringHead(length)]);
+}
+
+export function encodeOutput(stream: number, channel: ChannelId, data: Uint8Array): Buffer {
+  return Buffer.concat([payloadHead({ type: 'output', stream, channel }, data.length), data]);
 }
 
 function helloMap(p: HelloParams): Map<number, unknown> {

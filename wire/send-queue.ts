@@ -4,13 +4,15 @@
  * shrinks on a noisy line). Payload (output, DATA, LOG, STDIN) for the same
  * place that waits behind a busy link joins into one message, so a slow line
  * carries fewer, fuller frames; a body larger than the frame is cut into
- * pieces of payload, or, for any other message, into FRAGMENTs. The queue
- * counts its bytes so the session can bound it.
+ * pieces of payload, or, for any other message, into FRAGMENTs. A payload
+ * body leaves as parts (its head, then the data as queued), never copied.
+ * The queue counts its bytes so the session can bound it.
  */
+import type { BodyParts } from './body-parts';
 import { TetherError } from './errors';
 import { FRAGMENT_HEAD_BYTES, MAX_MESSAGE_BYTES } from './fragments';
 import { logNameBytes } from './credit';
-import { MsgType, type OutgoingMessage, PAYLOAD_HEAD_BYTES, encodeMessage } from './messages';
+import { MsgType, type OutgoingMessage, PAYLOAD_HEAD_BYTES, encodeMessage, payloadHead } from './messages';
 
 /** A message whose payload may be cut or joined (its credit counts bytes, not messages). */
 type Payload = Extract<OutgoingMessage, { type: 'output' } | { type: typeof MsgType.DATA } | { type: typeof MsgType.LOG }>
@@ -19,7 +21,7 @@ type Payload = Extract<OutgoingMessage, { type: 'output' } | { type: typeof MsgT
 type Queued =
   /** An encoded message, and how much of it went out already (in FRAGMENTs). */
   | { body: Buffer; sent: number }
-  /** Payload pieces waiting to go, joined when they are cut. */
+  /** Payload pieces waiting to go: a body takes them as they are (parts). */
   | { payload: Payload; parts: Buffer[]; length: number };
 
 function isPayload(m: OutgoingMessage): m is Payload {
@@ -73,15 +75,15 @@ export class SendQueue {
   }
 
   /** The next frame body, at most `limit` bytes (a payload message's head may take it a little over), or undefined. */
-  shift(limit = this.maxBody): Buffer | undefined {
+  shift(limit = this.maxBody): BodyParts | undefined {
     const item = this.items[0];
     if (!item) return undefined;
-    if ('body' in item) return this.cutBody(item, limit);
+    if ('body' in item) return [this.cutBody(item, limit)];
     const room = Math.max(1, Math.min(item.length, limit - headBytes(item.payload)));
     const data = this.take(item, room);
     if (item.length === 0) this.items.shift();
-    this.bytes -= data.length;
-    return encodeMessage({ ...item.payload, data });
+    this.bytes -= room;
+    return [payloadHead(item.payload, room), ...data];
   }
 
   /** A whole body when it fits; else its next FRAGMENT piece. */
@@ -99,25 +101,22 @@ export class SendQueue {
     return encodeMessage({ type: MsgType.FRAGMENT, more, data: piece });
   }
 
-  /** The first `length` payload bytes of a waiting item (its parts joined only when a piece spans them). */
-  private take(item: { parts: Buffer[]; length: number }, length: number): Buffer {
+  /** The first `length` payload bytes of a waiting item, as the buffers (or pieces of them) that hold them. */
+  private take(item: { parts: Buffer[]; length: number }, length: number): Buffer[] {
     item.length -= length;
-    const first = item.parts[0];
-    if (first.length === length) return item.parts.shift()!;
-    if (first.length > length) {
-      item.parts[0] = first.subarray(length);
-      return first.subarray(0, length);
-    }
-    const out = Buffer.allocUnsafe(length);
-    for (let at = 0; at < length; ) {
+    const taken: Buffer[] = [];
+    for (let left = length; left > 0; ) {
       const part = item.parts[0];
-      const n = Math.min(part.length, length - at);
-      part.copy(out, at, 0, n);
-      at += n;
-      if (n === part.length) item.parts.shift();
-      else item.parts[0] = part.subarray(n);
+      if (part.length <= left) {
+        taken.push(item.parts.shift()!);
+        left -= part.length;
+      } else {
+        taken.push(part.subarray(0, left));
+        item.parts[0] = part.subarray(left);
+        left = 0;
+      }
     }
-    return out;
+    return taken;
   }
 }
 

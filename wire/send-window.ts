@@ -9,11 +9,12 @@
  * retransmission timeout comes from round trips measured on the line itself
  * (RFC 6298), never from its nominal rate alone: it only recovers a lost tail.
  */
+import type { BodyParts } from './body-parts';
 
 export interface SentFrame {
   readonly seq: number;
   /** The body as sent (compressed if it was): framed again with a new link's keys when a session resumes. */
-  readonly body: Buffer;
+  readonly body: BodyParts;
   frame: Buffer;
   /** Transmissions so far. */
   sends: number;
@@ -91,7 +92,7 @@ export class SendWindow {
   }
 
   /** A new frame, kept until acknowledged. */
-  add(seq: number, body: Buffer, frame: Buffer): SentFrame {
+  add(seq: number, body: BodyParts, frame: Buffer): SentFrame {
     const entry: SentFrame = { seq, body, frame, sends: 0, order: 0, firstOrder: 0, writtenAt: null, held: false, queued: false, acked: false };
     this.frames.push(entry);
     this.bytes += frame.length;

@@ -16,6 +16,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
+import { joinBody } from './body-parts';
 import { Compressor, Decompressor } from './compression';
 import { TetherError, errorName } from './errors';
 import { Reassembler } from './fragments';
@@ -319,7 +320,7 @@ export class Session extends EventEmitter {
       this.sender.bytes < this.unackedLimit && this.sender.count < MAX_UNACKED_FRAMES
     ) {
       let body = this.queue.shift(this.frameLimit)!;
-      if (this.compressor) body = this.compressor.pack(body);
+      if (this.compressor) body = [this.compressor.pack(joinBody(body))];
       const seq = this.sendSeq++;
       if (this.sender.count === 0) this.lastAckProgress = Date.now();
       // Kept before it is written: a write to a closed link calls back (and flushes) at once.
