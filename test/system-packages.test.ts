@@ -8,6 +8,7 @@
 import t, { type Test } from 'tap';
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
+import * as fs from 'node:fs';
 import { TARGETS, buildNeeds } from '../scripts/build-binary';
 import { type Need, ensurePackages } from '../scripts/system-packages';
 import { REPO_ROOT, tempDir } from './helpers/support';
@@ -75,10 +76,17 @@ t.test('as root the missing packages are installed at once, and said so', async 
 t.test('npm run build:binary without the tools, not as root: stops at once with the one command', async (t) => {
   // An unprivileged user (setpriv, from util-linux: test/preflight.js, when the tests run as root) with an empty PATH.
   const empty = await tempDir(t, 'tether-no-tools-');
+  // The script is copied where that user can read it: a checkout under /root, or in a 0700
+  // directory, is out of its reach (it would fail with "Cannot find module").
+  const checkout = await tempDir(t, 'tether-script-copy-');
+  fs.mkdirSync(path.join(checkout, 'scripts'));
+  for (const file of ['build-binary.js', 'system-packages.js']) fs.copyFileSync(path.join(REPO_ROOT, 'scripts', file), path.join(checkout, 'scripts', file));
+  for (const dir of [empty, checkout, path.join(checkout, 'scripts')]) fs.chmodSync(dir, 0o755);
   const asUser = process.getuid?.() === 0 ? ['/usr/bin/setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--'] : [];
-  const argv = [...asUser, process.execPath, path.join(REPO_ROOT, 'scripts', 'build-binary.js'), 'linux-x64', 'linux-arm64', 'linux-armv7l'];
+  // env -u: tap's process tracking puts its loader (in this checkout's node_modules) into NODE_OPTIONS of every child.
+  const argv = [...asUser, '/usr/bin/env', '-u', 'NODE_OPTIONS', process.execPath, path.join(checkout, 'scripts', 'build-binary.js'), 'linux-x64', 'linux-arm64', 'linux-armv7l'];
   const r = spawnSync(argv[0], argv.slice(1), {
-    cwd: REPO_ROOT,
+    cwd: checkout,
     encoding: 'utf8',
     timeout: 60_000,
     env: { PATH: empty, TETHER_BINARY_CACHE: path.join(empty, 'cache') }, // nothing of tap's NODE_OPTIONS either
