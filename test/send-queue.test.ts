@@ -4,8 +4,11 @@
  * parts are exactly the body encodeMessage() makes.
  */
 import t from 'tap';
+import { bodyLength } from '../wire/body-parts';
+import { DEFAULT_MAX_FRAME, DEFAULT_WINDOW } from '../wire/handshake';
 import { Channel, MsgType, type OutgoingMessage, encodeMessage } from '../wire/messages';
 import { SendQueue } from '../wire/send-queue';
+import { payloadChunks } from '../wire/stream-io';
 
 const LENGTHS = [0, 1, 23, 24, 255, 256, 65_535, 65_536];
 
@@ -46,4 +49,19 @@ t.test('payload joined behind a busy link and cut at the frame size: pieces of t
   const sent = [first, ...rest].map((body) => Buffer.concat(body.slice(1)));
   t.same(Buffer.concat(sent), Buffer.concat(chunks), 'every byte once, in order');
   t.equal(queue.bytes, 0);
+});
+
+t.test('with the default frame size on TCP, a 64 KiB read of a pipe or a file goes out as one frame', async (t) => {
+  for (const make of [
+    (data: Buffer): OutgoingMessage => ({ type: 'output', stream: 2 ** 31 - 1, channel: Channel.STDERR, data }),
+    (data: Buffer): OutgoingMessage => ({ type: MsgType.DATA, stream: 2 ** 31 - 1, data }),
+  ]) {
+    const data = Buffer.alloc(64 * 1024, 0x61);
+    t.equal(payloadChunks(data, DEFAULT_MAX_FRAME, DEFAULT_WINDOW).next().value?.length, data.length, `${make(data).type}: one chunk`);
+    const queue = new SendQueue(DEFAULT_MAX_FRAME);
+    queue.push(make(data));
+    const body = queue.shift()!;
+    t.equal(queue.length, 0, 'one body');
+    t.ok(bodyLength(body) <= DEFAULT_MAX_FRAME, `of ${bodyLength(body)} bytes, within ${DEFAULT_MAX_FRAME}`);
+  }
 });
