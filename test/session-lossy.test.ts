@@ -8,6 +8,7 @@
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
+import type { Compressor } from '../wire/compression';
 import { FrameAuth } from '../wire/frame-auth';
 import { FrameReader, authenticatedParts, encodeAuthenticatedFrame } from '../wire/framing';
 import { Link } from '../wire/link';
@@ -130,8 +131,13 @@ t.test('deflate: text shrinks, random bytes are never sent bigger', async (t) =>
       sizes.push(pair.linkA.stats.bytesOut);
       pair.close();
     }
-    if (kind === 'text') t.ok(sizes[1] * 3 < sizes[0], `text: ${sizes[0]} bytes raw, ${sizes[1]} compressed`);
-    else t.ok(sizes[1] <= sizes[0], `random: ${sizes[0]} bytes raw, ${sizes[1]} with deflate on`);
+    const { stats } = (packed.sender as unknown as { compressor: Compressor }).compressor;
+    if (kind === 'text') t.ok(sizes[1] * 3 < sizes[0] && stats.packed > 0, `text: ${sizes[0]} bytes raw, ${sizes[1]} compressed`);
+    else {
+      // Whether output joins into a frame depends on when the line drains, so the two runs'
+      // totals differ by their framing (about 1 %): what never grows is each body, sent raw.
+      t.ok(stats.tried > 0 && stats.packed === 0, `random: deflate tried on ${stats.tried} bodies, each sent raw (${sizes[0]} bytes without deflate, ${sizes[1]} with)`);
+    }
   }
 });
 
