@@ -116,6 +116,9 @@ function protocolTable(r: Results, out: string[]): void {
   if (t.relayMBps !== undefined) {
     rows.push(['the same bytes through a relay of that shape', '', `command → \`socat\` → TCP → \`socat\` → /dev/null: ${t.relayMBps} MB/s (Tether ${t.relayRatio}×)`]);
   }
+  if (t.agentCpuMsPerMB !== undefined) {
+    rows.push(['CPU (user + system) per MB of that output', `agent ${t.agentCpuMsPerMB} ms, hub ${t.hubCpuMsPerMB} ms`, 'they share the cores with the command: their sum bounds the rate']);
+  }
   if (stat) rows.push([`round trip of \`stat\` (${stat.runs} runs)`, `median ${stat.medianMs} ms, p99 ${stat.p99Ms} ms`, '']);
   if (sh && local) rows.push([`round trip of shell \`true\` (${sh.runs} runs)`, `median ${sh.medianMs} ms, p99 ${sh.p99Ms} ms`, `spawning \`true\` here: median ${local.medianMs} ms`]);
   const out80 = p.messages.find((x) => x.message.startsWith('output 80'));

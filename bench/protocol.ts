@@ -14,7 +14,7 @@ import type { RemoteAgent } from '../master-plugin/remote';
 import { runShell, shellArgs } from '../master-plugin/run-shell';
 import { Channel, MsgType, type OutgoingMessage, encodeMessage } from '../wire/messages';
 import {
-  type BenchOptions, MB, benchFrame, hubAndAgent, median, percentile, round, since, textProducer, timeLocal,
+  type BenchOptions, MB, benchFrame, cpuMsOf, hubAndAgent, median, percentile, round, since, textProducer, timeLocal,
 } from './lib';
 import { freePort, listening, withTimeout } from '../test/helpers/support';
 
@@ -35,6 +35,13 @@ export interface ThroughputResult {
   relayMBps: number;
   relayRatio: number;
   relayMs: number[];
+  /**
+   * CPU time (user + system) per MB of output during Tether's runs: the agent
+   * process's (/proc/PID/stat) and the hub's (this process). With two cores
+   * for the command, the agent and the hub, their sum is what bounds the rate.
+   */
+  agentCpuMsPerMB: number;
+  hubCpuMsPerMB: number;
 }
 
 /**
@@ -90,7 +97,7 @@ async function timeShell(remote: RemoteAgent, command: string): Promise<{ ms: nu
   return { ms, bytes };
 }
 
-export async function throughput(remote: RemoteAgent, opts: BenchOptions): Promise<ThroughputResult> {
+export async function throughput(remote: RemoteAgent, agentPid: number, opts: BenchOptions): Promise<ThroughputResult> {
   const bytes = (opts.quick ? 10 : 200) * MB;
   const reps = opts.quick ? 2 : 5;
   const command = textProducer(bytes);
@@ -98,8 +105,15 @@ export async function throughput(remote: RemoteAgent, opts: BenchOptions): Promi
   const tether: number[] = [];
   const cat: number[] = [];
   const relay: number[] = [];
+  let agentCpuMs = 0;
+  let hubCpuMs = 0;
   for (let i = 0; i < reps; i++) {
+    const agentBefore = cpuMsOf(agentPid);
+    const hubBefore = process.cpuUsage();
     const { ms, bytes: got } = await timeShell(remote, command);
+    const hub = process.cpuUsage(hubBefore);
+    agentCpuMs += cpuMsOf(agentPid) - agentBefore;
+    hubCpuMs += (hub.user + hub.system) / 1000;
     if (got !== bytes) throw new Error(`throughput: got ${got} of ${bytes} bytes`);
     tether.push(ms);
     cat.push(await timeLocal(`${command} | cat > /dev/null`));
@@ -119,8 +133,13 @@ export async function throughput(remote: RemoteAgent, opts: BenchOptions): Promi
     relayMBps: mbps(median(relay)),
     relayRatio: ratioTo(relay),
     relayMs: relay.map((x) => round(x, 1)),
+    agentCpuMsPerMB: round(agentCpuMs / (reps * (bytes / MB)), 2),
+    hubCpuMsPerMB: round(hubCpuMs / (reps * (bytes / MB)), 2),
   };
-  opts.log(`throughput: Tether ${result.tetherMBps} MB/s, cat ${result.catMBps} MB/s (ratio ${result.ratio}), socat relay ${result.relayMBps} MB/s (ratio ${result.relayRatio})`);
+  opts.log(
+    `throughput: Tether ${result.tetherMBps} MB/s, cat ${result.catMBps} MB/s (ratio ${result.ratio}), socat relay ${result.relayMBps} MB/s (ratio ${result.relayRatio}); ` +
+      `CPU per MB: agent ${result.agentCpuMsPerMB} ms, hub ${result.hubCpuMsPerMB} ms`,
+  );
   return result;
 }
 
@@ -210,7 +229,7 @@ export async function runProtocol(opts: BenchOptions): Promise<ProtocolResults> 
   const messages = messageSizes();
   const pair = await hubAndAgent();
   try {
-    const tp = await throughput(pair.remote, opts);
+    const tp = await throughput(pair.remote, pair.agent.pid!, opts);
     const rt = await roundTrip(pair.remote, opts);
     return { throughput: tp, roundTrip: rt, messages };
   } finally {

@@ -59,8 +59,8 @@ export function report(r: Results): string {
   else {
     const t = p.throughput;
     out.push(table(
-      ['agent → hub, a command writing to stdout', 'Tether MB/s', 'cat MB/s', 'ratio', 'socat relay MB/s', 'ratio'],
-      [[`${mb(t.bytes)} MB of 64-byte lines (median of ${t.reps})`, t.tetherMBps, t.catMBps, t.ratio, t.relayMBps ?? '-', t.relayRatio ?? '-']],
+      ['agent → hub, a command writing to stdout', 'Tether MB/s', 'cat MB/s', 'ratio', 'socat relay MB/s', 'ratio', 'CPU ms/MB agent', 'hub'],
+      [[`${mb(t.bytes)} MB of 64-byte lines (median of ${t.reps})`, t.tetherMBps, t.catMBps, t.ratio, t.relayMBps ?? '-', t.relayRatio ?? '-', t.agentCpuMsPerMB ?? '-', t.hubCpuMsPerMB ?? '-']],
     ));
     out.push('');
     out.push(table(['round trip', 'runs', 'median ms', 'p99 ms', 'mean ms'], p.roundTrip.map((x) => [x.command, x.runs, x.medianMs, x.p99Ms, x.meanMs])));
