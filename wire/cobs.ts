@@ -18,10 +18,8 @@ export function cobsMaxEncodedLength(length: number): number {
  */
 export function cobsEncodeInto(src: Uint8Array | BodyParts, dst: Uint8Array, offset: number): number {
   const parts = bodyParts(src);
-  /** Where the current block's code byte goes. */
   let code = offset;
   let out = offset + 1;
-  /** Data bytes in the current block. */
   let run = 0;
   for (const part of parts) {
     const source = Buffer.from(part.buffer, part.byteOffset, part.length);
@@ -29,28 +27,20 @@ export function cobsEncodeInto(src: Uint8Array | BodyParts, dst: Uint8Array, off
     while (at < source.length) {
       const zero = source.indexOf(0, at);
       const end = zero === -1 ? source.length : zero;
-      if (end > at) {
-        // The run [at, end) has no zero. It goes out in one copy; then every block after the
-        // first is moved right, last first, to open a gap for its code byte. copyWithin
-        // allocates nothing, where a subarray for each 254-byte block cost most of the time.
-        const length = end - at;
-        dst.set(at === 0 && end === source.length ? source : source.subarray(at, end), out);
-        const first = Math.min(length, 254 - run);
-        const later = Math.ceil((length - first) / 254);
-        for (let b = later; b >= 1; b--) {
-          const from = out + first + (b - 1) * 254;
-          dst.copyWithin(from + b, from, Math.min(from + 254, out + length));
-        }
-        // The code bytes: a full block's is 0xff, and the next block's goes in the gap after it.
-        let size = first;
-        for (let left = length; left > 0; left -= size, size = Math.min(254, left)) {
-          out += size;
-          run += size;
-          if (run === 254) {
-            dst[code] = 0xff;
-            code = out++;
-            run = 0;
-          }
+      // The run [at, end) goes out in blocks of at most 254 bytes, each after its code byte.
+      // (One copy of the run, then copyWithin to open the gaps, ran 3× faster; but with this
+      // loop's small garbage gone, V8 collected the agent's dead 64 KiB buffers later, and its
+      // RSS streaming 100 MB grew from 91 to 106 MB: on a board, memory counts for more.)
+      while (at < end) {
+        const take = Math.min(end - at, 254 - run);
+        dst.set(source.subarray(at, at + take), out);
+        out += take;
+        at += take;
+        run += take;
+        if (run === 254) {
+          dst[code] = 0xff;
+          code = out++;
+          run = 0;
         }
       }
       if (zero === -1) break;
