@@ -65,6 +65,12 @@ export function encodeAuthenticatedFrame(body: Uint8Array | BodyParts, low: numb
   return encodeParts([...bodyParts(body), number, tag], AUTHENTICATED_CRC_SEED);
 }
 
+/** The body of an authenticated frame this side encoded (delimiter included): what it was built from, a copy. */
+export function bodyOfFrame(wire: Buffer): Buffer {
+  const decoded = Buffer.from(wire.subarray(0, wire.length - 1));
+  return decoded.subarray(0, cobsDecodeInPlace(decoded, decoded.length) - TRAILER_BYTES);
+}
+
 function crcMatches(frame: Buffer, seed: number): boolean {
   const end = frame.length - CRC_BYTES;
   return frame.readUInt32LE(end) === crc32c(frame, seed, 0, end);

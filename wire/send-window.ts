@@ -9,12 +9,14 @@
  * retransmission timeout comes from round trips measured on the line itself
  * (RFC 6298), never from its nominal rate alone: it only recovers a lost tail.
  */
-import type { BodyParts } from './body-parts';
 
 export interface SentFrame {
   readonly seq: number;
-  /** The body as sent (compressed if it was): framed again with a new link's keys when a session resumes. */
-  readonly body: BodyParts;
+  /**
+   * The frame as written. Its body is not kept beside it: a resumed session
+   * reads the body back from the frame (framing.ts bodyOfFrame) to tag it with
+   * the new link's keys, so an unacknowledged byte is held once, not twice.
+   */
   frame: Buffer;
   /** Transmissions so far. */
   sends: number;
@@ -92,8 +94,8 @@ export class SendWindow {
   }
 
   /** A new frame, kept until acknowledged. */
-  add(seq: number, body: BodyParts, frame: Buffer): SentFrame {
-    const entry: SentFrame = { seq, body, frame, sends: 0, order: 0, firstOrder: 0, writtenAt: null, held: false, queued: false, acked: false };
+  add(seq: number, frame: Buffer): SentFrame {
+    const entry: SentFrame = { seq, frame, sends: 0, order: 0, firstOrder: 0, writtenAt: null, held: false, queued: false, acked: false };
     this.frames.push(entry);
     this.bytes += frame.length;
     return entry;

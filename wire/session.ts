@@ -20,6 +20,7 @@ import { joinBody } from './body-parts';
 import { Compressor, Decompressor } from './compression';
 import { TetherError, errorName } from './errors';
 import { Reassembler } from './fragments';
+import { bodyOfFrame } from './framing';
 import type { Link } from './link';
 import { printable } from './printable';
 import { type Message, MsgType, type OutgoingMessage, decodeMessage, encodeMessage } from './messages';
@@ -258,7 +259,7 @@ export class Session extends EventEmitter {
     this.heldPong = null;
     this.listen(link);
     this.sender.acknowledge(peerNextSeq, undefined, performance.now());
-    this.sender.resendAll((entry) => link.encodeSequenced(entry.body, entry.seq));
+    this.sender.resendAll((entry) => link.encodeSequenced(bodyOfFrame(entry.frame), entry.seq));
     this.goBackWindow = this.goBackLimit;
     this.backoff = 1;
     this.startKeepalive();
@@ -324,7 +325,7 @@ export class Session extends EventEmitter {
       const seq = this.sendSeq++;
       if (this.sender.count === 0) this.lastAckProgress = Date.now();
       // Kept before it is written: a write to a closed link calls back (and flushes) at once.
-      this.write(this.sender.add(seq, body, this.link.encodeSequenced(body, seq)));
+      this.write(this.sender.add(seq, this.link.encodeSequenced(body, seq)));
     }
     this.armRetransmit();
   }
