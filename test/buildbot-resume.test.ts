@@ -70,13 +70,15 @@ t.test('a build survives ten cuts in a 60-second step and six during 20 MB trans
   const random = prng(2026);
   const moments = Array.from({ length: 10 }, () => 3000 + random() * 50_000).sort((a, b) => a - b);
   const started = Date.now();
+  const resumes = () => bridge.output.match(/resumed its session/g)?.length ?? 0;
   for (const [i, at] of moments.entries()) {
     await sleep(Math.max(0, at - (Date.now() - started)));
-    const before = proxy.connections;
+    const before = resumes();
     if (i % 2 === 0) proxy.reset();
     else proxy.silence();
-    // Each cut is its own: the next comes once the agent is back.
-    await waitFor('the agent to reconnect', () => proxy.connections > before, { timeoutMs: 20_000 });
+    // Each cut is its own: the next comes once the session is resumed. (A new TCP connection is
+    // not enough: a cut in its handshake kills it before it resumes, and the agent tries again.)
+    await waitFor('the agent to resume its session', () => resumes() > before, { timeoutMs: 20_000, intervalMs: 20 });
   }
   // Six more while the 20 MB files cross: by bytes relayed, so they land mid-transfer.
   await master.waitForStep(buildid, 'upload');
@@ -85,9 +87,8 @@ t.test('a build survives ten cuts in a 60-second step and six during 20 MB trans
   const build = await master.waitForBuild(buildid, { timeoutMs: 400_000 });
   const result = await master.getBuildResult(buildid);
   t.equal(result.result, 'success', `the build succeeds (${result.state_string})`);
-  const resumes = bridge.output.match(/resumed its session/g)?.length ?? 0;
-  t.ok(proxy.connections >= 17, `the agent reconnected after every cut (${proxy.connections} connections)`);
-  t.equal(resumes, proxy.connections - 1, 'every reconnection resumed the session');
+  t.ok(resumes() >= 16, `the session was resumed after every cut (${resumes()} resumes, ${proxy.connections} connections)`);
+  t.equal(bridge.output.match(/worker 'flaky' connected from/g)?.length, 1, 'and never started again: one session all along');
   const numbers = result.step('numbers')!.log('stdio')!.stdio!.stdout.trimEnd().split('\n');
   t.equal(numbers.length, LINES, 'no line lost or doubled');
   t.ok(numbers.every((l, i) => l === `line ${i}`), 'every line in order');
