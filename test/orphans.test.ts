@@ -86,6 +86,8 @@ t.test('the process groups of a SIGKILLed agent are killed by the next agent on 
   leaderOfOrphans = leader;
 
   const recordFile = path.join(runDir, String(leader));
+  // The agent writes the record right after spawn() returns; the child may run first (CI-style run: it did).
+  await waitFor('the record of the running command', () => fs.existsSync(recordFile), { timeoutMs: 5000, intervalMs: 10 }).catch(() => undefined);
   t.ok(fs.existsSync(recordFile), 'the running command has a record named after its process group');
   t.equal(fs.statSync(recordFile).mode & 0o777, 0o600, 'readable by the agent alone');
   t.match(JSON.parse(fs.readFileSync(recordFile, 'utf8')), {
