@@ -37,25 +37,22 @@ export class TetherProcess implements BuildbotProcess {
 
   async start(): Promise<void> {
     this.fg.spawnChild(this.command, this.argv, { ...process.env, ...this.env }, this.dir);
-    if (this.ready) {
-      // A loaded machine can take longer than any fixed pause: an agent started before its
-      // master listens has its first connection refused.
-      const ready = this.ready;
-      await waitFor(`${this.name} to print ${ready}`, () => {
-        const early = this.fg.exitedEarly();
-        if (early) throw new WaitAbort(`${this.name} ${early}`);
-        return ready.test(this.fg.output);
-      }, { timeoutMs: 30_000, intervalMs: 20 });
-      return;
-    }
+    // A loaded machine can take longer than any fixed pause: an agent started before its
+    // master listens has its first connection refused.
+    if (this.ready) return this.waitForOutput(this.ready, 30_000);
     await sleep(100);
     const early = this.fg.exitedEarly();
     if (early) throw new Error(`${this.name} ${early}`);
   }
 
-  /** Waits until the process printed a line matching `pattern`. */
+  /** Waits until the process printed a line matching `pattern`; fails at once if it exits without. */
   async waitForOutput(pattern: RegExp, timeoutMs = 20_000): Promise<void> {
-    await waitFor(`${this.name} to print ${pattern}`, () => pattern.test(this.fg.output), { timeoutMs });
+    await waitFor(`${this.name} to print ${pattern}`, () => {
+      if (pattern.test(this.fg.output)) return true;
+      const early = this.fg.exitedEarly();
+      if (early) throw new WaitAbort(`${this.name} ${early}`);
+      return false;
+    }, { timeoutMs, intervalMs: 20 });
   }
 
   stop(): Promise<void> {
