@@ -2,20 +2,24 @@
  * A session carries sequenced messages over an authenticated link once the
  * handshake is done. It puts together the parts that each do one job:
  *
- *   send-queue.ts      messages waiting for the link (bounded in bytes)
- *   send-window.ts     frames sent and not yet acknowledged; what goes again, when
- *   receive-window.ts  the number expected next; frames held out of order
- *   fragments.ts       messages larger than a frame
- *   frame-size.ts      the frame size that carries most through a noisy line
- *   compression.ts     the deflate capability
+ *   send-queue.ts        messages waiting for the link (bounded in bytes)
+ *   send-window.ts       frames sent and not yet acknowledged; what goes again
+ *   retransmit-timer.ts  lossy lines: when an awaited ACK is late
+ *   receive-window.ts    the number expected next; frames held out of order
+ *   acknowledger.ts      when this side owes the peer an ACK or a NAK
+ *   fragments.ts         messages larger than a frame
+ *   frame-size.ts        the frame size that carries most through a noisy line
+ *   compression.ts       the deflate capability
  *
- * and adds what is the session's own: acknowledging (ACK, NAK), keepalive,
- * the bounds on what a peer can make it hold, ERROR and close, and resuming
- * over a new link. Everything a peer can fill is bounded in bytes
- * (PROTOCOL.md 7.8); a peer past a bound gets ERROR and the session ends.
+ * and adds what is the session's own: keepalive, link replies while the
+ * transport is full, the bounds on what a peer can make it hold, ERROR and
+ * close, and resuming over a new link. Everything a peer can fill is bounded
+ * in bytes (PROTOCOL.md 7.8); a peer past a bound gets ERROR and the session
+ * ends.
  */
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
+import { type AckType, Acknowledger } from './acknowledger';
 import { joinBody } from './body-parts';
 import { Compressor, Decompressor } from './compression';
 import { TetherError, errorName } from './errors';
@@ -25,6 +29,7 @@ import type { Link } from './link';
 import { printable } from './printable';
 import { type Message, MsgType, type OutgoingMessage, decodeMessage, encodeMessage } from './messages';
 import { ReceiveWindow } from './receive-window';
+import { MIN_RETRANSMIT_MS, RetransmitTimer } from './retransmit-timer';
 import { SendQueue } from './send-queue';
 import { RoundTrip, type SentFrame, SendWindow } from './send-window';
 import { FrameSizer } from './frame-size';
@@ -51,12 +56,6 @@ export interface SessionOptions {
   resumable?: boolean;
 }
 
-/** Acknowledge at the latest after this many frames, bytes or milliseconds. */
-const ACK_EVERY_FRAMES = 32;
-const ACK_EVERY_BYTES = 32 * 1024;
-const ACK_DELAY_MS = 10;
-/** Least time before a go-back-N receiver repeats a NAK for the same frame. */
-const MIN_NAK_REPEAT_MS = 50;
 /** Frames unacknowledged at most: far below 2^15, so that 16 bits of frame number place every one. */
 export const MAX_UNACKED_FRAMES = 1024;
 /** Bytes of frames unacknowledged at most: on TCP and TLS, and on a lossy line with selective repeat. */
@@ -74,10 +73,6 @@ export function maxQueuedBytes(window: number): number {
 export const FAST_LINK_BUFFER = 256 * 1024;
 /** Past this many bytes not taken by the stream, link replies (ACK, PONG) wait: the newest of each goes once it drains. */
 export const LINK_REPLY_BACKLOG = 64 * 1024;
-/** The retransmission timer never waits less, nor more, than this; nor doubles more than MAX_BACKOFF times. */
-const MIN_RETRANSMIT_MS = 50;
-const MAX_RETRANSMIT_MS = 10_000;
-const MAX_BACKOFF = 16;
 
 export interface SessionStats {
   /** Copies of frames that had already arrived (the peer sent them again). */
@@ -108,19 +103,12 @@ export class Session extends EventEmitter {
 
   /** Bytes written to the stream whose write callback has not run yet. */
   private buffered = 0;
-  private pendingAckFrames = 0;
-  private pendingAckBytes = 0;
-  private ackTimer: NodeJS.Timeout | null = null;
-  /** The expected number an immediate ACK (a gap) was sent for: one per gap, the rest on the usual schedule. */
-  private gapAckedAt = -1;
-  /** Go-back-N: the last NAK sent, and how far ahead the last frame after the gap was. */
-  private lastNak = { seq: -1, at: 0, ahead: 0 };
+  private readonly acks: Acknowledger;
+  private readonly retransmit: RetransmitTimer;
   /** Link replies held back while the stream is full: the newest PONG token, and whether an ACK is owed. */
   private heldPong: number | null = null;
   private heldAck = false;
   private keepaliveTimer: NodeJS.Timeout | null = null;
-  private retransmitTimer: NodeJS.Timeout | null = null;
-  private backoff = 1;
   /** Go-back-N to a peer that keeps nothing out of order: bytes in flight, halved on each loss (AIMD). */
   private goBackWindow: number;
   private lastHeard = Date.now();
@@ -141,6 +129,17 @@ export class Session extends EventEmitter {
     this.sender = new SendWindow(new RoundTrip(250 + 4 * this.lineMs(options.maxBody), MIN_RETRANSMIT_MS), this.sizer);
     this.receiver = new ReceiveWindow(options.recvSeq ?? 0, options.selective ?? false);
     this.goBackWindow = this.goBackLimit;
+    this.acks = new Acknowledger({
+      reply: (type) => this.sendAck(type),
+      lossy: link.lossy,
+      selective: this.receiver.selective,
+      turnaroundMs: () => Math.max(4 * this.lineMs(this.maxBody), this.sender.roundTrip.smoothedMs),
+    });
+    this.retransmit = new RetransmitTimer({
+      awaited: () => this.sender.awaited,
+      timeoutMs: () => this.sender.roundTrip.timeoutMs,
+      expired: () => this.onRetransmitTimeout(),
+    });
     // A slow line is worth the smallest output; on a fast link deflate's speed matters more.
     this.compressor = options.deflate ? new Compressor(link.lossy ? 6 : 1) : null;
     this.decompressor = options.deflate ? new Decompressor(options.maxBody) : null;
@@ -261,7 +260,7 @@ export class Session extends EventEmitter {
     this.sender.acknowledge(peerNextSeq, undefined, performance.now());
     this.sender.resendAll((entry) => link.encodeSequenced(bodyOfFrame(entry.frame), entry.seq));
     this.goBackWindow = this.goBackLimit;
-    this.backoff = 1;
+    this.retransmit.progress();
     this.startKeepalive();
     link.resumeReading();
     this.flush();
@@ -280,13 +279,12 @@ export class Session extends EventEmitter {
   private detach(error: Error | null): void {
     this.attached = false;
     this.stopTimers();
-    this.pendingAckFrames = this.pendingAckBytes = 0;
     this.emit('detached', error);
   }
 
   private stopTimers(): void {
-    for (const timer of [this.ackTimer, this.retransmitTimer]) if (timer) clearTimeout(timer);
-    this.ackTimer = this.retransmitTimer = null;
+    this.acks.stop();
+    this.retransmit.stop();
     if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
     this.keepaliveTimer = null;
   }
@@ -387,21 +385,21 @@ export class Session extends EventEmitter {
     const arrival = this.receiver.take(number, body, (next) => this.deliver(next));
     switch (arrival) {
       case 'next':
-        this.countForAck(body.length);
+        this.acks.arrived(body.length);
         // A gap remains behind the frames just delivered: the sender should hear at once.
-        if (this.receiver.holding > 0) this.ackGap();
+        if (this.receiver.holding > 0) this.acks.gap(this.receiver.expected);
         return;
       case 'duplicate':
         this.sessionStats.duplicates++;
-        this.countForAck(0);
+        this.acks.arrived(0);
         return;
       case 'held':
         this.sessionStats.held++;
-        this.ackGap();
+        this.acks.gap(this.receiver.expected);
         return;
       case 'dropped':
         this.sessionStats.ahead++;
-        this.nakGoBack(number - this.receiver.expected);
+        this.acks.missing(this.receiver.expected, number - this.receiver.expected);
     }
   }
 
@@ -474,7 +472,7 @@ export class Session extends EventEmitter {
         return;
       case MsgType.PING:
         this.sendLink({ type: MsgType.PONG, token: message.token });
-        this.flushAck();
+        this.acks.flush();
         return;
       case MsgType.PONG:
         return;
@@ -503,117 +501,35 @@ export class Session extends EventEmitter {
       }
     }
     if (progress) {
-      this.backoff = 1;
       this.lastAckProgress = Date.now();
       if (!nak) this.goBackWindow = Math.min(this.goBackLimit, this.goBackWindow + this.maxBody);
-      this.clearRetransmit();
+      this.retransmit.progress();
     }
     this.flush();
   }
 
-  /** A frame failed its CRC (noise): on a lossy line, tell the sender now. */
+  /** A frame failed its CRC (noise). */
   private onCorrupt(): void {
-    if (!this.lossy || this.closed) return;
-    if (this.receiver.selective) this.sendAck(MsgType.NAK);
-    else this.nakGoBack(0);
+    if (!this.closed) this.acks.damaged(this.receiver.expected);
   }
 
-  /**
-   * Go-back-N: ask again for the frame expected. The frames already on the
-   * line behind a lost one arrive too (`ahead`: how far after it) and need
-   * not each send a NAK: again for the same frame only when the peer has
-   * evidently gone back (a frame after it comes nearer than the last), or
-   * after a few frames' time (in case the NAK was lost).
-   */
-  private nakGoBack(ahead: number): void {
-    if (!this.lossy && ahead === 0) return;
-    const now = Date.now();
-    const seq = this.receiver.expected;
-    const last = this.lastNak;
-    const newRound = ahead > 0 && last.ahead > 0 && ahead <= last.ahead;
-    if (last.seq === seq && !newRound && now - last.at < this.nakRepeatMs()) {
-      if (ahead > 0) last.ahead = ahead;
-      return;
-    }
-    this.lastNak = { seq, at: now, ahead };
-    this.sendLink({ type: MsgType.NAK, nextSeq: seq });
-  }
-
-  /** Least time between two NAKs for the same frame: a round trip, and at least a few frames' line time. */
-  private nakRepeatMs(): number {
-    return Math.max(MIN_NAK_REPEAT_MS, 4 * this.lineMs(this.maxBody), this.sender.roundTrip.smoothedMs) + ACK_DELAY_MS;
-  }
-
-  /** A gap opened (selective repeat): one ACK with the bitmap at once for it; later ones on the usual schedule. */
-  private ackGap(): void {
-    if (this.gapAckedAt === this.receiver.expected) {
-      this.countForAck(0);
-      return;
-    }
-    this.gapAckedAt = this.receiver.expected;
-    this.sendAck(MsgType.ACK);
-  }
-
-  private countForAck(bytes: number): void {
-    this.pendingAckFrames++;
-    this.pendingAckBytes += bytes;
-    if (this.pendingAckFrames >= ACK_EVERY_FRAMES || this.pendingAckBytes >= ACK_EVERY_BYTES) {
-      this.flushAck();
-      return;
-    }
-    if (!this.ackTimer) {
-      this.ackTimer = setTimeout(() => this.flushAck(), ACK_DELAY_MS);
-      this.ackTimer.unref();
-    }
-  }
-
-  /** Sends the ACK owed, if any. */
-  private flushAck(): void {
-    if (this.pendingAckFrames === 0 || this.closed) return;
-    this.sendAck(MsgType.ACK);
-  }
-
-  /** ACK (or NAK: a frame was damaged) with the receive state of now. */
-  private sendAck(type: typeof MsgType.ACK | typeof MsgType.NAK): void {
-    if (this.ackTimer) clearTimeout(this.ackTimer);
-    this.ackTimer = null;
-    this.pendingAckFrames = 0;
-    this.pendingAckBytes = 0;
+  /** ACK (or NAK: a frame was damaged or is missing) with the receive state of now. */
+  private sendAck(type: AckType): void {
     const received = this.receiver.received();
     this.sendLink(received ? { type, nextSeq: this.receiver.expected, received } : { type, nextSeq: this.receiver.expected });
   }
 
-  /**
-   * Lossy links: times the frame whose ACK is awaited longest. Once it has
-   * been taken by the stream and a measured round trip (with room for
-   * jitter) has passed, it goes again; the wait doubles after each timeout
-   * until an ACK makes progress. Reliable links never lose a frame: a frame
-   * they do not deliver is a peer that is gone (keepalive).
-   */
+  /** Lossy links: time the frame whose ACK is awaited longest. */
   private armRetransmit(): void {
-    if (!this.lossy || this.retransmitTimer || this.closed || !this.attached) return;
-    const awaited = this.sender.awaited;
-    if (!awaited) return;
-    const wait = Math.min(MAX_RETRANSMIT_MS, this.backoff * this.sender.roundTrip.timeoutMs);
-    const due = () => (awaited.writtenAt ?? performance.now()) + wait;
-    this.retransmitTimer = setTimeout(() => {
-      this.retransmitTimer = null;
-      if (this.sender.awaited !== awaited || awaited.writtenAt === null || performance.now() < due()) {
-        this.armRetransmit();
-        return;
-      }
-      this.sessionStats.timeouts++;
-      this.backoff = Math.min(MAX_BACKOFF, 2 * this.backoff);
-      this.sender.timedOut(!this.receiverHolds);
-      if (!this.receiverHolds) this.goBackWindow = Math.max(2 * this.maxBody, this.goBackWindow / 2);
-      this.flush();
-    }, Math.max(1, due() - performance.now()));
-    this.retransmitTimer.unref();
+    if (this.lossy && !this.closed && this.attached) this.retransmit.arm();
   }
 
-  private clearRetransmit(): void {
-    if (this.retransmitTimer) clearTimeout(this.retransmitTimer);
-    this.retransmitTimer = null;
+  /** The awaited ACK is late: what is in flight counts as lost and goes again. */
+  private onRetransmitTimeout(): void {
+    this.sessionStats.timeouts++;
+    this.sender.timedOut(!this.receiverHolds);
+    if (!this.receiverHolds) this.goBackWindow = Math.max(2 * this.maxBody, this.goBackWindow / 2);
+    this.flush();
   }
 
   /**
@@ -648,7 +564,7 @@ export class Session extends EventEmitter {
 
   private finish(error: Error | null): void {
     if (this.closed) return;
-    if (this.attached && !(error instanceof TetherError && error.fromPeer)) this.flushAck();
+    if (this.attached && !(error instanceof TetherError && error.fromPeer)) this.acks.flush();
     this.closed = true;
     this.attached = false;
     this.stopTimers();
