@@ -115,7 +115,7 @@ t.test('a damaged frame: NAK at once with selective repeat, the go-back-N NAK wi
   t.same(reliable.replies, [], 'TCP: noise cannot damage a frame that passed the socket');
 });
 
-t.test('a NAK settles the ACK owed, and stop() forgets it', async (t) => {
+t.test('a NAK settles the ACK owed, as does a held ACK once sent; stop() forgets it', async (t) => {
   const { acks, replies } = acknowledger({ lossy: true, selective: true });
   acks.arrived(1);
   acks.damaged(0);
@@ -126,6 +126,11 @@ t.test('a NAK settles the ACK owed, and stop() forgets it', async (t) => {
   await sleep(3 * ACK_DELAY_MS);
   acks.flush();
   t.same(replies, [MsgType.NAK], 'nothing owed after stop()');
+  acks.arrived(1);
+  acks.send(MsgType.ACK);
+  await sleep(3 * ACK_DELAY_MS);
+  acks.flush();
+  t.same(replies, [MsgType.NAK, MsgType.ACK], 'a held ACK sent at last settles what arrived meanwhile');
 });
 
 function frame(writtenAt: number | null): SentFrame {

@@ -109,7 +109,8 @@ export class Acknowledger {
     this.pendingFrames = this.pendingBytes = 0;
   }
 
-  private send(type: AckType): void {
+  /** Replies now (an ACK held back while the transport was full): it settles what is owed. */
+  send(type: AckType): void {
     this.stop();
     this.options.reply(type);
   }

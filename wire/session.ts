@@ -354,7 +354,7 @@ export class Session extends EventEmitter {
       }
       if (this.heldAck) {
         this.heldAck = false;
-        this.sendAck(MsgType.ACK);
+        this.acks.send(MsgType.ACK);
       }
     }
     if (this.queue.length > 0 || this.sender.resendWaiting) this.flush();
