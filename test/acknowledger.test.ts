@@ -9,7 +9,7 @@ import { performance } from 'node:perf_hooks';
 import { ACK_DELAY_MS, ACK_EVERY_BYTES, ACK_EVERY_FRAMES, type AckType, Acknowledger, MIN_NAK_REPEAT_MS } from '../wire/acknowledger';
 import { MsgType } from '../wire/messages';
 import { RetransmitTimer } from '../wire/retransmit-timer';
-import type { SentFrame } from '../wire/send-window';
+import { RoundTrip, type SentFrame, SendWindow } from '../wire/send-window';
 import { sleep, waitFor } from './helpers/support';
 
 function acknowledger(opts: { lossy?: boolean; selective?: boolean; turnaroundMs?: number } = {}) {
@@ -133,8 +133,11 @@ t.test('a NAK settles the ACK owed, as does a held ACK once sent; stop() forgets
   t.same(replies, [MsgType.NAK, MsgType.ACK], 'a held ACK sent at last settles what arrived meanwhile');
 });
 
+/** A frame as the send window keeps it, taken by the stream at `writtenAt` (null: not yet). */
 function frame(writtenAt: number | null): SentFrame {
-  return { seq: 0, frame: Buffer.alloc(1), sends: 1, order: 0, firstOrder: 0, writtenAt, held: false, queued: false, acked: false };
+  const entry = new SendWindow(new RoundTrip(250, 50)).add(0, Buffer.alloc(1));
+  entry.writtenAt = writtenAt;
+  return entry;
 }
 
 t.test('the retransmission timer: expires after the timeout, doubles its wait on each expiry, and a round trip again on progress', async (t) => {
