@@ -21,6 +21,7 @@ import { AgentCommand } from './agent-command';
 import { withoutSecret } from './environment';
 import { SpoolBudget } from './spool';
 import { ProcessGroupRecords } from './orphans';
+import { checkChildPipes } from './commands/child-pipes';
 import { type Command, CommandFailure } from './commands/command';
 
 export interface AgentOptions {
@@ -98,6 +99,9 @@ export class Agent extends EventEmitter {
   async run(): Promise<void> {
     // before connecting, so that it happens even while the master cannot be reached
     this.processGroups.killOrphans();
+    void checkChildPipes().then((failure) => {
+      if (failure !== null) this.log(`commands get socketpairs, not pipes, as their stdio (so /dev/stdout cannot be opened in them): ${failure}`);
+    });
     let failures = 0;
     while (!this.stopping) {
       const started = Date.now();

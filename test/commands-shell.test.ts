@@ -1,4 +1,5 @@
 import t from 'tap';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { commands } from '../agent/commands/registry';
@@ -480,4 +481,57 @@ t.test('the backup timeout gives up on a process that will not die', async (t) =
   const pid = Number(fs.readFileSync(path.join(base, 'me.pid'), 'utf8'));
   process.kill(-pid, 'SIGKILL');
   t.ok(await waitGone(pid, 3000), 'the process is gone once its group is killed');
+});
+
+t.test("stdout and stderr are pipes, as buildbot-worker's, and stdin without input /dev/null: all three open by name", async (t) => {
+  const base = await tempDir(t, 'tether-shell-');
+  const io = new FakeIO({ basedir: base });
+  const command = 'stat -L -c %F /dev/stdout /dev/stderr; cat /dev/stdin; echo out > /dev/stdout; echo err | tee /dev/stderr';
+  await shell({ workdir: '.', command, logEnviron: false }, io);
+  t.equal(io.bytes('stdout').toString(), 'fifo\nfifo\nout\nerr\n');
+  t.equal(io.bytes('stderr').toString(), 'err\n');
+  t.equal(io.rc, 0);
+});
+
+t.test('an interrupt that comes before the process is spawned kills it once it is', async (t) => {
+  const base = await tempDir(t, 'tether-shell-');
+  const io = new FakeIO({ basedir: base });
+  const done = shell({ workdir: '.', command: ['sleep', '30'], logEnviron: false }, io);
+  io.interrupt('stop it');
+  await done;
+  t.match(io.headerText, '\ncommand interrupted, attempting to kill\n');
+  t.equal(io.rc, -1);
+});
+
+t.test('where no FIFO can be made, the agent is told why and commands run on socketpairs', async (t) => {
+  const base = await tempDir(t, 'tether-shell-');
+  // A process of its own, whose PATH has no mkfifo (the commands name sh by its path).
+  const build = path.resolve(__dirname, '..', 'build', 'agent', 'commands');
+  const script = `
+    const { checkChildPipes } = require(${JSON.stringify(path.join(build, 'child-pipes.js'))});
+    const { commands } = require(${JSON.stringify(path.join(build, 'registry.js'))});
+    const out = [];
+    const io = {
+      basedir: ${JSON.stringify(base)}, signal: new AbortController().signal,
+      update() {}, header() {}, stdout: async (c) => void out.push(c), stderr: async (c) => void out.push(c),
+    };
+    checkChildPipes().then(async (why) => {
+      await commands.shell({ workdir: '.', command: ['/bin/sh', '-c', 'echo ran; echo x > /dev/stdout'], logEnviron: false }, io);
+      console.log(JSON.stringify({ why, output: Buffer.concat(out).toString() }));
+    });`;
+  const result = spawnSync(process.execPath, ['-e', script], { env: { PATH: '/nonexistent' }, encoding: 'utf8', timeout: 20_000 });
+  const { why, output } = JSON.parse(result.stdout) as { why: string; output: string };
+  t.match(why, /^mkfifo: spawn mkfifo ENOENT/, 'the reason, for the agent log');
+  t.match(output, /^ran\n.*No such device or address/s, 'the command runs, its stdout a socket (ENXIO by name)');
+});
+
+t.test('the pipes are closed with their command: no descriptor is left behind', async (t) => {
+  const base = await tempDir(t, 'tether-shell-');
+  const openFds = () => fs.readdirSync('/proc/self/fd').length;
+  const run = (command: string) => shell({ workdir: '.', command, logEnviron: false }, new FakeIO({ basedir: base }));
+  await run('true'); // the FIFO reserve is made
+  const before = openFds();
+  for (let i = 0; i < 30; i++) await run(i % 3 === 0 ? 'echo out; echo err >&2' : i % 3 === 1 ? 'exit 1' : 'kill -9 $$');
+  await waitFor('descriptors to be closed', () => openFds() <= before, { timeoutMs: 2000, intervalMs: 20 });
+  t.ok(openFds() <= before, `${openFds()} open, ${before} before`);
 });

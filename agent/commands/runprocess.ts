@@ -46,7 +46,10 @@
  *    ones of obfuscated arguments) and rc is 1;
  *  - usePTY: see startCommand (script(1) stands in for twisted's PTY);
  *  - arguments and environment go to the child as UTF-8 text (Node's spawn
- *    takes strings), so argv bytes that are not UTF-8 cannot be passed.
+ *    takes strings), so argv bytes that are not UTF-8 cannot be passed;
+ *  - stdio: stdout and stderr are pipes (child-pipes.ts), as twisted's; stdin
+ *    is /dev/null when nothing is written to it, and otherwise Node's
+ *    socketpair, which cannot be reopened as /dev/stdin (twisted: a pipe).
  */
 import { spawn, type ChildProcess } from 'child_process';
 import * as os from 'os';
@@ -57,6 +60,7 @@ import { LogFileWatcher } from './logwatcher';
 import { toPyOSError } from './oserror';
 import { isDir, makedirs, pathJoin, which } from './paths';
 import { processEnviron } from './process-env';
+import { type OutputPipes, openOutputPipes } from './child-pipes';
 import { ProcessGroup } from './process-group';
 import { pyRepr, pyStr, pyTypeName, reprBytes, reprStr, shQuote, shellQuote } from './pyrepr';
 
@@ -81,6 +85,13 @@ export interface RunProcessOptions {
 }
 
 type Word = Buffer | unknown;
+
+/** The agent's ends of the child's stdio (stdin null: the child reads /dev/null). */
+interface ChildStdio {
+  stdin: Writable | null;
+  stdout: Readable;
+  stderr: Readable;
+}
 
 function toBytes(value: unknown): Word {
   if (typeof value === 'string') return Buffer.from(value, 'utf8');
@@ -115,8 +126,10 @@ export class RunProcess {
   private usePTY: boolean;
   private readonly watchers: LogFileWatcher[] = [];
 
-  private child: ChildProcess | null = null;
+  private stdio: ChildStdio | null = null;
   private group: ProcessGroup | null = null;
+  /** kill()'s message when it came before the spawn. */
+  private killBeforeSpawn: string | null = null;
   private startTime = 0;
   private killed = false;
   private ending = false;
@@ -216,7 +229,7 @@ export class RunProcess {
       this.rejectRC = reject;
     });
     try {
-      this.startCommand();
+      this.startCommand(await openOutputPipes());
     } catch (err) {
       const text = err instanceof Error ? err.message : String(err);
       this.settled = true;
@@ -241,7 +254,8 @@ export class RunProcess {
     });
   }
 
-  private startCommand(): void {
+  /** `pipes`: the child's stdout and stderr (null: Node's socketpairs). */
+  private startCommand(pipes: OutputPipes | null): void {
     if (!isDir(this.workdir)) makedirs(this.workdir);
 
     let argv: string[];
@@ -286,13 +300,25 @@ export class RunProcess {
 
     if (argv.length === 0) throw new IndexError('list index out of range'); // argv[0]
     this.startTime = performance.now();
-    const child = spawn(spawnArgv[0], spawnArgv.slice(1), {
-      cwd: this.workdir,
-      env: this.environ,
-      detached: true,
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    this.child = child;
+    // stdin: a pipe only when something is written to it; otherwise /dev/null,
+    // which reads as twisted's closed pipe does and, unlike a closed socket,
+    // can be opened as /dev/stdin.
+    const writesStdin = (this.initialStdin?.length ?? 0) > 0 || this.feedStdin;
+    const stdinEnd = writesStdin ? 'pipe' : 'ignore';
+    let child: ChildProcess;
+    try {
+      child = spawn(spawnArgv[0], spawnArgv.slice(1), {
+        cwd: this.workdir,
+        env: this.environ,
+        detached: true,
+        stdio: pipes ? [stdinEnd, ...pipes.childEnds] : [stdinEnd, 'pipe', 'pipe'],
+      });
+    } catch (err) {
+      pipes?.close();
+      throw err;
+    }
+    const stdio: ChildStdio = { stdin: child.stdin, ...(pipes?.agentEnds() ?? { stdout: child.stdout as Readable, stderr: child.stderr as Readable }) };
+    this.stdio = stdio;
     this.group = new ProcessGroup(child, this.usePTY);
     if (child.pid !== undefined) {
       const forget = this.io.recordProcessGroup?.(child.pid, display);
@@ -303,7 +329,10 @@ export class RunProcess {
     child.on('error', (err) => {
       if (child.pid === undefined) spawnError = err;
     });
-    child.on('close', (code, signal) => {
+    // Ended once it has exited and stdout and stderr are closed, as twisted's
+    // processEnded ('close' waits for them only when Node made them).
+    const outputClosed = Promise.all([stdio.stdout, stdio.stderr].map((s) => s.closed || new Promise((resolve) => s.once('close', resolve))));
+    child.on('close', (code, signal) => void outputClosed.then(() => {
       if (spawnError) {
         // twisted forks, the exec fails in the child, which writes this and exits 1
         void this.reportExecFailure(spawnError, argv);
@@ -312,18 +341,20 @@ export class RunProcess {
       }
       const sig = signal ? (os.constants.signals as Record<string, number>)[signal] ?? -1 : null;
       this.processEnded(sig, code ?? -1);
-    });
+    }));
 
-    const stdin = child.stdin as Writable;
-    stdin.on('error', () => {
-      // EPIPE: the child did not read its stdin
-    });
-    if (this.initialStdin && this.initialStdin.length) stdin.write(this.initialStdin);
-    if (this.feedStdin) void this.pumpStdin(stdin);
-    else stdin.end();
+    const stdin = stdio.stdin;
+    if (stdin) {
+      stdin.on('error', () => {
+        // EPIPE: the child did not read its stdin
+      });
+      if (this.initialStdin && this.initialStdin.length) stdin.write(this.initialStdin);
+      if (this.feedStdin) void this.pumpStdin(stdin);
+      else stdin.end();
+    }
 
-    this.pipeOutput(child.stdout as Readable, (c) => this.io.stdout(c), this.sendStdout);
-    this.pipeOutput(child.stderr as Readable, (c) => this.io.stderr(c), this.sendStderr);
+    this.pipeOutput(stdio.stdout, (c) => this.io.stdout(c), this.sendStdout);
+    this.pipeOutput(stdio.stderr, (c) => this.io.stderr(c), this.sendStderr);
 
     if (this.timeout) {
       this.ioTimerArmed = true;
@@ -333,6 +364,7 @@ export class RunProcess {
       this.maxTimer = setTimeout(() => this.doMaxTimeout(), this.maxTime * 1000);
     }
     for (const w of this.watchers) w.start();
+    if (this.killBeforeSpawn !== null) this.kill(this.killBeforeSpawn);
   }
 
   private async reportExecFailure(err: Error, argv: string[]): Promise<void> {
@@ -479,7 +511,11 @@ export class RunProcess {
 
   /** Kills the process: msg goes in the header, as runprocess's kill(msg). */
   kill(msg: string): void {
-    if (this.ending || this.settled || !this.group) return;
+    if (this.ending || this.settled) return;
+    if (!this.group) {
+      this.killBeforeSpawn ??= msg; // the pipes are being opened: killed once spawned
+      return;
+    }
     this.cancelTimers();
     msg += ', attempting to kill';
     this.hdr('\n' + msg + '\n');
@@ -490,10 +526,10 @@ export class RunProcess {
   private cleanUp(): void {
     // twisted's transport.loseConnection(): stop reading, so that a
     // grandchild that keeps the pipes open cannot hold the command
-    const c = this.child as ChildProcess;
-    c.stdin?.destroy();
-    c.stdout?.destroy();
-    c.stderr?.destroy();
+    const stdio = this.stdio as ChildStdio;
+    stdio.stdin?.destroy();
+    stdio.stdout.destroy();
+    stdio.stderr.destroy();
     if (!this.ending && !this.settled) {
       this.killTimer = setTimeout(() => this.doBackupTimeout(), RunProcess.BACKUP_TIMEOUT * 1000);
     }
