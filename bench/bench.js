@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// The benchmarks' runner (npm run bench): bundles bench/run.ts and
-// bench/scale-hub.ts and bench/hostile-hub.ts with esbuild into bench/.build/ (two levels below the
+// The benchmarks' runner (npm run bench): bundles bench/run.ts, the
+// processes it starts (bench/scale-hub.ts, bench/hostile-hub.ts and
+// bench/node-relay.ts) with esbuild into bench/.build/ (two levels below the
 // checkout, so test/helpers find the repository root from there) and runs
 // run.js with the arguments given. npm run bench type-checks bench/ first.
 'use strict';
@@ -9,7 +10,7 @@ const path = require('node:path');
 
 const here = __dirname;
 require('esbuild').buildSync({
-  entryPoints: [path.join(here, 'run.ts'), path.join(here, 'scale-hub.ts'), path.join(here, 'hostile-hub.ts')],
+  entryPoints: ['run.ts', 'scale-hub.ts', 'hostile-hub.ts', 'node-relay.ts'].map((f) => path.join(here, f)),
   outdir: path.join(here, '.build'),
   bundle: true,
   platform: 'node',

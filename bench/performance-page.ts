@@ -5,7 +5,7 @@
  */
 import * as path from 'node:path';
 import { REPO_ROOT } from '../test/helpers/support';
-import { type Cell, MB, MiB, table } from './lib';
+import { type Cell, MB, MiB, round, table } from './lib';
 import type { Results, Section } from './run';
 
 export const PERFORMANCE_PAGE = path.join(REPO_ROOT, 'docs', 'performance.md');
@@ -115,6 +115,13 @@ function protocolTable(r: Results, out: string[]): void {
   ];
   if (t.relayMBps !== undefined) {
     rows.push(['the same bytes through a relay of that shape', '', `command → \`socat\` → TCP → \`socat\` → /dev/null: ${t.relayMBps} MB/s (Tether ${t.relayRatio}×)`]);
+  }
+  if (t.nodeHmacRelayMBps !== undefined) {
+    rows.push([
+      'the same relay in Node (bench/node-relay.ts), from its first byte',
+      `${t.nodeRelayMBps} MB/s; ${t.nodeHmacRelayMBps} MB/s with HMAC-SHA256 over every chunk at both ends`,
+      `of the socat relay: ${round(t.nodeRelayMBps / t.relayMBps)}× and ${round(t.nodeHmacRelayMBps / t.relayMBps)}×, a bound on any design in Node, without and with every byte authenticated`,
+    ]);
   }
   if (t.agentCpuMsPerMB !== undefined) {
     rows.push(['CPU (user + system) per MB of that output', `agent ${t.agentCpuMsPerMB} ms, hub ${t.hubCpuMsPerMB} ms`, 'they share the cores with the command: their sum bounds the rate']);

@@ -9,14 +9,16 @@
  *                CRC, COBS and delimiter)
  */
 import { spawn } from 'node:child_process';
+import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { shellQuote } from '../agent/commands/pyrepr';
 import type { RemoteAgent } from '../master-plugin/remote';
 import { runShell, shellArgs } from '../master-plugin/run-shell';
 import { Channel, MsgType, type OutgoingMessage, encodeMessage } from '../wire/messages';
 import {
   type BenchOptions, MB, benchFrame, cpuMsOf, hubAndAgent, median, percentile, round, since, textProducer, timeLocal,
 } from './lib';
-import { freePort, listening, withTimeout } from '../test/helpers/support';
+import { freePort, listening, waitFor, withTimeout } from '../test/helpers/support';
 
 export interface ThroughputResult {
   bytes: number;
@@ -35,6 +37,14 @@ export interface ThroughputResult {
   relayMBps: number;
   relayRatio: number;
   relayMs: number[];
+  /**
+   * The same relay written in Node (bench/node-relay.ts), timed from its
+   * first byte: plain, and with HMAC-SHA256 over every chunk at both ends.
+   * What a Node process costs on this path at the least, without and with
+   * authentication; the second bounds any Node design that tags every byte.
+   */
+  nodeRelayMBps: number;
+  nodeHmacRelayMBps: number;
   /**
    * CPU time (user + system) per MB of output during Tether's runs: the agent
    * process's (/proc/PID/stat) and the hub's (this process). With two cores
@@ -60,6 +70,22 @@ async function timeRelay(command: string): Promise<number> {
   await timeLocal(`${command} | socat -u STDIN TCP:127.0.0.1:${port}`);
   await withTimeout(done, 60_000, 'the socat receiver');
   return since(start);
+}
+
+/** The Node relay (bench/node-relay.ts) from its first byte to its last, in ms. */
+async function timeNodeRelay(command: string, auth: 'hmac' | 'plain'): Promise<number> {
+  const port = await freePort();
+  const script = path.join(__dirname, 'node-relay.js');
+  const receiver = spawn(process.execPath, [script, 'receive', String(port), auth], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let said = '';
+  receiver.stdout.on('data', (chunk: Buffer) => (said += chunk.toString()));
+  const done = new Promise<number>((resolve, reject) => {
+    receiver.once('error', reject);
+    receiver.once('exit', (code) => (code === 0 ? resolve(Number(said.split('\n')[1])) : reject(new Error(`node relay receiver: exit ${String(code)}`))));
+  });
+  await waitFor('the node relay receiver', () => said.startsWith('ready\n'), { timeoutMs: 10_000, intervalMs: 10 });
+  await timeLocal(`${command} | ${shellQuote([process.execPath, script, 'send', String(port), auth])}`);
+  return withTimeout(done, 60_000, 'the node relay receiver');
 }
 
 export interface RoundTripResult {
@@ -101,10 +127,12 @@ export async function throughput(remote: RemoteAgent, agentPid: number, opts: Be
   const bytes = (opts.quick ? 10 : 200) * MB;
   const reps = opts.quick ? 2 : 5;
   const command = textProducer(bytes);
-  await timeShell(remote, textProducer(MB)); // warm-up
+  await timeShell(remote, command); // warm-up, the whole size: V8 has compiled the hot path by its end
   const tether: number[] = [];
   const cat: number[] = [];
   const relay: number[] = [];
+  const nodeRelay: number[] = [];
+  const nodeHmacRelay: number[] = [];
   let agentCpuMs = 0;
   let hubCpuMs = 0;
   for (let i = 0; i < reps; i++) {
@@ -118,6 +146,8 @@ export async function throughput(remote: RemoteAgent, agentPid: number, opts: Be
     tether.push(ms);
     cat.push(await timeLocal(`${command} | cat > /dev/null`));
     relay.push(await timeRelay(command));
+    nodeRelay.push(await timeNodeRelay(command, 'plain'));
+    nodeHmacRelay.push(await timeNodeRelay(command, 'hmac'));
   }
   const mbps = (ms: number) => round(bytes / MB / (ms / 1000), 1);
   // throughput ratio = time ratio inverted
@@ -133,11 +163,14 @@ export async function throughput(remote: RemoteAgent, agentPid: number, opts: Be
     relayMBps: mbps(median(relay)),
     relayRatio: ratioTo(relay),
     relayMs: relay.map((x) => round(x, 1)),
+    nodeRelayMBps: mbps(median(nodeRelay)),
+    nodeHmacRelayMBps: mbps(median(nodeHmacRelay)),
     agentCpuMsPerMB: round(agentCpuMs / (reps * (bytes / MB)), 2),
     hubCpuMsPerMB: round(hubCpuMs / (reps * (bytes / MB)), 2),
   };
   opts.log(
     `throughput: Tether ${result.tetherMBps} MB/s, cat ${result.catMBps} MB/s (ratio ${result.ratio}), socat relay ${result.relayMBps} MB/s (ratio ${result.relayRatio}); ` +
+      `the relay in Node ${result.nodeRelayMBps} MB/s, with HMAC-SHA256 ${result.nodeHmacRelayMBps} MB/s; ` +
       `CPU per MB: agent ${result.agentCpuMsPerMB} ms, hub ${result.hubCpuMsPerMB} ms`,
   );
   return result;
