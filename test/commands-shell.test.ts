@@ -535,3 +535,22 @@ t.test('the pipes are closed with their command: no descriptor is left behind', 
   await waitFor('descriptors to be closed', () => openFds() <= before, { timeoutMs: 2000, intervalMs: 20 });
   t.ok(openFds() <= before, `${openFds()} open, ${before} before`);
 });
+
+t.test("the FIFO directories of agents killed before they removed them are removed; a running process's are kept", async (t) => {
+  const tmp = await tempDir(t, 'tether-tmp-');
+  const dead = spawnSync('true').pid as number; // a process that has ended
+  const stale = path.join(tmp, `tether-pipes-${dead}-abcdef`);
+  const live = path.join(tmp, `tether-pipes-${process.pid}-abcdef`);
+  const other = path.join(tmp, `tether-pipes-notapid-abcdef`);
+  for (const dir of [stale, live, other]) {
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, '0'), '');
+  }
+  const module = path.resolve(__dirname, '..', 'build', 'agent', 'commands', 'child-pipes.js');
+  const script = `require(${JSON.stringify(module)}).checkChildPipes().then((why) => console.log(JSON.stringify(why)))`;
+  const result = spawnSync(process.execPath, ['-e', script], { env: { ...process.env, TMPDIR: tmp }, encoding: 'utf8', timeout: 20_000 });
+  t.equal(result.stdout.trim(), 'null', 'FIFOs were made');
+  t.notOk(fs.existsSync(stale), 'the dead agent\'s directory is gone');
+  t.ok(fs.existsSync(live) && fs.existsSync(other), 'a running process\'s directory, and one not named after a process, are kept');
+  t.same(fs.readdirSync(tmp).filter((n) => n.startsWith('tether-pipes-')).length, 2, 'the new process removed its own at exit');
+});

@@ -69,7 +69,8 @@ class FifoMaker {
   private async makeBatch(): Promise<string | null> {
     try {
       if (this.dir === null || !fs.existsSync(this.dir)) {
-        this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tether-pipes-')); // mode 0700
+        if (this.dir === null) removeStaleDirs();
+        this.dir = fs.mkdtempSync(path.join(os.tmpdir(), `${DIR_PREFIX}${process.pid}-`)); // mode 0700
         const dir = this.dir;
         process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
       }
@@ -81,6 +82,37 @@ class FifoMaker {
     } catch (error) {
       return (error as Error).message;
     }
+  }
+}
+
+const DIR_PREFIX = 'tether-pipes-';
+
+/**
+ * Removes the FIFO directories of agents that were killed before they could
+ * (named after their process, which is gone): this user's real directories
+ * only, never a symbolic link.
+ */
+function removeStaleDirs(): void {
+  const tmp = os.tmpdir();
+  for (const name of fs.readdirSync(tmp)) {
+    const pid = new RegExp(`^${DIR_PREFIX}(\\d+)-`).exec(name)?.[1];
+    if (pid === undefined || Number(pid) === process.pid || running(Number(pid))) continue;
+    const dir = path.join(tmp, name);
+    try {
+      const st = fs.lstatSync(dir);
+      if (st.isDirectory() && st.uid === process.getuid?.()) fs.rmSync(dir, { recursive: true, force: true });
+    } catch {
+      // gone meanwhile, or not ours to look at
+    }
+  }
+}
+
+function running(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code !== 'ESRCH';
   }
 }
 
