@@ -42,6 +42,8 @@ export interface OutputPipes {
 const { O_RDONLY, O_WRONLY, O_NONBLOCK } = fs.constants;
 /** FIFOs made by one mkfifo run: four commands' worth. */
 const BATCH = 8;
+/** The FIFO directory's name: this, the process's pid, '-' and mkdtemp's random part. */
+const DIR_PREFIX = 'tether-pipes-';
 
 class FifoMaker {
   private dir: string | null = null;
@@ -49,7 +51,7 @@ class FifoMaker {
   private making: Promise<string | null> | null = null;
   private made = 0;
 
-  /** `n` fresh FIFO paths, or null with why none could be made. */
+  /** `n` fresh FIFO paths, or why none could be made. */
   async take(n: number): Promise<string[] | string> {
     while (this.ready.length < n) {
       const failure = await this.make();
@@ -85,7 +87,6 @@ class FifoMaker {
   }
 }
 
-const DIR_PREFIX = 'tether-pipes-';
 
 /**
  * Removes the FIFO directories of agents that were killed before they could
