@@ -7,9 +7,10 @@
  *   ACK  at the latest after ACK_EVERY_FRAMES frames or ACK_EVERY_BYTES of
  *        bodies, or ACK_DELAY_MS after the first frame not yet acknowledged;
  *        at once when a gap opens (selective repeat), once per gap
- *   NAK  selective repeat: at once for a damaged frame. Go-back-N: for the
- *        frame expected, and again for it only when the peer has evidently
- *        gone back or a repeat interval has passed (the NAK may be lost)
+ *   NAK  selective repeat: at once for a damaged frame. Go-back-N (and
+ *        selective repeat past its hold bounds): for the frame expected, and
+ *        again for it only when the peer has evidently gone back or a repeat
+ *        interval has passed (the NAK may be lost)
  *
  * A NAK acknowledges as an ACK does, so either reply settles what is owed.
  */
