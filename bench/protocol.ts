@@ -8,7 +8,7 @@
  *   messages     the wire bytes of each message type (body, and frame with
  *                CRC, COBS and delimiter)
  */
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { shellQuote } from '../agent/commands/pyrepr';
@@ -54,6 +54,14 @@ export interface ThroughputResult {
   hubCpuMsPerMB: number;
 }
 
+/** A relay's receiving end: resolves once it has exited 0, rejects otherwise. */
+function receiverExit(receiver: ChildProcess, what: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    receiver.once('error', reject);
+    receiver.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${what}: exit ${String(code)}`))));
+  });
+}
+
 /**
  * `command | socat -u STDIN TCP:...` into `socat -u TCP-LISTEN:... STDOUT >
  * /dev/null`, timed from the start of the sender to the end of the receiver.
@@ -61,10 +69,7 @@ export interface ThroughputResult {
 async function timeRelay(command: string): Promise<number> {
   const port = await freePort();
   const receiver = spawn('socat', ['-u', `TCP-LISTEN:${port},reuseaddr,bind=127.0.0.1`, 'OPEN:/dev/null,wronly'], { stdio: 'ignore' });
-  const done = new Promise<void>((resolve, reject) => {
-    receiver.once('error', reject);
-    receiver.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`socat receiver: exit ${String(code)}`))));
-  });
+  const done = receiverExit(receiver, 'the socat receiver');
   await listening(port);
   const start = performance.now();
   await timeLocal(`${command} | socat -u STDIN TCP:127.0.0.1:${port}`);
@@ -79,13 +84,11 @@ async function timeNodeRelay(command: string, auth: 'hmac' | 'plain'): Promise<n
   const receiver = spawn(process.execPath, [script, 'receive', String(port), auth], { stdio: ['ignore', 'pipe', 'inherit'] });
   let said = '';
   receiver.stdout.on('data', (chunk: Buffer) => (said += chunk.toString()));
-  const done = new Promise<number>((resolve, reject) => {
-    receiver.once('error', reject);
-    receiver.once('exit', (code) => (code === 0 ? resolve(Number(said.split('\n')[1])) : reject(new Error(`node relay receiver: exit ${String(code)}`))));
-  });
+  const done = receiverExit(receiver, 'the node relay receiver');
   await waitFor('the node relay receiver', () => said.startsWith('ready\n'), { timeoutMs: 10_000, intervalMs: 10 });
   await timeLocal(`${command} | ${shellQuote([process.execPath, script, 'send', String(port), auth])}`);
-  return withTimeout(done, 60_000, 'the node relay receiver');
+  await withTimeout(done, 60_000, 'the node relay receiver');
+  return Number(said.split('\n')[1]);
 }
 
 export interface RoundTripResult {

@@ -60,7 +60,7 @@ import { LogFileWatcher } from './logwatcher';
 import { toPyOSError } from './oserror';
 import { isDir, makedirs, pathJoin, which } from './paths';
 import { processEnviron } from './process-env';
-import { type OutputPipes, openOutputPipes } from './child-pipes';
+import { type OutputPipes, type OutputStreams, openOutputPipes } from './child-pipes';
 import { ProcessGroup } from './process-group';
 import { pyRepr, pyStr, pyTypeName, reprBytes, reprStr, shQuote, shellQuote } from './pyrepr';
 
@@ -87,10 +87,8 @@ export interface RunProcessOptions {
 type Word = Buffer | unknown;
 
 /** The agent's ends of the child's stdio (stdin null: the child reads /dev/null). */
-interface ChildStdio {
+interface ChildStdio extends OutputStreams {
   stdin: Writable | null;
-  stdout: Readable;
-  stderr: Readable;
 }
 
 function toBytes(value: unknown): Word {
