@@ -164,6 +164,29 @@ t.test('the retransmission timer: expires after the timeout, doubles its wait on
   t.ok(expiries[3] - start < 79, `after progress: ${(expiries[3] - start).toFixed(1)} ms, not the backed-off wait`);
 });
 
+t.test('the retransmission timer: after an expiry, the next frame awaited, written as long ago, waits the doubled timeout from the expiry', async (t) => {
+  // Frames written a second ago, behind a line's buffers: each is long overdue when it becomes the one awaited.
+  const written = performance.now() - 1000;
+  let awaited: SentFrame | undefined = frame(written);
+  const expiries: number[] = [];
+  const timer = new RetransmitTimer({
+    awaited: () => awaited,
+    timeoutMs: () => 20,
+    expired: () => {
+      expiries.push(performance.now());
+      awaited = frame(written); // the expired one goes again; the next oldest is awaited
+      timer.arm(); // as the session does once it has written the frame again
+    },
+  });
+  t.teardown(() => timer.stop());
+  timer.arm();
+  await waitFor('the first expiry', () => expiries.length === 1, { timeoutMs: 5000, intervalMs: 1 });
+  await waitFor('the second expiry', () => expiries.length === 2, { timeoutMs: 5000, intervalMs: 1 });
+  t.ok(expiries[1] - expiries[0] >= 39, `${(expiries[1] - expiries[0]).toFixed(1)} ms between them: the doubled wait, not at once`);
+  timer.stop();
+  t.equal(expiries.length, 2);
+});
+
 t.test('the retransmission timer waits for the frame to be written, and never expires for one acknowledged meanwhile', async (t) => {
   const awaitedFrame = frame(null);
   let awaited: SentFrame | undefined = awaitedFrame;

@@ -13,8 +13,9 @@ import { FrameAuth } from '../wire/frame-auth';
 import { FrameReader, authenticatedParts, encodeAuthenticatedFrame } from '../wire/framing';
 import { Link } from '../wire/link';
 import { type Message, MsgType, type OutgoingMessage, decodeMessage, encodeMessage } from '../wire/messages';
-import { Session } from '../wire/session';
-import { FrameSizer, MIN_FRAME_BODY } from '../wire/frame-size';
+import { IN_FLIGHT_FLOOR_FRAMES, MAX_UNACKED_BYTES_LOSSY, Session } from '../wire/session';
+import { FrameSizer, MIN_FRAME_BODY, wireBytes } from '../wire/frame-size';
+import type { InFlightLimit } from '../wire/in-flight';
 import { memoryLine } from './helpers/line-sim';
 import { TEST_KEYS, authenticatedLinks } from './helpers/wire-net';
 import { sleep, waitFor } from './helpers/support';
@@ -322,6 +323,36 @@ t.test('a measured round trip sets the wait: a line faster than its nominal rate
   await sleep(50);
   const rto = (sender as unknown as { sender: { roundTrip: { timeoutMs: number } } }).sender.roundTrip.timeoutMs;
   t.ok(rto < 100, `the retransmission wait is ${Math.round(rto)} ms, from the line as measured (nominal rate: over 2000 ms)`);
+});
+
+t.test('a lossy link keeps few bytes in flight: a sender that hears nothing stops at its floor, not at the unacknowledged window', async (t) => {
+  // 100 000 B/s: in 150 ms the line carries 15 000 bytes, and the first retransmission timeout is 270 ms away.
+  const peer = sessionWithRawPeer(100_000);
+  t.teardown(peer.close);
+  for (let i = 0; i < 40; i++) peer.session.send({ type: 'output', stream: 0, channel: i % 2, data: Buffer.alloc(400, 0x41 + (i % 26)) });
+  await sleep(150);
+  const sent = (upTo: number) => Array.from({ length: upTo }, (_, seq) => peer.copiesOf(seq).length).filter((n) => n > 0).length;
+  const floor = IN_FLIGHT_FLOOR_FRAMES * wireBytes(512);
+  const frames = sent(40);
+  const frameBytes = peer.session.unackedByteCount / frames;
+  t.ok((frames - 1) * frameBytes < floor && frames * frameBytes >= floor,
+    `${frames} frames of ${frameBytes} bytes went: until the floor of ${floor} bytes was reached, though the window takes ${MAX_UNACKED_BYTES_LOSSY}`);
+  t.equal(peer.session.stats.timeouts, 0, 'before any timeout');
+  peer.write(peer.linkFrame({ type: MsgType.ACK, nextSeq: frames }));
+  await waitFor('more frames once those are reported', () => sent(40) > frames, { intervalMs: 5, timeoutMs: 5000 });
+  t.pass('the report lets more go');
+});
+
+t.test('the in-flight bound is measured from the line: on a fast line it grows past the floor, and every byte arrives', async (t) => {
+  const { sender, receiver, close } = sessions({ seed: 3, bytesPerSecond: 2_000_000, maxBody: 512 });
+  t.teardown(close);
+  const data = randomBytes(400_000);
+  const got = collect(receiver, (n) => n >= data.length);
+  for (let at = 0; at < data.length; at += 400) sender.send({ type: 'output', stream: 1, channel: 0, data: data.subarray(at, at + 400) });
+  t.ok((await got).equals(data), 'byte-exact');
+  const floor = IN_FLIGHT_FLOOR_FRAMES * wireBytes(512);
+  const bound = (sender as unknown as { inFlightLimit: InFlightLimit }).inFlightLimit.bytes(floor);
+  t.ok(bound > floor, `the bound grew to ${Math.round(bound)} bytes, over the floor of ${floor}`);
 });
 
 const lossPerByte = (s: Session) => (s as unknown as { sizer: FrameSizer }).sizer.lossPerByte.toExponential(2);

@@ -25,7 +25,7 @@ const STEPS = [64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 409
 const HYSTERESIS = 1.01;
 
 /** Bytes a frame with a body of `body` bytes takes on the line. */
-function wireBytes(body: number): number {
+export function wireBytes(body: number): number {
   return cobsMaxEncodedLength(body + TRAILER_BYTES) + 1;
 }
 

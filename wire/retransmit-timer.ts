@@ -3,7 +3,9 @@
  * the frame whose ACK is awaited longest. Once that frame has been taken by
  * the stream and the timeout (a measured round trip with room for jitter,
  * send-window.ts RoundTrip) has passed, `expired` runs; the wait doubles after
- * each expiry until an ACK makes progress. Reliable links never arm it: a
+ * each expiry until an ACK makes progress, and runs from the last expiry as
+ * well: the frame awaited next was written as long ago, and timing it from
+ * then would expire at once, frame after frame. Reliable links never arm it: a
  * frame they do not deliver is a peer that is gone (keepalive).
  */
 import { performance } from 'node:perf_hooks';
@@ -26,6 +28,8 @@ export interface RetransmitTimerOptions {
 export class RetransmitTimer {
   private timer: NodeJS.Timeout | null = null;
   private backoff = 1;
+  /** When the timer last expired without progress since (performance.now() ms). */
+  private expiredAt = -Infinity;
 
   constructor(private readonly options: RetransmitTimerOptions) {}
 
@@ -35,7 +39,7 @@ export class RetransmitTimer {
     const awaited = this.options.awaited();
     if (!awaited) return;
     const wait = Math.min(MAX_RETRANSMIT_MS, this.backoff * this.options.timeoutMs());
-    const due = () => (awaited.writtenAt ?? performance.now()) + wait;
+    const due = () => Math.max(awaited.writtenAt ?? performance.now(), this.expiredAt) + wait;
     this.timer = setTimeout(() => {
       this.timer = null;
       // Acknowledged meanwhile, or not yet taken by the stream, or sent again since: time again.
@@ -44,6 +48,7 @@ export class RetransmitTimer {
         return;
       }
       this.backoff = Math.min(MAX_BACKOFF, 2 * this.backoff);
+      this.expiredAt = performance.now();
       this.options.expired();
     }, Math.max(1, due() - performance.now()));
     this.timer.unref();
@@ -52,6 +57,7 @@ export class RetransmitTimer {
   /** An ACK made progress: the wait is a round trip again. */
   progress(): void {
     this.backoff = 1;
+    this.expiredAt = -Infinity;
     this.stop();
   }
 

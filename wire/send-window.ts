@@ -8,6 +8,8 @@
  * remembers the place of its last transmission (`order`) for this. The
  * retransmission timeout comes from round trips measured on the line itself
  * (RFC 6298), never from its nominal rate alone: it only recovers a lost tail.
+ * It also counts the bytes in flight, whose fate is not known yet, for the
+ * bound a lossy link keeps on them (in-flight.ts).
  */
 
 export interface SentFrame {
@@ -25,6 +27,10 @@ export interface SentFrame {
   firstOrder: number;
   /** When its last transmission was taken by the stream (performance.now() ms); null until then. */
   writtenAt: number | null;
+  /** The window's bytes reported arrived when it was taken by the stream. */
+  deliveredAtWrite: number;
+  /** Written, and neither reported arrived nor known lost. */
+  inFlight: boolean;
   /** The receiver holds it, out of order (selective repeat). */
   held: boolean;
   /** Waits to be sent again. */
@@ -70,6 +76,15 @@ export interface FrameFates {
   lostFrame(wireBytes: number): void;
 }
 
+/**
+ * Who learns, per report, the round trip of the newest frame sent once that it
+ * reports (written at `writtenAt`, reported at `now`) and the bytes reported
+ * arrived during it (in-flight.ts).
+ */
+export interface DeliverySamples {
+  sample(writtenAt: number, now: number, deliveredBytes: number): void;
+}
+
 export class SendWindow {
   private frames: SentFrame[] = [];
   private resends: SentFrame[] = [];
@@ -79,10 +94,15 @@ export class SendWindow {
   private deliveredOrder = 0;
   /** Wire bytes of the frames not yet acknowledged. */
   bytes = 0;
+  /** Wire bytes of the frames in flight. */
+  inFlightBytes = 0;
+  /** Wire bytes of every frame reported arrived, counted once each. */
+  private deliveredBytes = 0;
 
   constructor(
     readonly roundTrip: RoundTrip,
     private readonly fates: FrameFates | null = null,
+    private readonly samples: DeliverySamples | null = null,
   ) {}
 
   get count(): number {
@@ -95,7 +115,9 @@ export class SendWindow {
 
   /** A new frame, kept until acknowledged. */
   add(seq: number, frame: Buffer): SentFrame {
-    const entry: SentFrame = { seq, frame, sends: 0, order: 0, firstOrder: 0, writtenAt: null, held: false, queued: false, acked: false };
+    const entry: SentFrame = {
+      seq, frame, sends: 0, order: 0, firstOrder: 0, writtenAt: null, deliveredAtWrite: 0, inFlight: false, held: false, queued: false, acked: false,
+    };
     this.frames.push(entry);
     this.bytes += frame.length;
     return entry;
@@ -108,6 +130,19 @@ export class SendWindow {
     if (entry.sends === 1) entry.firstOrder = entry.order;
     entry.writtenAt = null;
     entry.queued = false;
+    this.setInFlight(entry, true);
+  }
+
+  /** The stream took the frame's latest transmission: its round trip starts now. */
+  taken(entry: SentFrame, now: number): void {
+    entry.writtenAt = now;
+    entry.deliveredAtWrite = this.deliveredBytes;
+  }
+
+  private setInFlight(entry: SentFrame, inFlight: boolean): void {
+    if (entry.inFlight === inFlight) return;
+    entry.inFlight = inFlight;
+    this.inFlightBytes += inFlight ? entry.frame.length : -entry.frame.length;
   }
 
   /**
@@ -117,27 +152,42 @@ export class SendWindow {
    * into the queue to be sent again.
    */
   acknowledge(nextSeq: number, received: Buffer | undefined, now: number): boolean {
-    let newest: SentFrame | null = null;
+    let progress = false;
+    // The frame this report is the first to report that was written last: its round trip is the freshest.
+    let timed: SentFrame | null = null;
+    const reported = (entry: SentFrame) => {
+      this.delivered(entry);
+      if (!timed || entry.order > timed.order) timed = entry;
+    };
     while (this.frames.length > 0 && this.frames[0].seq < nextSeq) {
       const entry = this.frames.shift()!;
       entry.acked = true;
       this.bytes -= entry.frame.length;
-      this.delivered(entry);
-      newest = entry;
+      this.setInFlight(entry, false);
+      // A frame the receiver held was reported when it arrived: its round trip ended then.
+      if (!entry.held) reported(entry);
+      progress = true;
     }
     if (received) {
       for (const entry of this.frames) {
         const bit = entry.seq - nextSeq - 1;
         if (bit >= 0 && bit < received.length * 8 && (received[bit >> 3] & (1 << (bit & 7))) !== 0 && !entry.held) {
           entry.held = true;
-          this.delivered(entry);
+          this.setInFlight(entry, false);
+          reported(entry);
         }
       }
     }
-    // Karn's rule: a frame sent more than once says nothing about the round trip.
-    if (newest && newest.sends === 1 && newest.writtenAt !== null) this.roundTrip.sample(Math.max(0, now - newest.writtenAt));
+    this.sampleRoundTrip(timed, now);
     this.queueLost((entry) => entry.order < this.deliveredOrder);
-    return newest !== null;
+    return progress;
+  }
+
+  private sampleRoundTrip(entry: SentFrame | null, now: number): void {
+    // Karn's rule: a frame sent more than once says nothing about the round trip.
+    if (!entry || entry.sends !== 1 || entry.writtenAt === null) return;
+    this.roundTrip.sample(Math.max(0, now - entry.writtenAt));
+    this.samples?.sample(entry.writtenAt, now, this.deliveredBytes - entry.deliveredAtWrite);
   }
 
   /**
@@ -147,6 +197,7 @@ export class SendWindow {
    * the two are still on their way).
    */
   private delivered(entry: SentFrame): void {
+    this.deliveredBytes += entry.frame.length;
     if (entry.firstOrder > this.deliveredOrder) this.deliveredOrder = entry.firstOrder;
     if (entry.sends === 1) this.fates?.delivered(entry.frame.length);
   }
@@ -199,6 +250,7 @@ export class SendWindow {
 
   private queue(entry: SentFrame): void {
     entry.queued = true;
+    this.setInFlight(entry, false);
     if (this.resends.length === 0) this.resendsSorted = true;
     else if (this.resends[this.resends.length - 1].seq > entry.seq) this.resendsSorted = false;
     this.resends.push(entry);
@@ -208,6 +260,7 @@ export class SendWindow {
   resendAll(frame: (entry: SentFrame) => Buffer): void {
     this.resends = [];
     for (const entry of this.frames) {
+      this.setInFlight(entry, false);
       const old = entry.frame.length;
       entry.frame = frame(entry);
       this.bytes += entry.frame.length - old;

@@ -9,6 +9,7 @@
  *   acknowledger.ts      when this side owes the peer an ACK or a NAK
  *   fragments.ts         messages larger than a frame
  *   frame-size.ts        the frame size that carries most through a noisy line
+ *   in-flight.ts         lossy links: how much may be on its way at once
  *   compression.ts       the deflate capability
  *
  * and adds what is the session's own: keepalive, link replies while the
@@ -32,7 +33,8 @@ import { ReceiveWindow } from './receive-window';
 import { MIN_RETRANSMIT_MS, RetransmitTimer } from './retransmit-timer';
 import { SendQueue } from './send-queue';
 import { RoundTrip, type SentFrame, SendWindow } from './send-window';
-import { FrameSizer } from './frame-size';
+import { FrameSizer, wireBytes } from './frame-size';
+import { InFlightLimit } from './in-flight';
 
 export interface SessionOptions {
   /** Largest frame body either side may send. */
@@ -55,6 +57,9 @@ export interface SessionOptions {
    */
   resumable?: boolean;
 }
+
+/** Lossy links: frames of max_frame that may always be in flight, whatever the measured bound (frames sent again keep the size they had). */
+export const IN_FLIGHT_FLOOR_FRAMES = 4;
 
 /** Frames unacknowledged at most: far below 2^15, so that 16 bits of frame number place every one. */
 export const MAX_UNACKED_FRAMES = 1024;
@@ -96,6 +101,8 @@ export class Session extends EventEmitter {
   private readonly reassembler = new Reassembler();
   /** Lossy links: the frame size that carries most through the noise measured. */
   private readonly sizer: FrameSizer | null;
+  /** Lossy links: the bound on bytes in flight, so that a frame sent again does not queue behind the line's buffers. */
+  private readonly inFlightLimit: InFlightLimit | null;
   private readonly compressor: Compressor | null;
   private readonly decompressor: Decompressor | null;
   readonly maxBody: number;
@@ -111,6 +118,8 @@ export class Session extends EventEmitter {
   private keepaliveTimer: NodeJS.Timeout | null = null;
   /** Go-back-N to a peer that keeps nothing out of order: bytes in flight, halved on each loss (AIMD). */
   private goBackWindow: number;
+  /** A timeout's frame goes again whatever is in flight: the frames in flight may all be lost. */
+  private timeoutResend = false;
   private lastHeard = Date.now();
   /** When an ACK last made progress, or frames began to wait for one. */
   private lastAckProgress = Date.now();
@@ -125,8 +134,9 @@ export class Session extends EventEmitter {
     this.sendSeq = options.sendSeq ?? 0;
     this.queue = new SendQueue(options.maxBody);
     this.sizer = link.lossy ? new FrameSizer(options.maxBody) : null;
+    this.inFlightLimit = link.lossy ? new InFlightLimit() : null;
     // Before the first measurement: a generous wait, from the line's nominal rate where there is one.
-    this.sender = new SendWindow(new RoundTrip(250 + 4 * this.lineMs(options.maxBody), MIN_RETRANSMIT_MS), this.sizer);
+    this.sender = new SendWindow(new RoundTrip(250 + 4 * this.lineMs(options.maxBody), MIN_RETRANSMIT_MS), this.sizer, this.inFlightLimit);
     this.receiver = new ReceiveWindow(options.recvSeq ?? 0, options.selective ?? false);
     this.goBackWindow = this.goBackLimit;
     this.acks = new Acknowledger({
@@ -212,6 +222,12 @@ export class Session extends EventEmitter {
   private get unackedLimit(): number {
     if (this.lossy && !this.receiverHolds) return this.goBackWindow;
     return this.lossy ? MAX_UNACKED_BYTES_LOSSY : MAX_UNACKED_BYTES_RELIABLE;
+  }
+
+  /** Whether another frame may go now: lossy links keep the bytes in flight within their bound (one frame always may). */
+  private get inFlightRoom(): boolean {
+    if (!this.inFlightLimit || this.sender.inFlightBytes === 0) return true;
+    return this.sender.inFlightBytes < this.inFlightLimit.bytes(IN_FLIGHT_FLOOR_FRAMES * wireBytes(this.maxBody));
   }
 
   /** Go-back-N's ceiling: a go-back costs little when little is in flight. */
@@ -308,15 +324,16 @@ export class Session extends EventEmitter {
   /** Writes frames to send again, then queued messages, while the stream's buffer and the unacknowledged bounds allow. */
   private flush(): void {
     if (!this.attached || this.closed) return;
-    while (this.buffered < this.bufferLimit) {
+    while (this.buffered < this.bufferLimit && (this.inFlightRoom || this.timeoutResend)) {
       const entry = this.sender.nextResend();
+      this.timeoutResend = false;
       if (!entry) break;
       this.sessionStats.resent++;
       this.write(entry);
     }
     while (
       !this.sender.resendWaiting && this.queue.length > 0 && !this.closed && this.buffered < this.bufferLimit &&
-      this.sender.bytes < this.unackedLimit && this.sender.count < MAX_UNACKED_FRAMES
+      this.sender.bytes < this.unackedLimit && this.sender.count < MAX_UNACKED_FRAMES && this.inFlightRoom
     ) {
       let body = this.queue.shift(this.frameLimit)!;
       if (this.compressor) body = [this.compressor.pack(joinBody(body))];
@@ -339,7 +356,7 @@ export class Session extends EventEmitter {
       if (link !== this.link) return;
       this.buffered -= length;
       // The callback of an earlier transmission says nothing about when this one left.
-      if (entry.order === order) entry.writtenAt = performance.now();
+      if (entry.order === order) this.sender.taken(entry, performance.now());
       this.drained();
     });
   }
@@ -528,6 +545,7 @@ export class Session extends EventEmitter {
   private onRetransmitTimeout(): void {
     this.sessionStats.timeouts++;
     this.sender.timedOut(!this.receiverHolds);
+    this.timeoutResend = true;
     if (!this.receiverHolds) this.goBackWindow = Math.max(2 * this.maxBody, this.goBackWindow / 2);
     this.flush();
   }
