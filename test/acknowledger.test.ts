@@ -8,7 +8,7 @@ import t from 'tap';
 import { performance } from 'node:perf_hooks';
 import { ACK_DELAY_MS, ACK_EVERY_BYTES, ACK_EVERY_FRAMES, type AckType, Acknowledger, MIN_NAK_REPEAT_MS } from '../wire/acknowledger';
 import { MsgType } from '../wire/messages';
-import { RetransmitTimer } from '../wire/retransmit-timer';
+import { MIN_RETRANSMIT_MS, RetransmitTimer } from '../wire/retransmit-timer';
 import { RoundTrip, type SentFrame, SendWindow } from '../wire/send-window';
 import { sleep, waitFor } from './helpers/support';
 
@@ -143,7 +143,7 @@ function frame(writtenAt: number | null): SentFrame {
 t.test('the retransmission timer: expires after the timeout, doubles its wait on each expiry, and a round trip again on progress', async (t) => {
   let awaited: SentFrame | undefined = frame(performance.now());
   const expiries: number[] = [];
-  const timer = new RetransmitTimer({ awaited: () => awaited, timeoutMs: () => 20, expired: () => void expiries.push(performance.now()) });
+  const timer = new RetransmitTimer({ awaited: () => awaited, timeoutMs: () => 20, lineMs: () => 0, expired: () => void expiries.push(performance.now()) });
   t.teardown(() => timer.stop());
   const waits: number[] = [];
   for (let i = 0; i < 3; i++) {
@@ -156,12 +156,56 @@ t.test('the retransmission timer: expires after the timeout, doubles its wait on
   t.ok(waits[0] >= 19, `first wait ${waits[0].toFixed(1)} ms, the timeout`);
   t.ok(waits[1] >= 39, `second ${waits[1].toFixed(1)} ms, doubled`);
   t.ok(waits[2] >= 79, `third ${waits[2].toFixed(1)} ms, doubled again`);
-  timer.progress();
+  timer.progress(true);
   awaited = frame(performance.now());
   const start = awaited.writtenAt!;
   timer.arm();
   await waitFor('the expiry after progress', () => expiries.length > 3, { timeoutMs: 5000, intervalMs: 1 });
   t.ok(expiries[3] - start < 79, `after progress: ${(expiries[3] - start).toFixed(1)} ms, not the backed-off wait`);
+});
+
+t.test('the retransmission timer runs from the last progress, and gives the frame its own time on the line', async (t) => {
+  // The last of a burst written together to a slow line: written a second ago, its turn on the line only now.
+  const awaited = frame(performance.now() - 1000);
+  const expiries: number[] = [];
+  const timer = new RetransmitTimer({ awaited: () => awaited, timeoutMs: () => 20, lineMs: (f) => (f === awaited ? 30 : 0), expired: () => void expiries.push(performance.now()) });
+  t.teardown(() => timer.stop());
+  timer.progress(true); // the frame before it was just reported
+  const start = performance.now();
+  timer.arm();
+  await waitFor('the expiry', () => expiries.length === 1, { timeoutMs: 5000, intervalMs: 1 });
+  t.ok(expiries[0] - start >= 49, `${(expiries[0] - start).toFixed(1)} ms after the progress: the timeout (20) and its line time (30), not at once`);
+});
+
+t.test('the retransmission timer keeps its backoff through progress that measured no round trip (Karn)', async (t) => {
+  let awaited: SentFrame | undefined = frame(performance.now());
+  const expiries: number[] = [];
+  const timer = new RetransmitTimer({ awaited: () => awaited, timeoutMs: () => 20, lineMs: () => 0, expired: () => void expiries.push(performance.now()) });
+  t.teardown(() => timer.stop());
+  timer.arm();
+  await waitFor('the expiry', () => expiries.length === 1, { timeoutMs: 5000, intervalMs: 1 });
+  // The copy sent again is acknowledged: progress, but a frame sent twice is not timed.
+  timer.progress(false);
+  awaited = frame(performance.now());
+  let start = awaited.writtenAt!;
+  timer.arm();
+  await waitFor('the second expiry', () => expiries.length === 2, { timeoutMs: 5000, intervalMs: 1 });
+  t.ok(expiries[1] - start >= 39, `${(expiries[1] - start).toFixed(1)} ms: still the doubled wait`);
+  timer.progress(true);
+  awaited = frame(performance.now());
+  start = awaited.writtenAt!;
+  timer.arm();
+  await waitFor('the third expiry', () => expiries.length === 3, { timeoutMs: 5000, intervalMs: 1 });
+  t.ok(expiries[2] - start < 39, `${(expiries[2] - start).toFixed(1)} ms once a round trip was measured: the timeout again`);
+});
+
+t.test('the retransmission wait leaves room over a steady round trip: the mean and at least MIN_RETRANSMIT_MS', async (t) => {
+  const steady = new RoundTrip(250, MIN_RETRANSMIT_MS);
+  for (let i = 0; i < 100; i++) steady.sample(223);
+  t.equal(steady.timeoutMs, 223 + MIN_RETRANSMIT_MS, 'no deviation left, but an ACK a little late is not taken for a loss');
+  const jittery = new RoundTrip(250, MIN_RETRANSMIT_MS);
+  for (let i = 0; i < 100; i++) jittery.sample(i % 2 === 0 ? 100 : 200);
+  t.ok(jittery.timeoutMs > 150 + 4 * 40, `a varying one: mean + 4 × deviation (${Math.round(jittery.timeoutMs)} ms)`);
 });
 
 t.test('the retransmission timer: after an expiry, the next frame awaited, written as long ago, waits the doubled timeout from the expiry', async (t) => {
@@ -172,6 +216,7 @@ t.test('the retransmission timer: after an expiry, the next frame awaited, writt
   const timer = new RetransmitTimer({
     awaited: () => awaited,
     timeoutMs: () => 20,
+    lineMs: () => 0,
     expired: () => {
       expiries.push(performance.now());
       awaited = frame(written); // the expired one goes again; the next oldest is awaited
@@ -191,7 +236,7 @@ t.test('the retransmission timer waits for the frame to be written, and never ex
   const awaitedFrame = frame(null);
   let awaited: SentFrame | undefined = awaitedFrame;
   let expired = 0;
-  const timer = new RetransmitTimer({ awaited: () => awaited, timeoutMs: () => 10, expired: () => void expired++ });
+  const timer = new RetransmitTimer({ awaited: () => awaited, timeoutMs: () => 10, lineMs: () => 0, expired: () => void expired++ });
   t.teardown(() => timer.stop());
   timer.arm();
   await sleep(60);

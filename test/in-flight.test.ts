@@ -14,6 +14,8 @@ t.test('InFlightLimit: the floor until a sample, then twice the measured bandwid
   limit.sample(0, 10, 5000); // 500 bytes per ms, 10 ms
   t.equal(limit.bytes(2000), 10_000, '2 × 500 B/ms × 10 ms');
   t.equal(limit.bytes(20_000), 20_000, 'never below the floor');
+  t.equal(limit.lineMs(1000), 2, 'a frame of 1000 bytes takes 2 ms on the line at the rate measured');
+  t.equal(new InFlightLimit().lineMs(1000), 0, 'nothing measured: no line time is assumed');
 });
 
 t.test('InFlightLimit: a sender held back by the bound doubles it each round trip until the line is full', async (t) => {

@@ -355,6 +355,16 @@ t.test('the in-flight bound is measured from the line: on a fast line it grows p
   t.ok(bound > floor, `the bound grew to ${Math.round(bound)} bytes, over the floor of ${floor}`);
 });
 
+t.test('a clean lossy line at a steady pace sends nothing twice: the retransmission wait keeps room over the round trip', async (t) => {
+  const { sender, receiver, close } = sessions({ seed: 5, bytesPerSecond: 100_000, maxBody: 512 });
+  t.teardown(close);
+  const data = randomBytes(300_000);
+  const got = collect(receiver, (n) => n >= data.length);
+  for (let at = 0; at < data.length; at += 400) sender.send({ type: 'output', stream: 1, channel: 0, data: data.subarray(at, at + 400) });
+  t.ok((await got).equals(data), 'byte-exact');
+  t.same({ resent: sender.stats.resent, timeouts: sender.stats.timeouts }, { resent: 0, timeouts: 0 }, 'no frame went twice');
+});
+
 const lossPerByte = (s: Session) => (s as unknown as { sizer: FrameSizer }).sizer.lossPerByte.toExponential(2);
 
 t.test('frame size: the sender shrinks its frames on a noisy line and grows them back when it is clean', async (t) => {

@@ -68,6 +68,11 @@ export class InFlightLimit {
     }
   }
 
+  /** How long `bytes` take on the line at the highest rate measured; 0 before any sample. */
+  lineMs(bytes: number): number {
+    return this.rate > 0 ? bytes / this.rate : 0;
+  }
+
   /** The bytes that may be in flight now, at least `floor`. */
   bytes(floor: number): number {
     if (this.rate === 0 || this.probeFrom !== null) return floor;

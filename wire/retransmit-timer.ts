@@ -2,17 +2,22 @@
  * Lossy links: the sender's retransmission timer (PROTOCOL.md 7.3). It times
  * the frame whose ACK is awaited longest. Once that frame has been taken by
  * the stream and the timeout (a measured round trip with room for jitter,
- * send-window.ts RoundTrip) has passed, `expired` runs; the wait doubles after
- * each expiry until an ACK makes progress, and runs from the last expiry as
- * well: the frame awaited next was written as long ago, and timing it from
- * then would expire at once, frame after frame. Reliable links never arm it: a
+ * send-window.ts RoundTrip) has passed, plus the frame's own time on the
+ * line at the rate measured, `expired` runs. The wait runs from the frame's
+ * write, or from the last progress or expiry if later (as TCP restarts its
+ * timer on each ACK, RFC 6298 5.3): frames written together behind a slow
+ * line arrive one after another, and the last of them was written as long
+ * ago as the first. It doubles after each expiry and stays doubled until a
+ * round trip is measured again (Karn: frames sent twice are not timed, so
+ * progress alone says nothing of how long the line now takes). Reliable links never arm it: a
  * frame they do not deliver is a peer that is gone (keepalive).
  */
 import { performance } from 'node:perf_hooks';
 import type { SentFrame } from './send-window';
 
-/** The timer never waits less, nor more, than this; nor doubles more than MAX_BACKOFF times. */
+/** The least room the timeout leaves over the mean round trip (send-window.ts RoundTrip). */
 export const MIN_RETRANSMIT_MS = 50;
+/** The timer never waits more than this, nor doubles more than MAX_BACKOFF times. */
 export const MAX_RETRANSMIT_MS = 10_000;
 export const MAX_BACKOFF = 16;
 
@@ -21,6 +26,8 @@ export interface RetransmitTimerOptions {
   awaited: () => SentFrame | undefined;
   /** The round trip's timeout now, before backoff. */
   timeoutMs: () => number;
+  /** How long `frame` takes on the line at the rate measured (0 while none is). */
+  lineMs: (frame: SentFrame) => number;
   /** The awaited frame's ACK is late: the sender treats what is in flight as lost. */
   expired: () => void;
 }
@@ -28,8 +35,8 @@ export interface RetransmitTimerOptions {
 export class RetransmitTimer {
   private timer: NodeJS.Timeout | null = null;
   private backoff = 1;
-  /** When the timer last expired without progress since (performance.now() ms). */
-  private expiredAt = -Infinity;
+  /** When the wait last began anew: the last progress or expiry (performance.now() ms). */
+  private since = -Infinity;
 
   constructor(private readonly options: RetransmitTimerOptions) {}
 
@@ -38,8 +45,8 @@ export class RetransmitTimer {
     if (this.timer) return;
     const awaited = this.options.awaited();
     if (!awaited) return;
-    const wait = Math.min(MAX_RETRANSMIT_MS, this.backoff * this.options.timeoutMs());
-    const due = () => Math.max(awaited.writtenAt ?? performance.now(), this.expiredAt) + wait;
+    const wait = Math.min(MAX_RETRANSMIT_MS, this.backoff * this.options.timeoutMs() + this.options.lineMs(awaited));
+    const due = () => Math.max(awaited.writtenAt ?? performance.now(), this.since) + wait;
     this.timer = setTimeout(() => {
       this.timer = null;
       // Acknowledged meanwhile, or not yet taken by the stream, or sent again since: time again.
@@ -48,16 +55,16 @@ export class RetransmitTimer {
         return;
       }
       this.backoff = Math.min(MAX_BACKOFF, 2 * this.backoff);
-      this.expiredAt = performance.now();
+      this.since = performance.now();
       this.options.expired();
     }, Math.max(1, due() - performance.now()));
     this.timer.unref();
   }
 
-  /** An ACK made progress: the wait is a round trip again. */
-  progress(): void {
-    this.backoff = 1;
-    this.expiredAt = -Infinity;
+  /** A report made progress or timed a frame sent once (`measured`: the wait is a round trip again). */
+  progress(measured: boolean): void {
+    if (measured) this.backoff = 1;
+    this.since = performance.now();
     this.stop();
   }
 

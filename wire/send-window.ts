@@ -64,9 +64,15 @@ export class RoundTrip {
     this.mean += (ms - this.mean) / 8;
   }
 
-  /** How long to wait for an ACK after a frame was taken by the stream. */
+  /**
+   * How long to wait for an ACK after a frame was taken by the stream: the
+   * mean and at least `minMs` more. (A deviation near 0, as a steady line
+   * gives, would leave no room for an ACK a little late: each frame would go
+   * twice, and a frame sent twice is never timed, so the estimate would
+   * never learn.)
+   */
   get timeoutMs(): number {
-    return this.mean === null ? this.initialMs : Math.max(this.minMs, this.mean + 4 * this.deviation);
+    return this.mean === null ? this.initialMs : this.mean + Math.max(this.minMs, 4 * this.deviation);
   }
 }
 
@@ -148,10 +154,10 @@ export class SendWindow {
   /**
    * The peer's ACK or NAK: everything below `nextSeq` arrived, and with
    * selective repeat the frames marked in `received`. Returns whether the
-   * window moved. Frames written before one that arrived, and missing, go
+   * window moved, and whether a round trip was measured (a frame sent once was reported). Frames written before one that arrived, and missing, go
    * into the queue to be sent again.
    */
-  acknowledge(nextSeq: number, received: Buffer | undefined, now: number): boolean {
+  acknowledge(nextSeq: number, received: Buffer | undefined, now: number): { progress: boolean; measured: boolean } {
     let progress = false;
     // The frame this report is the first to report that was written last: its round trip is the freshest.
     let timed: SentFrame | null = null;
@@ -178,16 +184,17 @@ export class SendWindow {
         }
       }
     }
-    this.sampleRoundTrip(timed, now);
+    const measured = this.sampleRoundTrip(timed, now);
     this.queueLost((entry) => entry.order < this.deliveredOrder);
-    return progress;
+    return { progress, measured };
   }
 
-  private sampleRoundTrip(entry: SentFrame | null, now: number): void {
+  private sampleRoundTrip(entry: SentFrame | null, now: number): boolean {
     // Karn's rule: a frame sent more than once says nothing about the round trip.
-    if (!entry || entry.sends !== 1 || entry.writtenAt === null) return;
+    if (!entry || entry.sends !== 1 || entry.writtenAt === null) return false;
     this.roundTrip.sample(Math.max(0, now - entry.writtenAt));
     this.samples?.sample(entry.writtenAt, now, this.deliveredBytes - entry.deliveredAtWrite);
+    return true;
   }
 
   /**

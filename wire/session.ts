@@ -148,6 +148,7 @@ export class Session extends EventEmitter {
     this.retransmit = new RetransmitTimer({
       awaited: () => this.sender.awaited,
       timeoutMs: () => this.sender.roundTrip.timeoutMs,
+      lineMs: (frame) => this.inFlightLimit?.lineMs(frame.frame.length) ?? 0,
       expired: () => this.onRetransmitTimeout(),
     });
     // A slow line is worth the smallest output; on a fast link deflate's speed matters more.
@@ -276,7 +277,7 @@ export class Session extends EventEmitter {
     this.sender.acknowledge(peerNextSeq, undefined, performance.now());
     this.sender.resendAll((entry) => link.encodeSequenced(bodyOfFrame(entry.frame), entry.seq));
     this.goBackWindow = this.goBackLimit;
-    this.retransmit.progress();
+    this.retransmit.progress(true);
     this.startKeepalive();
     link.resumeReading();
     this.flush();
@@ -509,7 +510,7 @@ export class Session extends EventEmitter {
       return;
     }
     const now = performance.now();
-    const progress = this.sender.acknowledge(nextSeq, received, now);
+    const { progress, measured } = this.sender.acknowledge(nextSeq, received, now);
     if (nak) {
       if (this.receiverHolds) this.sender.damaged();
       else {
@@ -520,8 +521,8 @@ export class Session extends EventEmitter {
     if (progress) {
       this.lastAckProgress = Date.now();
       if (!nak) this.goBackWindow = Math.min(this.goBackLimit, this.goBackWindow + this.maxBody);
-      this.retransmit.progress();
     }
+    if (progress || measured) this.retransmit.progress(measured);
     this.flush();
   }
 
