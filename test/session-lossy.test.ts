@@ -5,7 +5,7 @@
  * order. Also the send queue (output merges while the link is busy) and
  * deflate compression.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { Compressor } from '../wire/compression';
@@ -343,25 +343,26 @@ t.test('a lossy link keeps few bytes in flight: a sender that hears nothing stop
   t.pass('the report lets more go');
 });
 
-t.test('the in-flight bound is measured from the line: on a fast line it grows past the floor, and every byte arrives', async (t) => {
-  const { sender, receiver, close } = sessions({ seed: 3, bytesPerSecond: 2_000_000, maxBody: 512 });
+/** `bytes` of random output through a clean line of `bytesPerSecond` in 400-byte pieces, checked byte-exact; the sending session. */
+async function cleanTransfer(t: Test, seed: number, bytesPerSecond: number, bytes: number): Promise<Session> {
+  const { sender, receiver, close } = sessions({ seed, bytesPerSecond, maxBody: 512 });
   t.teardown(close);
-  const data = randomBytes(400_000);
+  const data = randomBytes(bytes);
   const got = collect(receiver, (n) => n >= data.length);
   for (let at = 0; at < data.length; at += 400) sender.send({ type: 'output', stream: 1, channel: 0, data: data.subarray(at, at + 400) });
   t.ok((await got).equals(data), 'byte-exact');
+  return sender;
+}
+
+t.test('the in-flight bound is measured from the line: on a fast line it grows past the floor, and every byte arrives', async (t) => {
+  const sender = await cleanTransfer(t, 3, 2_000_000, 400_000);
   const floor = IN_FLIGHT_FLOOR_FRAMES * wireBytes(512);
   const bound = (sender as unknown as { inFlightLimit: InFlightLimit }).inFlightLimit.bytes(floor);
   t.ok(bound > floor, `the bound grew to ${Math.round(bound)} bytes, over the floor of ${floor}`);
 });
 
 t.test('a clean lossy line at a steady pace sends nothing twice: the retransmission wait keeps room over the round trip', async (t) => {
-  const { sender, receiver, close } = sessions({ seed: 5, bytesPerSecond: 100_000, maxBody: 512 });
-  t.teardown(close);
-  const data = randomBytes(300_000);
-  const got = collect(receiver, (n) => n >= data.length);
-  for (let at = 0; at < data.length; at += 400) sender.send({ type: 'output', stream: 1, channel: 0, data: data.subarray(at, at + 400) });
-  t.ok((await got).equals(data), 'byte-exact');
+  const sender = await cleanTransfer(t, 5, 100_000, 300_000);
   t.same({ resent: sender.stats.resent, timeouts: sender.stats.timeouts }, { resent: 0, timeouts: 0 }, 'no frame went twice');
 });
 
