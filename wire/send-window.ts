@@ -12,6 +12,11 @@
  * bound a lossy link keeps on them (in-flight.ts).
  */
 
+/** Written, and neither reported arrived, acknowledged, nor known lost. */
+function inFlight(entry: SentFrame): boolean {
+  return entry.sends > 0 && !entry.held && !entry.queued && !entry.acked;
+}
+
 export interface SentFrame {
   readonly seq: number;
   /**
@@ -29,8 +34,6 @@ export interface SentFrame {
   writtenAt: number | null;
   /** The window's bytes reported arrived when it was taken by the stream. */
   deliveredAtWrite: number;
-  /** Written, and neither reported arrived nor known lost. */
-  inFlight: boolean;
   /** The receiver holds it, out of order (selective repeat). */
   held: boolean;
   /** Waits to be sent again. */
@@ -122,7 +125,7 @@ export class SendWindow {
   /** A new frame, kept until acknowledged. */
   add(seq: number, frame: Buffer): SentFrame {
     const entry: SentFrame = {
-      seq, frame, sends: 0, order: 0, firstOrder: 0, writtenAt: null, deliveredAtWrite: 0, inFlight: false, held: false, queued: false, acked: false,
+      seq, frame, sends: 0, order: 0, firstOrder: 0, writtenAt: null, deliveredAtWrite: 0, held: false, queued: false, acked: false,
     };
     this.frames.push(entry);
     this.bytes += frame.length;
@@ -131,12 +134,12 @@ export class SendWindow {
 
   /** A frame is being written (first time or again). */
   sending(entry: SentFrame): void {
+    if (!inFlight(entry)) this.inFlightBytes += entry.frame.length;
     entry.sends++;
     entry.order = ++this.orders;
     if (entry.sends === 1) entry.firstOrder = entry.order;
     entry.writtenAt = null;
     entry.queued = false;
-    this.setInFlight(entry, true);
   }
 
   /** The stream took the frame's latest transmission: its round trip starts now. */
@@ -145,10 +148,9 @@ export class SendWindow {
     entry.deliveredAtWrite = this.deliveredBytes;
   }
 
-  private setInFlight(entry: SentFrame, inFlight: boolean): void {
-    if (entry.inFlight === inFlight) return;
-    entry.inFlight = inFlight;
-    this.inFlightBytes += inFlight ? entry.frame.length : -entry.frame.length;
+  /** Called before `entry` is reported, acknowledged or queued again: it is no longer in flight. */
+  private landed(entry: SentFrame): void {
+    if (inFlight(entry)) this.inFlightBytes -= entry.frame.length;
   }
 
   /**
@@ -167,9 +169,9 @@ export class SendWindow {
     };
     while (this.frames.length > 0 && this.frames[0].seq < nextSeq) {
       const entry = this.frames.shift()!;
+      this.landed(entry);
       entry.acked = true;
       this.bytes -= entry.frame.length;
-      this.setInFlight(entry, false);
       // A frame the receiver held was reported when it arrived: its round trip ended then.
       if (!entry.held) reported(entry);
       progress = true;
@@ -178,8 +180,8 @@ export class SendWindow {
       for (const entry of this.frames) {
         const bit = entry.seq - nextSeq - 1;
         if (bit >= 0 && bit < received.length * 8 && (received[bit >> 3] & (1 << (bit & 7))) !== 0 && !entry.held) {
+          this.landed(entry);
           entry.held = true;
-          this.setInFlight(entry, false);
           reported(entry);
         }
       }
@@ -256,8 +258,8 @@ export class SendWindow {
   }
 
   private queue(entry: SentFrame): void {
+    this.landed(entry);
     entry.queued = true;
-    this.setInFlight(entry, false);
     if (this.resends.length === 0) this.resendsSorted = true;
     else if (this.resends[this.resends.length - 1].seq > entry.seq) this.resendsSorted = false;
     this.resends.push(entry);
@@ -267,13 +269,11 @@ export class SendWindow {
   resendAll(frame: (entry: SentFrame) => Buffer): void {
     this.resends = [];
     for (const entry of this.frames) {
-      this.setInFlight(entry, false);
+      this.queue(entry); // before the frame changes: it lands at the length it was sent with
       const old = entry.frame.length;
       entry.frame = frame(entry);
       this.bytes += entry.frame.length - old;
       entry.held = false;
-      entry.queued = false;
-      this.queue(entry);
     }
   }
 

@@ -103,6 +103,7 @@ export class Session extends EventEmitter {
   private readonly sizer: FrameSizer | null;
   /** Lossy links: the bound on bytes in flight, so that a frame sent again does not queue behind the line's buffers. */
   private readonly inFlightLimit: InFlightLimit | null;
+  private readonly inFlightFloor: number;
   private readonly compressor: Compressor | null;
   private readonly decompressor: Decompressor | null;
   readonly maxBody: number;
@@ -135,6 +136,7 @@ export class Session extends EventEmitter {
     this.queue = new SendQueue(options.maxBody);
     this.sizer = link.lossy ? new FrameSizer(options.maxBody) : null;
     this.inFlightLimit = link.lossy ? new InFlightLimit() : null;
+    this.inFlightFloor = IN_FLIGHT_FLOOR_FRAMES * wireBytes(options.maxBody);
     // Before the first measurement: a generous wait, from the line's nominal rate where there is one.
     this.sender = new SendWindow(new RoundTrip(250 + 4 * this.lineMs(options.maxBody), MIN_RETRANSMIT_MS), this.sizer, this.inFlightLimit);
     this.receiver = new ReceiveWindow(options.recvSeq ?? 0, options.selective ?? false);
@@ -228,7 +230,7 @@ export class Session extends EventEmitter {
   /** Whether another frame may go now: lossy links keep the bytes in flight within their bound (one frame always may). */
   private get inFlightRoom(): boolean {
     if (!this.inFlightLimit || this.sender.inFlightBytes === 0) return true;
-    return this.sender.inFlightBytes < this.inFlightLimit.bytes(IN_FLIGHT_FLOOR_FRAMES * wireBytes(this.maxBody));
+    return this.sender.inFlightBytes < this.inFlightLimit.bytes(this.inFlightFloor);
   }
 
   /** Go-back-N's ceiling: a go-back costs little when little is in flight. */
