@@ -438,6 +438,16 @@ function specs(): Spec[] {
       message: { type: 'output', stream: 0, channel: 0, data: testLines(9, 16) },
       deflateAfter: [encodeMessage(deflate1)],
     },
+    {
+      name: 'deflate-beyond-frame',
+      description:
+        'Deflate capability: a body that inflates to more than a small max_frame. With max_frame 512 (the reference ' +
+        'agent\'s offer on serial lines), the body as sent fits, and its 2404-byte plain body (150 "PASS: test_NNNN" lines, ' +
+        'compressed with deflate-first\'s plain body as the history) is within the inflated limit max(512, 16384).',
+      from: 'agent', number: 15,
+      message: { type: 'output', stream: 0, channel: 0, data: testLines(9, 158) },
+      deflateAfter: [encodeMessage(deflate1)],
+    },
   ];
 }
 

@@ -7,11 +7,12 @@ import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { deflateRawSync } from 'node:zlib';
 import { commands } from '../agent/commands/registry';
 import type { AgentConnection } from '../master-plugin/agent-connection';
 import type { HubOptions } from '../master-plugin/hub';
 import { runShell } from '../master-plugin/run-shell';
-import { COMPRESSED_MARKER, Compressor, Decompressor } from '../wire/compression';
+import { COMPRESSED_MARKER, Compressor, Decompressor, inflatedLimit } from '../wire/compression';
 import { startPair } from './helpers/pair';
 import { makeTempDir } from './helpers/support';
 
@@ -36,6 +37,36 @@ t.test('deflate stops trying on big bodies that do not shrink, and tries again n
   for (let i = 0; i < 20 && firstPacked < 0; i++) if (roundTrip(text)[0] === COMPRESSED_MARKER) firstPacked = i;
   t.ok(firstPacked >= 0 && firstPacked <= 16, `text was compressed again after ${firstPacked} raw bodies`);
   t.equal(misread, 0, 'the peer read every body back, raw or compressed');
+});
+
+t.test('fill(): each body fits the frame as sent and inflates to more than a frame, up to 16 KiB; attempts that missed leave no trace', async (t) => {
+  const limit = 512;
+  const most = inflatedLimit(limit);
+  t.equal(most, 16_384, 'the inflated limit of 512-byte frames');
+  const compressor = new Compressor(6);
+  const decompressor = new Decompressor(most);
+  const text = Buffer.from(Array.from({ length: 3000 }, (_, i) => `${String(i).padStart(7, '0')} [${i % 13}] src/driver${i % 31}.c ok\n`).join(''));
+  // Any cut may start a body, and a message body never starts with the compressed marker.
+  const random = randomBytes(20_000).map((b) => (b === COMPRESSED_MARKER ? 0 : b));
+  for (const [kind, data] of [['text', text], ['random bytes', random]] as const) {
+    let at = 0;
+    const inflated: number[] = [];
+    while (at < data.length) {
+      const { body, offer } = compressor.fill(limit, most, (n) => data.subarray(at, at + n));
+      const plain = data.subarray(at, at + offer);
+      t.ok(body.length <= limit, `${kind}: a ${body.length}-byte body`);
+      // The peer's history sees only bodies sent: a missed attempt in the sender's would show here.
+      if (!decompressor.unpack(body).equals(plain)) t.fail(`${kind}: the body at ${at} read back wrong`);
+      inflated.push(plain.length);
+      at += plain.length;
+    }
+    const largest = Math.max(...inflated);
+    if (kind === 'text') t.ok(largest > 4 * limit && largest <= most, `text: ${inflated.length} bodies, up to ${largest} bytes inflated`);
+    else t.ok(largest <= limit, `random bytes: ${inflated.length} bodies of at most ${largest} bytes, sent raw`);
+  }
+  const zeros = (n: number) => Buffer.concat([Buffer.from([COMPRESSED_MARKER]), deflateRawSync(Buffer.alloc(n))]);
+  t.equal(new Decompressor(most).unpack(zeros(most)).length, most, 'a body inflating to the limit is read');
+  t.throws(() => new Decompressor(most).unpack(zeros(most + 1)), { code: 'BAD_MESSAGE' }, 'one byte more is BAD_MESSAGE');
 });
 
 async function wireBytesOfTextOutput(t: Test, hub: Partial<HubOptions>): Promise<number> {

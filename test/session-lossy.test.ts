@@ -8,6 +8,7 @@
 import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
+import { bodyLength, bodyParts } from '../wire/body-parts';
 import type { Compressor } from '../wire/compression';
 import { FrameAuth } from '../wire/frame-auth';
 import { FrameReader, authenticatedParts, encodeAuthenticatedFrame } from '../wire/framing';
@@ -140,6 +141,29 @@ t.test('deflate: text shrinks, random bytes are never sent bigger', async (t) =>
       t.ok(stats.tried > 0 && stats.packed === 0, `random: deflate tried on ${stats.tried} bodies, each sent raw (${sizes[0]} bytes without deflate, ${sizes[1]} with)`);
     }
   }
+});
+
+t.test('deflate fills a frame with compressed bytes: while text waits, each frame goes nearly full, none over the frame size', async (t) => {
+  // 512-byte frames, as on a serial line. Cut before deflate, each frame carried under 512 bytes of
+  // text, a tenth of its room on the line: the per-frame overhead and the noise weighed ten times over.
+  const { sender, receiver, linkA, close } = sessions({ seed: 11, maxBody: 512, bytesPerSecond: 200_000, deflate: true });
+  t.teardown(close);
+  const bodies: Array<{ length: number; waiting: number }> = [];
+  const encode = linkA.encodeSequenced.bind(linkA);
+  linkA.encodeSequenced = (body, seq) => {
+    bodies.push({ length: bodyLength(bodyParts(body)), waiting: sender.queuedByteCount });
+    return encode(body, seq);
+  };
+  const text = Buffer.from(Array.from({ length: 1024 }, (_, i) => `${String(i).padStart(7, '0')} cc -c src/module${i % 29}.c -O2 -Wall\n`).join(''));
+  const got = collect(receiver, (n) => n >= text.length);
+  for (let at = 0; at < text.length; at += 200) sender.send({ type: 'output', stream: 0, channel: 0, data: text.subarray(at, at + 200) });
+  t.ok((await got).equals(text), 'byte-exact');
+  const largest = Math.max(...bodies.map((b) => b.length));
+  t.ok(largest <= 512, `no body over 512 bytes (largest ${largest})`);
+  // The first frames go one 200-byte write each, while the line is idle; the rest are cut from a queue.
+  const cut = bodies.filter((b) => b.waiting > 0).map((b) => b.length);
+  const mean = cut.reduce((n, b) => n + b, 0) / cut.length;
+  t.ok(cut.length >= 3 && mean >= 0.75 * 512, `${cut.length} frames cut while more waited, ${Math.round(mean)} bytes on average (all ${bodies.length} frames: ${bodies.map((b) => b.length).join(' ')})`);
 });
 
 t.test('a message larger than a frame goes in fragments and arrives whole', async (t) => {

@@ -7,6 +7,12 @@
  * sent raw when deflate does not make it smaller (incompressible output costs
  * nothing extra). Both sides add every body, sent raw or compressed, to the
  * history in sequence order; a retransmitted frame is resent as first encoded.
+ *
+ * The frame size limits the body as sent: a sender fills a frame with
+ * compressed bytes (fill()), and a body may inflate to more than max_frame,
+ * up to inflatedLimit(). Cut before deflate, a 512-byte serial frame carried a
+ * tenth of its room in text, and the per-frame overhead and the line's noise
+ * were paid ten times over.
  */
 import { constants, deflateRawSync, inflateRawSync } from 'node:zlib';
 import { TetherError } from './errors';
@@ -15,6 +21,17 @@ export const COMPRESSED_MARKER = 0xff;
 const HISTORY_BYTES = 32 * 1024;
 /** Bodies shorter than this are never worth compressing. */
 const MIN_COMPRESS_BYTES = 48;
+/** What a body may inflate to when max_frame is smaller (PROTOCOL.md 7.6). */
+export const MIN_INFLATED_LIMIT = 16 * 1024;
+/** A filled frame aims at this share of its room: the next body compresses a little worse or better than the last. */
+const FILL = 0.95;
+/** Attempts to fill a frame before it takes only what fits raw. */
+const FILL_TRIES = 3;
+
+/** The most a compressed body may inflate to, with `maxFrame` negotiated. */
+export function inflatedLimit(maxFrame: number): number {
+  return Math.max(maxFrame, MIN_INFLATED_LIMIT);
+}
 
 class History {
   private buffer = Buffer.alloc(0);
@@ -53,11 +70,37 @@ export class Compressor {
   /** `level`: zlib's 1 (fast, for fast links) to 9 (smallest, for slow lines). */
   constructor(private readonly level = 6) {}
 
+  /** Plain bytes per byte sent, of the last body filled: how much the next frame is offered. */
+  private ratio = 1;
+
   /** Returns the body to send: compressed with the marker, or `body` itself. */
   pack(body: Buffer): Buffer {
     const packed = this.deflate(body);
     this.history.add(body);
     return packed ?? body;
+  }
+
+  /**
+   * A body of at most `limit` bytes as sent, holding as much of the waiting
+   * plain bytes as deflate lets it, up to `most`. `plain(offer)` gives the
+   * first `offer` bytes waiting (fewer when fewer wait). Returns the body to
+   * send and the offer it holds, which the caller then takes from its queue.
+   * The offer starts at what the last body's ratio promises, shrinks by what
+   * an attempt missed by, and after FILL_TRIES is `limit`, which always fits.
+   */
+  fill(limit: number, most: number, plain: (offer: number) => Buffer): { body: Buffer; offer: number } {
+    let offer = this.skip > 0 ? limit : Math.max(limit, Math.min(most, Math.floor(limit * this.ratio * FILL)));
+    for (let tries = 1; ; tries++) {
+      const body = plain(offer);
+      const sent = this.deflate(body) ?? body;
+      // A body within the limit always fits: deflate's result is used only when smaller.
+      if (sent.length <= limit) {
+        if (body.length >= MIN_COMPRESS_BYTES) this.ratio = body.length / sent.length;
+        this.history.add(body);
+        return { body: sent, offer };
+      }
+      offer = tries < FILL_TRIES ? Math.max(limit, Math.floor((body.length * limit * FILL) / sent.length)) : limit;
+    }
   }
 
   /** The body compressed, with the marker; null when it is sent as it is. */
@@ -88,6 +131,7 @@ export class Compressor {
 export class Decompressor {
   private readonly history = new History();
 
+  /** `maxBody`: the most a body may inflate to, inflatedLimit(max_frame). */
   constructor(private readonly maxBody: number) {}
 
   /** Returns the message body of a received sequenced body. Throws BAD_MESSAGE. */

@@ -6,7 +6,9 @@
  * carries fewer, fuller frames; a body larger than the frame is cut into
  * pieces of payload, or, for any other message, into FRAGMENTs. A payload
  * body leaves as parts (its head, then the data as queued), never copied.
- * The queue counts its bytes so the session can bound it.
+ * With deflate, payload joins up to the inflated limit and a body is looked
+ * at (peek) before it is taken, so the session can fill a frame with
+ * compressed bytes. The queue counts its bytes so the session can bound it.
  */
 import type { BodyParts } from './body-parts';
 import { TetherError } from './errors';
@@ -46,10 +48,20 @@ export class SendQueue {
   /** Bytes waiting: bodies, and payload. */
   bytes = 0;
 
-  constructor(private readonly maxBody: number) {}
+  /**
+   * `maxBody`: the most one message may take (max_frame). `joinLimit`: the
+   * most waiting payload joins to, more than `maxBody` only when bodies are
+   * compressed (compression.ts, inflatedLimit()).
+   */
+  constructor(private readonly maxBody: number, private readonly joinLimit = maxBody) {}
 
   get length(): number {
     return this.items.length;
+  }
+
+  /** Whether the next body is payload (it may be cut anywhere). */
+  get payloadNext(): boolean {
+    return this.items.length > 0 && 'payload' in this.items[0];
   }
 
   /** Queues a message. Throws FRAME_TOO_LARGE for payload that cannot fit a frame, or a message over the limit. */
@@ -59,7 +71,7 @@ export class SendQueue {
       const head = headBytes(message);
       if (size + head > this.maxBody) throw tooLarge(size + head, this.maxBody);
       const last = this.items[this.items.length - 1];
-      if (last && 'payload' in last && samePlace(last.payload, message) && last.length + size + head <= this.maxBody) {
+      if (last && 'payload' in last && samePlace(last.payload, message) && last.length + size + head <= this.joinLimit) {
         last.parts.push(message.data);
         last.length += size;
       } else {
@@ -78,46 +90,51 @@ export class SendQueue {
   shift(limit = this.maxBody): BodyParts | undefined {
     const item = this.items[0];
     if (!item) return undefined;
-    if ('body' in item) return [this.cutBody(item, limit)];
-    const room = Math.max(1, Math.min(item.length, limit - headBytes(item.payload)));
-    const data = this.take(item, room);
-    if (item.length === 0) this.items.shift();
-    this.bytes -= room;
-    return [payloadHead(item.payload, room), ...data];
+    const next = cut(item, limit);
+    this.bytes -= next.taken;
+    if ('body' in item) item.sent += next.taken;
+    else {
+      item.parts = next.rest;
+      item.length -= next.taken;
+    }
+    if (next.last) this.items.shift();
+    return next.body;
   }
 
-  /** A whole body when it fits; else its next FRAGMENT piece. */
-  private cutBody(item: { body: Buffer; sent: number }, limit: number): Buffer {
-    if (item.sent === 0 && item.body.length <= limit) {
-      this.items.shift();
-      this.bytes -= item.body.length;
-      return item.body;
-    }
+  /** The body shift(limit) would give, left in the queue. */
+  peek(limit = this.maxBody): BodyParts | undefined {
+    const item = this.items[0];
+    return item ? cut(item, limit).body : undefined;
+  }
+}
+
+/**
+ * The next body of `item` at `limit` bytes, without changing it: a whole
+ * message when it fits, else its next FRAGMENT piece; for payload, its head
+ * and the first bytes that fit, as the queued buffers (or pieces of them).
+ * `taken`: the queued bytes it holds; `rest`: the payload left after it.
+ */
+function cut(item: Queued, limit: number): { body: BodyParts; taken: number; rest: Buffer[]; last: boolean } {
+  if ('body' in item) {
+    if (item.sent === 0 && item.body.length <= limit) return { body: [item.body], taken: item.body.length, rest: [], last: true };
     const piece = item.body.subarray(item.sent, item.sent + Math.max(1, limit - FRAGMENT_HEAD_BYTES));
-    item.sent += piece.length;
-    this.bytes -= piece.length;
-    const more = item.sent < item.body.length;
-    if (!more) this.items.shift();
-    return encodeMessage({ type: MsgType.FRAGMENT, more, data: piece });
+    const more = item.sent + piece.length < item.body.length;
+    return { body: [encodeMessage({ type: MsgType.FRAGMENT, more, data: piece })], taken: piece.length, rest: [], last: !more };
   }
-
-  /** The first `length` payload bytes of a waiting item, as the buffers (or pieces of them) that hold them. */
-  private take(item: { parts: Buffer[]; length: number }, length: number): Buffer[] {
-    item.length -= length;
-    const taken: Buffer[] = [];
-    for (let left = length; left > 0; ) {
-      const part = item.parts[0];
-      if (part.length <= left) {
-        taken.push(item.parts.shift()!);
-        left -= part.length;
-      } else {
-        taken.push(part.subarray(0, left));
-        item.parts[0] = part.subarray(left);
-        left = 0;
-      }
-    }
-    return taken;
+  const room = Math.max(1, Math.min(item.length, limit - headBytes(item.payload)));
+  const data: Buffer[] = [];
+  let i = 0;
+  let left = room;
+  for (; left > 0 && item.parts[i].length <= left; i++) {
+    data.push(item.parts[i]);
+    left -= item.parts[i].length;
   }
+  const rest = item.parts.slice(i);
+  if (left > 0) {
+    data.push(rest[0].subarray(0, left));
+    rest[0] = rest[0].subarray(left);
+  }
+  return { body: [payloadHead(item.payload, room), ...data], taken: room, rest, last: room === item.length };
 }
 
 function tooLarge(size: number, limit: number): TetherError {

@@ -21,8 +21,8 @@
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { type AckType, Acknowledger } from './acknowledger';
-import { joinBody } from './body-parts';
-import { Compressor, Decompressor } from './compression';
+import { type BodyParts, joinBody } from './body-parts';
+import { Compressor, Decompressor, inflatedLimit } from './compression';
 import { TetherError, errorName } from './errors';
 import { Reassembler } from './fragments';
 import { bodyOfFrame } from './framing';
@@ -133,7 +133,7 @@ export class Session extends EventEmitter {
     this.link = link;
     this.maxBody = options.maxBody;
     this.sendSeq = options.sendSeq ?? 0;
-    this.queue = new SendQueue(options.maxBody);
+    this.queue = new SendQueue(options.maxBody, options.deflate ? inflatedLimit(options.maxBody) : options.maxBody);
     this.sizer = link.lossy ? new FrameSizer(options.maxBody) : null;
     this.inFlightLimit = link.lossy ? new InFlightLimit() : null;
     this.inFlightFloor = IN_FLIGHT_FLOOR_FRAMES * wireBytes(options.maxBody);
@@ -155,7 +155,7 @@ export class Session extends EventEmitter {
     });
     // A slow line is worth the smallest output; on a fast link deflate's speed matters more.
     this.compressor = options.deflate ? new Compressor(link.lossy ? 6 : 1) : null;
-    this.decompressor = options.deflate ? new Decompressor(options.maxBody) : null;
+    this.decompressor = options.deflate ? new Decompressor(inflatedLimit(options.maxBody)) : null;
     this.listen(link);
     this.startKeepalive();
     // Frames that came in the same read as the handshake's last message are read once the
@@ -338,14 +338,24 @@ export class Session extends EventEmitter {
       !this.sender.resendWaiting && this.queue.length > 0 && !this.closed && this.buffered < this.bufferLimit &&
       this.sender.bytes < this.unackedLimit && this.sender.count < MAX_UNACKED_FRAMES && this.inFlightRoom
     ) {
-      let body = this.queue.shift(this.frameLimit)!;
-      if (this.compressor) body = [this.compressor.pack(joinBody(body))];
+      const body = this.nextBody();
       const seq = this.sendSeq++;
       if (this.sender.count === 0) this.lastAckProgress = Date.now();
       // Kept before it is written: a write to a closed link calls back (and flushes) at once.
       this.write(this.sender.add(seq, this.link.encodeSequenced(body, seq)));
     }
     this.armRetransmit();
+  }
+
+  /** The next frame body from the queue: with deflate, as much as fits the frame compressed. */
+  private nextBody(): BodyParts {
+    const limit = this.frameLimit;
+    if (!this.compressor) return this.queue.shift(limit)!;
+    // Only payload grows past the frame: other messages keep to it, and to FRAGMENTs beyond.
+    const most = this.queue.payloadNext ? inflatedLimit(this.maxBody) : limit;
+    const { body, offer } = this.compressor.fill(limit, most, (n) => joinBody(this.queue.peek(n)!));
+    this.queue.shift(offer);
+    return [body];
   }
 
   /** Writes a sequenced frame (new, or again). */
