@@ -59,9 +59,13 @@ export class SendQueue {
     return this.items.length;
   }
 
-  /** Whether the next body is payload (it may be cut anywhere). */
-  get payloadNext(): boolean {
-    return this.items.length > 0 && 'payload' in this.items[0];
+  /**
+   * The most plain bytes the next body may hold when deflate fills a frame of
+   * `limit`: payload up to the join limit; any other message keeps to `limit`
+   * (and to FRAGMENTs beyond it).
+   */
+  reach(limit: number): number {
+    return this.items.length > 0 && 'payload' in this.items[0] ? Math.max(limit, this.joinLimit) : limit;
   }
 
   /** Queues a message. Throws FRAME_TOO_LARGE for payload that cannot fit a frame, or a message over the limit. */

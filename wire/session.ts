@@ -133,7 +133,8 @@ export class Session extends EventEmitter {
     this.link = link;
     this.maxBody = options.maxBody;
     this.sendSeq = options.sendSeq ?? 0;
-    this.queue = new SendQueue(options.maxBody, options.deflate ? inflatedLimit(options.maxBody) : options.maxBody);
+    const inflated = inflatedLimit(options.maxBody);
+    this.queue = new SendQueue(options.maxBody, options.deflate ? inflated : options.maxBody);
     this.sizer = link.lossy ? new FrameSizer(options.maxBody) : null;
     this.inFlightLimit = link.lossy ? new InFlightLimit() : null;
     this.inFlightFloor = IN_FLIGHT_FLOOR_FRAMES * wireBytes(options.maxBody);
@@ -155,7 +156,7 @@ export class Session extends EventEmitter {
     });
     // A slow line is worth the smallest output; on a fast link deflate's speed matters more.
     this.compressor = options.deflate ? new Compressor(link.lossy ? 6 : 1) : null;
-    this.decompressor = options.deflate ? new Decompressor(inflatedLimit(options.maxBody)) : null;
+    this.decompressor = options.deflate ? new Decompressor(inflated) : null;
     this.listen(link);
     this.startKeepalive();
     // Frames that came in the same read as the handshake's last message are read once the
@@ -351,9 +352,7 @@ export class Session extends EventEmitter {
   private nextBody(): BodyParts {
     const limit = this.frameLimit;
     if (!this.compressor) return this.queue.shift(limit)!;
-    // Only payload grows past the frame: other messages keep to it, and to FRAGMENTs beyond.
-    const most = this.queue.payloadNext ? inflatedLimit(this.maxBody) : limit;
-    const { body, offer } = this.compressor.fill(limit, most, (n) => joinBody(this.queue.peek(n)!));
+    const { body, offer } = this.compressor.fill(limit, this.queue.reach(limit), (n) => joinBody(this.queue.peek(n)!));
     this.queue.shift(offer);
     return [body];
   }
