@@ -8,14 +8,14 @@
  */
 import { Compressor } from '../wire/compression';
 import { cobsEncodeInto, cobsMaxEncodedLength } from '../wire/cobs';
-import { CRC_BYTES, FrameReader, isSequencedBody } from '../wire/framing';
+import { FrameReader, TRAILER_BYTES, authenticatedParts, handshakeBody, isSequencedBody } from '../wire/framing';
 import { type Message, MsgType, decodeMessage } from '../wire/messages';
 
 const TYPE_NAMES = new Map<unknown, string>(Object.entries(MsgType).map(([name, n]) => [n, name]));
 
 export interface TypeBytes {
   frames: number;
-  /** Bytes on the wire: COBS-encoded body and CRC, and the delimiter. */
+  /** Bytes on the wire: COBS-encoded body and trailer (CRC, or number, tag and CRC), and the delimiter. */
   bytes: number;
   /** Payload carried (command output, file data, log data, stdin). */
   payload: number;
@@ -66,7 +66,13 @@ class Direction {
 
   private onFrame(frame: Buffer): void {
     const wire = encodedLength(frame);
-    const body = frame.subarray(0, frame.length - CRC_BYTES);
+    // Each kind's CRC begins differently (framing.ts), so at most one of the two reads a frame.
+    const body = authenticatedParts(frame)?.body ?? handshakeBody(frame);
+    if (!body) {
+      this.count('damaged (CRC)', wire, 0);
+      this.withDeflate += wire;
+      return;
+    }
     let type = body[0] === 0xff ? 'compressed (deflate)' : 'undecodable';
     let payload = 0;
     try {
@@ -76,17 +82,21 @@ class Direction {
     } catch {
       // a compressed body or one this version does not know
     }
+    this.count(type, wire, payload);
+    if (body.length > 0 && isSequencedBody(body)) {
+      const packed = this.compressor.pack(Buffer.from(body));
+      this.withDeflate += encodedLength(Buffer.concat([packed, Buffer.alloc(TRAILER_BYTES, 1)]));
+    } else {
+      this.withDeflate += wire;
+    }
+  }
+
+  private count(type: string, wire: number, payload: number): void {
     const entry = this.byType.get(type) ?? { frames: 0, bytes: 0, payload: 0 };
     entry.frames++;
     entry.bytes += wire;
     entry.payload += payload;
     this.byType.set(type, entry);
-    if (body.length > 0 && isSequencedBody(body)) {
-      const packed = this.compressor.pack(Buffer.from(body));
-      this.withDeflate += encodedLength(Buffer.concat([packed, Buffer.alloc(CRC_BYTES, 1)]));
-    } else {
-      this.withDeflate += wire;
-    }
   }
 }
 
