@@ -1,50 +1,98 @@
 /**
  * One end of the Node relay the throughput benchmark measures beside Tether
  * (bench/protocol.ts): the same shape as the socat relay, command → this
- * process → TCP → this process → nothing, written in Node, optionally with
- * HMAC-SHA256 over every chunk at both ends, as Tether tags every frame.
- * It is the least a Node process can cost on this path, with or without
- * authentication: no framing, no CRC, no flow control of its own.
+ * process → TCP → this process → nothing, written in Node:
  *
- *   node node-relay.js send PORT hmac|plain     stdin → 127.0.0.1:PORT
- *   node node-relay.js receive PORT hmac|plain  listens once, says "ready" on stdout, and at
- *                                               the end the ms from the first byte to the last
+ *   plain   the chunks as they come: no framing, no CRC, no flow control;
+ *   hmac    HMAC-SHA256 over every chunk at both ends, as Tether tags every frame;
+ *   framed  every chunk as one authenticated Tether frame, with Tether's own
+ *           code (wire/framing.ts, wire/frame-auth.ts): tag, CRC-32C and COBS
+ *           at the sender; FrameReader, CRC and tag check at the receiver.
+ *           Still no messages, sequence numbers, ACKs or credit.
+ *
+ * Each is the least a Node process can cost on this path with that much of
+ * the work: 'framed' bounds any Node implementation of Tether's wire format.
+ *
+ *   node node-relay.js send PORT MODE     stdin → 127.0.0.1:PORT
+ *   node node-relay.js receive PORT MODE  listens once, says "ready" on stdout, and at
+ *                                         the end the ms from the first byte to the last
  *
  * Timed from the first byte, so Node's start-up is out: a bound on the
  * rate, in Node's favour.
  */
-import { createHmac } from 'node:crypto';
 import * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { FrameAuth, wireNumber } from '../wire/frame-auth';
+import { FrameReader, authenticatedParts, encodeAuthenticatedFrame } from '../wire/framing';
 
-const [mode, portText, auth] = process.argv.slice(2);
+const RELAY_MODES = ['plain', 'hmac', 'framed'] as const;
+type RelayMode = (typeof RELAY_MODES)[number];
+
+/** Tether's largest body on TCP (the hub's max_frame): a 64 KiB pipe read is one frame. */
+const MAX_BODY = 65_552;
+
+const [role, portText, mode] = process.argv.slice(2) as [string, string, RelayMode];
 const port = Number(portText);
 const key = Buffer.alloc(32, 7);
-const tag = auth === 'hmac' ? (chunk: Buffer) => void createHmac('sha256', key).update(chunk).digest() : () => undefined;
+// The same key both ways: the receiver checks what the sender tags.
+const auth = new FrameAuth({ agentToMaster: key, masterToAgent: key }, 'agent');
 
-if (mode === 'send') {
+/** What the sender writes for a chunk of stdin. */
+function outgoing(): (chunk: Buffer) => Buffer {
+  let number = 0;
+  if (mode === 'plain') return (chunk) => chunk;
+  if (mode === 'hmac') {
+    return (chunk) => {
+      auth.tag(number++, chunk);
+      return chunk;
+    };
+  }
+  return (chunk) => encodeAuthenticatedFrame(chunk, wireNumber(number), auth.tag(number++, chunk));
+}
+
+/** What the receiver does with the bytes that arrive. */
+function incoming(): (chunk: Buffer) => void {
+  let number = 0;
+  if (mode === 'plain') return () => undefined;
+  if (mode === 'hmac') return (chunk) => void auth.tag(number++, chunk);
+  const reader = new FrameReader(MAX_BODY);
+  reader.on('frame', (frame: Buffer) => {
+    const parts = authenticatedParts(frame);
+    if (!parts || !auth.verify(number++, parts.body, parts.tag)) throw new Error(`frame ${number - 1} fails its CRC or tag`);
+  });
+  reader.on('invalid', (why: string) => {
+    throw new Error(`an invalid frame: ${why}`);
+  });
+  return (chunk) => void reader.feed(chunk);
+}
+
+if (!RELAY_MODES.includes(mode)) {
+  process.stderr.write(`usage: node-relay.js send|receive PORT ${RELAY_MODES.join('|')}\n`);
+  process.exit(2);
+} else if (role === 'send') {
+  const frame = outgoing();
   const socket = net.connect(port, '127.0.0.1', () => {
     process.stdin.on('data', (chunk: Buffer) => {
-      tag(chunk);
-      if (!socket.write(chunk)) {
+      if (!socket.write(frame(chunk))) {
         process.stdin.pause();
         socket.once('drain', () => process.stdin.resume());
       }
     });
     process.stdin.on('end', () => socket.end());
   });
-} else if (mode === 'receive') {
+} else if (role === 'receive') {
+  const take = incoming();
   const server = net.createServer((socket) => {
     server.close();
     let first = 0;
     socket.on('data', (chunk: Buffer) => {
       first ||= performance.now();
-      tag(chunk);
+      take(chunk);
     });
     socket.on('end', () => process.stdout.write(`${performance.now() - first}\n`));
   });
   server.listen(port, '127.0.0.1', () => process.stdout.write('ready\n'));
 } else {
-  process.stderr.write('usage: node-relay.js send|receive PORT hmac|plain\n');
+  process.stderr.write(`usage: node-relay.js send|receive PORT ${RELAY_MODES.join('|')}\n`);
   process.exit(2);
 }

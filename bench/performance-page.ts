@@ -123,6 +123,13 @@ function protocolTable(r: Results, out: string[]): void {
       `of the socat relay: ${round(t.nodeRelayMBps / t.relayMBps)}× and ${round(t.nodeHmacRelayMBps / t.relayMBps)}×, a bound on any design in Node, without and with every byte authenticated`,
     ]);
   }
+  if (t.nodeFramedRelayMBps !== undefined) {
+    rows.push([
+      'the same Node relay, each chunk one Tether frame',
+      `${t.nodeFramedRelayMBps} MB/s: tag, CRC-32C and COBS by Tether's framing code, read back and checked`,
+      `of the socat relay: ${round(t.nodeFramedRelayMBps / t.relayMBps)}×, a bound on any Node implementation of this wire format (Tether ${round(t.tetherMBps / t.nodeFramedRelayMBps)}× of it)`,
+    ]);
+  }
   if (t.agentCpuMsPerMB !== undefined) {
     rows.push(['CPU (user + system) per MB of that output', `agent ${t.agentCpuMsPerMB} ms, hub ${t.hubCpuMsPerMB} ms`, 'they share the cores with the command: their sum bounds the rate']);
   }

@@ -39,12 +39,16 @@ export interface ThroughputResult {
   relayMs: number[];
   /**
    * The same relay written in Node (bench/node-relay.ts), timed from its
-   * first byte: plain, and with HMAC-SHA256 over every chunk at both ends.
-   * What a Node process costs on this path at the least, without and with
-   * authentication; the second bounds any Node design that tags every byte.
+   * first byte: plain; with HMAC-SHA256 over every chunk at both ends; and
+   * with every chunk one authenticated Tether frame, through Tether's own
+   * framing code (tag, CRC-32C, COBS; FrameReader and checks). What a Node
+   * process costs on this path at the least with that much of the work: the
+   * second bounds any Node design that tags every byte, the third any Node
+   * implementation of Tether's wire format.
    */
   nodeRelayMBps: number;
   nodeHmacRelayMBps: number;
+  nodeFramedRelayMBps: number;
   /**
    * CPU time (user + system) per MB of output during Tether's runs: the agent
    * process's (/proc/PID/stat) and the hub's (this process). With two cores
@@ -78,15 +82,15 @@ async function timeRelay(command: string): Promise<number> {
 }
 
 /** The Node relay (bench/node-relay.ts) from its first byte to its last, in ms. */
-async function timeNodeRelay(command: string, auth: 'hmac' | 'plain'): Promise<number> {
+async function timeNodeRelay(command: string, mode: 'plain' | 'hmac' | 'framed'): Promise<number> {
   const port = await freePort();
   const script = path.join(__dirname, 'node-relay.js');
-  const receiver = spawn(process.execPath, [script, 'receive', String(port), auth], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const receiver = spawn(process.execPath, [script, 'receive', String(port), mode], { stdio: ['ignore', 'pipe', 'inherit'] });
   let said = '';
   receiver.stdout.on('data', (chunk: Buffer) => (said += chunk.toString()));
   const done = receiverExit(receiver, 'the node relay receiver');
   await waitFor('the node relay receiver', () => said.startsWith('ready\n'), { timeoutMs: 10_000, intervalMs: 10 });
-  await timeLocal(`${command} | ${shellQuote([process.execPath, script, 'send', String(port), auth])}`);
+  await timeLocal(`${command} | ${shellQuote([process.execPath, script, 'send', String(port), mode])}`);
   await withTimeout(done, 60_000, 'the node relay receiver');
   return Number(said.split('\n')[1]);
 }
@@ -136,6 +140,7 @@ export async function throughput(remote: RemoteAgent, agentPid: number, opts: Be
   const relay: number[] = [];
   const nodeRelay: number[] = [];
   const nodeHmacRelay: number[] = [];
+  const nodeFramedRelay: number[] = [];
   let agentCpuMs = 0;
   let hubCpuMs = 0;
   for (let i = 0; i < reps; i++) {
@@ -151,6 +156,7 @@ export async function throughput(remote: RemoteAgent, agentPid: number, opts: Be
     relay.push(await timeRelay(command));
     nodeRelay.push(await timeNodeRelay(command, 'plain'));
     nodeHmacRelay.push(await timeNodeRelay(command, 'hmac'));
+    nodeFramedRelay.push(await timeNodeRelay(command, 'framed'));
   }
   const mbps = (ms: number) => round(bytes / MB / (ms / 1000), 1);
   // throughput ratio = time ratio inverted
@@ -168,12 +174,13 @@ export async function throughput(remote: RemoteAgent, agentPid: number, opts: Be
     relayMs: relay.map((x) => round(x, 1)),
     nodeRelayMBps: mbps(median(nodeRelay)),
     nodeHmacRelayMBps: mbps(median(nodeHmacRelay)),
+    nodeFramedRelayMBps: mbps(median(nodeFramedRelay)),
     agentCpuMsPerMB: round(agentCpuMs / (reps * (bytes / MB)), 2),
     hubCpuMsPerMB: round(hubCpuMs / (reps * (bytes / MB)), 2),
   };
   opts.log(
     `throughput: Tether ${result.tetherMBps} MB/s, cat ${result.catMBps} MB/s (ratio ${result.ratio}), socat relay ${result.relayMBps} MB/s (ratio ${result.relayRatio}); ` +
-      `the relay in Node ${result.nodeRelayMBps} MB/s, with HMAC-SHA256 ${result.nodeHmacRelayMBps} MB/s; ` +
+      `the relay in Node ${result.nodeRelayMBps} MB/s, with HMAC-SHA256 ${result.nodeHmacRelayMBps} MB/s, in Tether frames ${result.nodeFramedRelayMBps} MB/s; ` +
       `CPU per MB: agent ${result.agentCpuMsPerMB} ms, hub ${result.hubCpuMsPerMB} ms`,
   );
   return result;
