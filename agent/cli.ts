@@ -1,6 +1,8 @@
 /** tether-agent: the command line of the agent. */
 // First: loading it takes TETHER_SECRET out of the environment before anything else runs.
 import { SECRET_VARIABLE, environmentSecret, holdSecret, variablesHoldingSecret } from './environment';
+// Second: before the rest of the agent grows the heap.
+import './young-generation';
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parseCommandLine, printedInfo, logLine, runMain } from '../wire/cli-support';
