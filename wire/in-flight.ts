@@ -10,18 +10,24 @@
  * the bound, 0.71 with it, against 0.74 for the best fixed frame size.)
  *
  * The bound is twice the line's bandwidth-delay product, as BBR keeps it
- * (a congestion window gain of 2). Both factors come from the frames
- * themselves, never from the nominal rate, since a pty or a USB gadget runs
- * faster than its baud:
+ * (a congestion window gain of 2), and what the line carries while the
+ * receiver holds its report (an ACK may wait ACK_DELAY_MS, PROTOCOL.md 7.2).
+ * The factors come from the frames themselves, never from the nominal rate,
+ * since a pty or a USB gadget runs faster than its baud:
  *
  *   rate    the highest delivery rate sampled: the bytes reported arrived
  *           during one frame's round trip, over that round trip
  *   minRtt  the least round trip sampled
- *   bound   max(floor, 2 × rate × minRtt)
+ *   bound   max(floor, rate × (2 × minRtt + ACK_DELAY_MS))
  *
  * The floor is a few frames, the caller's. While the bound holds the sender
- * back, a frame's round trip delivers about the bound, so the bound doubles
- * each round trip until the line is full and its queue grows. The rate fades
+ * back, a frame's round trip delivers about the bound, so the bound grows
+ * each round trip until the line is full and its queue grows. The delay term
+ * is what lets it grow on a fast line: there the least round trip (a frame
+ * written just before the receiver's ACK timer fired) is far shorter than the
+ * time between reports, and twice the product alone came to less than a
+ * round delivered. The bound then shrank to the floor and stayed: a clean
+ * line with no rate limit carried 4 frames per ACK delay (216 KB/s). The rate fades
  * by FADE per sample, so the bound follows a line that slows down. The least
  * round trip cannot fade: with twice the product in flight every frame waits
  * behind one product of queue, and a fading minimum would take that queue for
@@ -31,6 +37,8 @@
  * that measures the line afresh: a line that became slower to answer (a busy
  * board) is not held to a round trip it no longer has.
  */
+
+import { ACK_DELAY_MS } from './acknowledger';
 
 /** How much the rate estimate gives way per sample. */
 const FADE = 1 / 64;
@@ -76,6 +84,6 @@ export class InFlightLimit {
   /** The bytes that may be in flight now, at least `floor`. */
   bytes(floor: number): number {
     if (this.rate === 0 || this.probeFrom !== null) return floor;
-    return Math.max(floor, GAIN * this.rate * this.minRttMs);
+    return Math.max(floor, this.rate * (GAIN * this.minRttMs + ACK_DELAY_MS));
   }
 }
