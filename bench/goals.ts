@@ -1,6 +1,7 @@
 /** The goals of the benchmark issue, checked against a run's results. */
 import type { Results } from './run';
 import { round } from './lib';
+import { NOISY } from './noise';
 
 export interface Goal {
   goal: string;
@@ -56,8 +57,8 @@ export function evaluateGoals(r: Results): Goal[] {
     goals.push(goal('agent RSS streaming', '≤ 80 MB', undefined, () => false));
   }
   const noise = r.noise;
-  const noisy = noise?.rows.find((x) => !x.unlimited && x.bitErrorRate === 1e-5 && x.dropRate === 1e-3);
-  const unlimited = noise?.rows.find((x) => x.unlimited);
+  const noisy = noise?.rows.find((x) => !x.unlimited && x.bitErrorRate === NOISY.bitErrorRate && x.dropRate === NOISY.dropRate);
+  const unlimited = noise?.rows.find((x) => x.unlimited && x.bitErrorRate === NOISY.bitErrorRate && x.dropRate === NOISY.dropRate);
   goals.push(goal('serial upload at 115200 baud, bit-error rate 1e-5, 0.1 % bytes dropped, of line rate', '≥ 0.60', noisy?.ofLine, (v) => v >= 0.6, '×'));
   goals.push(goal('the same noise on a line with no rate limit: upload time, of 115200\'s', '≤ 1.0', unlimited && noisy ? unlimited.seconds / noisy.seconds : undefined, (v) => v <= 1, '×'));
   const build = (line: string) => noise?.builds.find((b) => b.line === line);
