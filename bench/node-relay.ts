@@ -66,7 +66,7 @@ function incoming(): (chunk: Buffer) => void {
   return (chunk) => void reader.feed(chunk);
 }
 
-if (!RELAY_MODES.includes(mode)) {
+if (!RELAY_MODES.includes(mode) || (role !== 'send' && role !== 'receive')) {
   process.stderr.write(`usage: node-relay.js send|receive PORT ${RELAY_MODES.join('|')}\n`);
   process.exit(2);
 } else if (role === 'send') {
@@ -80,7 +80,7 @@ if (!RELAY_MODES.includes(mode)) {
     });
     process.stdin.on('end', () => socket.end());
   });
-} else if (role === 'receive') {
+} else {
   const take = incoming();
   const server = net.createServer((socket) => {
     server.close();
@@ -92,7 +92,4 @@ if (!RELAY_MODES.includes(mode)) {
     socket.on('end', () => process.stdout.write(`${performance.now() - first}\n`));
   });
   server.listen(port, '127.0.0.1', () => process.stdout.write('ready\n'));
-} else {
-  process.stderr.write(`usage: node-relay.js send|receive PORT ${RELAY_MODES.join('|')}\n`);
-  process.exit(2);
 }

@@ -23,19 +23,21 @@
  * The floor is a few frames, the caller's. While the bound holds the sender
  * back, a frame's round trip delivers about the bound, so the bound grows
  * each round trip until the line is full and its queue grows. The delay term
- * is what lets it grow on a fast line: there the least round trip (a frame
- * written just before the receiver's ACK timer fired) is far shorter than the
- * time between reports, and twice the product alone came to less than a
- * round delivered. The bound then shrank to the floor and stayed: a clean
- * line with no rate limit carried 4 frames per ACK delay (216 KB/s). The rate fades
- * by FADE per sample, so the bound follows a line that slows down. The least
- * round trip cannot fade: with twice the product in flight every frame waits
- * behind one product of queue, and a fading minimum would take that queue for
- * the line and grow the bound without end. So, as BBR does, when no round
- * trip has come down to the least one for MIN_RTT_WINDOW_MS, the bound falls
- * to the floor (a probe), the queue drains, and the first frame written after
- * that measures the line afresh: a line that became slower to answer (a busy
- * board) is not held to a round trip it no longer has.
+ * is what lets it grow on a fast line: there the least round trip (from a
+ * report sent at once, after a PING say) is far shorter than the time between
+ * the receiver's delayed ACKs, and twice the product alone came to less than
+ * a round delivered. The bound then shrank to the floor and stayed: a clean
+ * line with no rate limit carried 4 frames per ACK delay (216 KB/s).
+ *
+ * The rate fades by FADE per sample, so the bound follows a line that slows
+ * down. The least round trip cannot fade: with twice the product in flight
+ * every frame waits behind one product of queue, and a fading minimum would
+ * take that queue for the line and grow the bound without end. So, as BBR
+ * does, when no round trip has come down to the least one for
+ * MIN_RTT_WINDOW_MS, the bound falls to the floor (a probe), the queue
+ * drains, and the first frame written after that measures the line afresh: a
+ * line that became slower to answer (a busy board) is not held to a round
+ * trip it no longer has.
  */
 
 import { ACK_DELAY_MS } from './acknowledger';
