@@ -34,7 +34,7 @@ build:binary\`. It prints its tables and the goals, writes every figure to
 
 - \`npm run bench -- --quick\`: small sizes and few repetitions (about a
   minute); its figures are smaller than the goals name.
-- \`--skip-buildbot\`, \`--only=buildbot,protocol,memory,scale,serial,noise,hostile\`:
+- \`--skip-buildbot\`, \`--only=protocol,buildbot,memory,scale,serial,noise,hostile\`:
   which sections run.
 - \`--profile=throughput,roundtrip,memory,serial\`, \`--no-profile\`: which
   profiles run after the goals (a full run profiles the missed goals).
@@ -46,12 +46,12 @@ build:binary\`. It prints its tables and the goals, writes every figure to
 test\` and checks only that every section has its figures, never how fast
 they are.
 
-The sections:
+The sections, in the order they run (the protocol section first, while its in-process hub is in a fresh process):
 
 | section | what it measures |
 | --- | --- |
-| buildbot | builds through a real Buildbot 3.7 master, Tether (tether-agent → tether-master) against buildbot-worker (msgpack), alternating: time, wire bytes, memory of both workers |
 | protocol | an in-process hub and a tether-agent child process on loopback: output throughput beside \`cat\` and a socat relay of the same shape, round trips, the wire bytes of each message |
+| buildbot | builds through a real Buildbot 3.7 master, Tether (tether-agent → tether-master) against buildbot-worker (msgpack), alternating: time, wire bytes, memory of both workers |
 | memory | the agent's VmRSS idle and streaming, for \`node bin/tether-agent.js\` and the single binary, and what a paused session holds while the link is cut |
 | scale | one hub (its own process) with many agents streaming at once: its memory and CPU, and whether every log arrives exact |
 | serial | goodput and the latency of a short line through the line simulator (socat ptys at baud / 10 bytes per second, no noise) |

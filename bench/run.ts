@@ -35,7 +35,12 @@ import { type NoiseResults, runNoise } from './noise';
 import { type SerialResults, runSerial } from './serial';
 import { REPO_ROOT } from '../test/helpers/support';
 
-export const SECTIONS = ['buildbot', 'protocol', 'memory', 'scale', 'serial', 'noise', 'hostile'] as const;
+/**
+ * In the order they run. The protocol section goes first: its hub runs in this
+ * process, and after the Buildbot section it spent 5.1-5.2 ms of CPU per MB
+ * against 3.3 in a fresh one (two runs each), which is the hub a user has.
+ */
+export const SECTIONS = ['protocol', 'buildbot', 'memory', 'scale', 'serial', 'noise', 'hostile'] as const;
 export type Section = (typeof SECTIONS)[number];
 
 export interface Results {
