@@ -26,7 +26,8 @@ import { FrameAuth, wireNumber } from '../wire/frame-auth';
 import { FrameReader, authenticatedParts, encodeAuthenticatedFrame } from '../wire/framing';
 
 const RELAY_MODES = ['plain', 'hmac', 'framed'] as const;
-type RelayMode = (typeof RELAY_MODES)[number];
+/** What the relay does to each chunk (bench/protocol.ts imports the type only: this file is a script). */
+export type RelayMode = (typeof RELAY_MODES)[number];
 
 /** Tether's largest body on TCP (the hub's max_frame): a 64 KiB pipe read is one frame. */
 const MAX_BODY = 65_552;

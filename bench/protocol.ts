@@ -19,6 +19,7 @@ import {
   type BenchOptions, MB, benchFrame, cpuMsOf, hubAndAgent, median, percentile, round, since, textProducer, timeLocal,
 } from './lib';
 import { freePort, listening, waitFor, withTimeout } from '../test/helpers/support';
+import type { RelayMode } from './node-relay';
 
 export interface ThroughputResult {
   bytes: number;
@@ -82,7 +83,7 @@ async function timeRelay(command: string): Promise<number> {
 }
 
 /** The Node relay (bench/node-relay.ts) from its first byte to its last, in ms. */
-async function timeNodeRelay(command: string, mode: 'plain' | 'hmac' | 'framed'): Promise<number> {
+async function timeNodeRelay(command: string, mode: RelayMode): Promise<number> {
   const port = await freePort();
   const script = path.join(__dirname, 'node-relay.js');
   const receiver = spawn(process.execPath, [script, 'receive', String(port), mode], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -138,9 +139,7 @@ export async function throughput(remote: RemoteAgent, agentPid: number, opts: Be
   const tether: number[] = [];
   const cat: number[] = [];
   const relay: number[] = [];
-  const nodeRelay: number[] = [];
-  const nodeHmacRelay: number[] = [];
-  const nodeFramedRelay: number[] = [];
+  const nodeRelays: Record<RelayMode, number[]> = { plain: [], hmac: [], framed: [] };
   let agentCpuMs = 0;
   let hubCpuMs = 0;
   for (let i = 0; i < reps; i++) {
@@ -154,9 +153,7 @@ export async function throughput(remote: RemoteAgent, agentPid: number, opts: Be
     tether.push(ms);
     cat.push(await timeLocal(`${command} | cat > /dev/null`));
     relay.push(await timeRelay(command));
-    nodeRelay.push(await timeNodeRelay(command, 'plain'));
-    nodeHmacRelay.push(await timeNodeRelay(command, 'hmac'));
-    nodeFramedRelay.push(await timeNodeRelay(command, 'framed'));
+    for (const [mode, times] of Object.entries(nodeRelays)) times.push(await timeNodeRelay(command, mode as RelayMode));
   }
   const mbps = (ms: number) => round(bytes / MB / (ms / 1000), 1);
   // throughput ratio = time ratio inverted
@@ -172,9 +169,9 @@ export async function throughput(remote: RemoteAgent, agentPid: number, opts: Be
     relayMBps: mbps(median(relay)),
     relayRatio: ratioTo(relay),
     relayMs: relay.map((x) => round(x, 1)),
-    nodeRelayMBps: mbps(median(nodeRelay)),
-    nodeHmacRelayMBps: mbps(median(nodeHmacRelay)),
-    nodeFramedRelayMBps: mbps(median(nodeFramedRelay)),
+    nodeRelayMBps: mbps(median(nodeRelays.plain)),
+    nodeHmacRelayMBps: mbps(median(nodeRelays.hmac)),
+    nodeFramedRelayMBps: mbps(median(nodeRelays.framed)),
     agentCpuMsPerMB: round(agentCpuMs / (reps * (bytes / MB)), 2),
     hubCpuMsPerMB: round(hubCpuMs / (reps * (bytes / MB)), 2),
   };
