@@ -22,5 +22,3 @@ export function bundle(): Promise<string>;
 export function findTarget(name: string): Target;
 /** Builds what is missing or out of date; resolves with { 'linux-x64': path, ... }. */
 export function ensureBinaries(opts?: { force?: boolean; targets?: string[]; log?: (line: string) => void }): Promise<Record<string, string>>;
-/** The esbuild plugin that keeps cbor-extract out of the bundle. */
-export const noNativeCbor: { name: string; setup(build: unknown): void };

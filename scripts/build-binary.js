@@ -5,9 +5,10 @@
  * needed on the board: no Node, no node_modules, no native addon.
  *
  * How (Node's single executable applications, "SEA"):
- *   1. esbuild bundles agent/cli.ts into one CommonJS file. cbor-x's optional
- *      native accelerator (cbor-extract) is replaced by a module that throws,
- *      which cbor-x catches: it then uses its pure-JS codec.
+ *   1. esbuild bundles agent/cli.ts into one CommonJS file. Its codec is
+ *      cbor-x's build without eval, which never loads the cbor-extract addon
+ *      (wire/cbor.ts), and the CRC-32C addon is out of the bundle's sight
+ *      (wire/crc32c.ts): the binary runs their JavaScript.
  *   2. The target's own Node (exactly the version that runs on the board; run
  *      under qemu-user for the ARM ones) turns the bundle into a SEA blob
  *      (`node --experimental-sea-config`). A blob only works in the Node
@@ -145,18 +146,6 @@ function fileSha256(file) {
   return hash.digest('hex');
 }
 
-/** esbuild plugin: `require('cbor-extract')` throws, so cbor-x takes its pure-JS path. */
-const noNativeCbor = {
-  name: 'no-cbor-extract',
-  setup(build) {
-    build.onResolve({ filter: /^cbor-extract$/ }, () => ({ path: 'cbor-extract', namespace: 'tether-stub' }));
-    build.onLoad({ filter: /.*/, namespace: 'tether-stub' }, () => ({
-      contents: "throw new Error('cbor-extract is not in the single binary: cbor-x uses its JavaScript codec');",
-      loader: 'js',
-    }));
-  },
-};
-
 /** Bundles the agent; returns the JavaScript text. */
 async function bundle() {
   const esbuild = require('esbuild');
@@ -170,16 +159,12 @@ async function bundle() {
     supported: { 'dynamic-import': false },
     write: false,
     outfile: 'tether-agent.js',
-    plugins: [noNativeCbor],
     legalComments: 'none',
     logLevel: 'silent',
     metafile: true,
     banner: { js: '/* tether-agent: single binary bundle (scripts/build-binary.js) */' },
   });
-  for (const w of result.warnings) {
-    // cbor-x's ESM entry mentions import.meta on a path the bundle never takes
-    if (!/import\.meta/.test(w.text)) process.stderr.write(`esbuild: ${w.text}\n`);
-  }
+  for (const w of result.warnings) process.stderr.write(`esbuild: ${w.text}\n`);
   // A board gets no compiled addon: the agent's code must be JavaScript only.
   const native = Object.keys(result.metafile.inputs).filter((input) =>
     /\.node$|[\\/](node-gyp-build[^\\/]*|bindings|prebuild-install|@serialport[\\/]bindings-cpp|cbor-extract)[\\/]/.test(input));
@@ -346,7 +331,7 @@ async function ensureBinaries(opts = {}) {
   });
 }
 
-module.exports = { TARGETS, DIST, SEA_CONFIG, binaryPath, buildNeeds, runner, bundle, ensureBinaries, findTarget, noNativeCbor };
+module.exports = { TARGETS, DIST, SEA_CONFIG, binaryPath, buildNeeds, runner, bundle, ensureBinaries, findTarget };
 
 if (require.main === module) {
   const args = process.argv.slice(2);
