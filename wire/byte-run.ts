@@ -1,7 +1,10 @@
 /**
  * Payload that waits for a slow consumer, in as few pieces as possible: a
  * backlog of many small chunks costs its bytes, not an object per chunk, and
- * large chunks are kept as they came, without a copy.
+ * large chunks are kept as they came, without a copy (a decoded byte string
+ * is at least half the memory behind it, wire/cbor.ts). The room it grows is
+ * its own memory, outside Node's shared pool, so a small run never keeps a
+ * pool slab of other bytes alive.
  */
 
 /** A chunk joins the run before it when either of them is smaller than this. */
@@ -22,6 +25,11 @@ export class ByteRun {
     return this.used;
   }
 
+  /** The memory it keeps alive: its room, or all that is behind the chunk it was given. */
+  get memory(): number {
+    return this.buffer.buffer.byteLength;
+  }
+
   /**
    * True if `chunk` may join this run: it or the run is small (two large
    * pieces stay apart). So every run but the first of a backlog holds at
@@ -35,7 +43,7 @@ export class ByteRun {
   append(chunk: Buffer): void {
     const need = this.used + chunk.length;
     if (!this.owned || need > this.buffer.length) {
-      const grown = Buffer.allocUnsafe(Math.max(need, 2 * this.used));
+      const grown = Buffer.allocUnsafeSlow(Math.max(need, 2 * this.used));
       this.buffer.copy(grown, 0, 0, this.used);
       this.buffer = grown;
       this.owned = true;

@@ -83,15 +83,46 @@ function checkItem(buf: Uint8Array, pos: number, depth: number): number {
   }
 }
 
+/**
+ * Byte strings come out of cbor-x as views into the input, and a view keeps
+ * all the memory behind it alive. One that is less than half of that memory
+ * is copied out, so that what a side holds of a peer's message costs at most
+ * twice what it counts (PROTOCOL.md 7.8): a 1-byte field followed by 60 KB of
+ * ignored trailing items would otherwise keep the whole frame, or the 64 KiB
+ * a compressed body inflated to, for as long as the field waits. Output that
+ * fills its frame stays a view, without a copy.
+ */
+function detach(value: unknown): unknown {
+  if (value instanceof Uint8Array) {
+    if (2 * value.length >= value.buffer.byteLength) return value;
+    const copy = Buffer.allocUnsafeSlow(value.length);
+    copy.set(value);
+    return copy;
+  }
+  if (value === null || typeof value !== 'object') return value;
+  // Arrays, and maps as plain objects (cbor-x renames a "__proto__" key: all are own data properties).
+  const container = value as Record<string, unknown>;
+  for (const key of Object.keys(container)) {
+    const item = container[key];
+    if (item !== null && typeof item === 'object') {
+      const detached = detach(item);
+      if (detached !== item) container[key] = detached;
+    }
+  }
+  return value;
+}
+
 /** Decodes a CBOR sequence (RFC 8742) after checking it. Throws TetherError BAD_MESSAGE. */
 export function decodeSequence(buf: Uint8Array): unknown[] {
   let pos = 0;
   while (pos < buf.length) pos = checkItem(buf, pos, 0);
+  let items: unknown[];
   try {
-    return decoder.decodeMultiple(buf) as unknown[];
+    items = decoder.decodeMultiple(buf) as unknown[];
   } catch (error) {
     fail((error as Error).message);
   }
+  return detach(items) as unknown[];
 }
 
 /** Encodes items as a CBOR sequence: the items of an array, without the array's head. */

@@ -115,7 +115,7 @@ export interface FrameReaderStats {
  * frame's buffer. Garbage between frames ends at the next delimiter: that is
  * how the reader resynchronises.
  *
- * Events: 'frame' (Buffer: body || trailer, a copy), 'invalid' ('malformed' | 'oversize').
+ * Events: 'frame' (Buffer: body || trailer, a copy in memory of its own), 'invalid' ('malformed' | 'oversize').
  */
 export class FrameReader extends Writable {
   readonly stats: FrameReaderStats = { frames: 0, malformed: 0, oversize: 0 };
@@ -206,6 +206,11 @@ export class FrameReader extends Writable {
       return;
     }
     this.stats.frames++;
-    this.emit('frame', Buffer.from(this.buffer.subarray(0, decoded)));
+    // A body of its own, exactly its size: Buffer.from would put a small one in Node's shared
+    // 8 KiB pool, and whatever a side holds of it (a frame out of order, a field) would keep
+    // the whole pool slab alive.
+    const body = Buffer.allocUnsafeSlow(decoded);
+    this.buffer.copy(body, 0, 0, decoded);
+    this.emit('frame', body);
   }
 }
