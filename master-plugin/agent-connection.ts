@@ -193,7 +193,7 @@ export class AgentConnection extends EventEmitter implements RemoteAgent {
   private ignoredRejects = 0;
   readonly closed: Promise<void>;
   info: WorkerInfo = {};
-  private closeReason: Error | null = null;
+  private closedBy: Error | null = null;
 
   private graceTimer: NodeJS.Timeout | null = null;
 
@@ -221,8 +221,8 @@ export class AgentConnection extends EventEmitter implements RemoteAgent {
     this.closed = new Promise((resolve) => {
       session.once('close', (error: Error | null) => {
         if (this.graceTimer) clearTimeout(this.graceTimer);
-        this.closeReason = error ?? new TetherError('PEER_TIMEOUT', 'the agent disconnected');
-        for (const stream of this.streams.values()) stream.lost(this.closeReason);
+        this.closedBy = error ?? new TetherError('PEER_TIMEOUT', 'the agent disconnected');
+        for (const stream of this.streams.values()) stream.lost(this.closedBy);
         this.streams.clear();
         resolve();
       });
@@ -234,8 +234,13 @@ export class AgentConnection extends EventEmitter implements RemoteAgent {
     return !this.session.isClosed;
   }
 
+  /** Why the session closed; null while it is open. */
+  get closeReason(): Error | null {
+    return this.closedBy;
+  }
+
   send(m: Parameters<Session['send']>[0]): void {
-    if (this.session.isClosed) throw this.closeReason ?? new TetherError('PEER_TIMEOUT', 'the agent is not connected');
+    if (this.session.isClosed) throw this.closedBy ?? new TetherError('PEER_TIMEOUT', 'the agent is not connected');
     this.session.send(m);
   }
 

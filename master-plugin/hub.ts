@@ -108,6 +108,8 @@ export class TetherHub extends EventEmitter {
   private readonly frontDoor: FrontDoor;
   /** Failed handshakes: anyone can cause them at will. */
   private readonly rejections: RateLimitedLog;
+  /** Per worker, the authenticated connection whose INFO has not come yet (admit()). */
+  private readonly admitting = new Map<string, AgentConnection>();
   private workers: Record<string, string> = {};
 
   constructor(private readonly options: HubOptions) {
@@ -270,13 +272,25 @@ export class TetherHub extends EventEmitter {
     return agent && agent.name === name && !agent.session.isClosed ? agent : undefined;
   }
 
+  /**
+   * Waits for the agent's INFO before offering it. A worker has one connection
+   * waiting at a time: each holds a session's buffers, and a peer with the
+   * secret must not multiply them by opening connections it never completes
+   * (the newest wins, as a reconnecting agent's does).
+   */
   private admit(agent: AgentConnection, peer: string): void {
+    const earlier = this.admitting.get(agent.name);
+    earlier?.close(new TetherError('DUPLICATE_WORKER', `worker '${agent.name}' authenticated again on another connection before sending its info here`));
+    this.admitting.set(agent.name, agent);
+    let informed = false;
     const timer = setTimeout(
       () => agent.close(new TetherError('HANDSHAKE_TIMEOUT', 'no worker info within 10 s of authentication')),
       INFO_TIMEOUT_MS,
     );
     agent.once('info', () => {
       clearTimeout(timer);
+      informed = true;
+      if (this.admitting.get(agent.name) === agent) this.admitting.delete(agent.name);
       const previous = this.agents.get(agent.name);
       if (previous) {
         this.log(`worker '${agent.name}' started a new session from ${peer}; closing its previous one`);
@@ -288,6 +302,10 @@ export class TetherHub extends EventEmitter {
     });
     void agent.closed.then(() => {
       clearTimeout(timer);
+      if (!informed) {
+        if (this.admitting.get(agent.name) === agent) this.admitting.delete(agent.name);
+        this.rejections.note('connections closed before their worker info', `worker '${agent.name}' from ${peer}: closed before its info (${agent.closeReason?.message ?? 'closed'})`);
+      }
       if (this.agents.get(agent.name) === agent) {
         this.agents.delete(agent.name);
         this.log(`worker '${agent.name}' disconnected`);

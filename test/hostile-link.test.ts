@@ -8,6 +8,7 @@
  */
 import t, { type Test } from 'tap';
 import type { AgentConnection } from '../master-plugin/agent-connection';
+import { ErrorCodes } from '../wire/errors';
 import { MsgType } from '../wire/messages';
 import { FAST_LINK_BUFFER, LINK_REPLY_BACKLOG, MAX_UNACKED_BYTES_RELIABLE, MAX_UNACKED_FRAMES, maxQueuedBytes } from '../wire/session';
 import { DEFAULT_WINDOW } from '../wire/handshake';
@@ -166,4 +167,23 @@ t.test('a peer that ACKs but sends REJECT-worthy frames without end: the hub ans
   t.ok(seen.peak.unacked <= MAX_UNACKED_BYTES_RELIABLE && seen.peak.queued <= maxQueuedBytes(DEFAULT_WINDOW), `peaks: ${JSON.stringify(seen.peak)}`);
   await load.finish(t, 5);
   peer.destroy();
+});
+
+t.test('a worker has one authenticated connection waiting for its info at a time: the newest', async (t) => {
+  const lines: string[] = [];
+  const fx = await startHub({ evil: 'evil-secret-0123456789abcdef' }, { log: (line) => lines.push(line) });
+  t.teardown(() => fx.close());
+  const peers: Peer[] = [];
+  for (let i = 0; i < 5; i++) peers.push(await Peer.agent(fx.port, 'evil', 'evil-secret-0123456789abcdef'));
+  for (const [i, peer] of peers.slice(0, -1).entries()) {
+    const error = await peer.waitFor((m) => m.type === MsgType.ERROR, 5000, `connection ${i}: an ERROR`);
+    t.match(error, { code: ErrorCodes.DUPLICATE_WORKER }, `connection ${i}: DUPLICATE_WORKER once the next one authenticated`);
+    await peer.waitClosed(5000, `connection ${i} to close`);
+  }
+  const last = peers[4];
+  t.notOk(last.isClosed, 'the newest is open');
+  last.sendSequenced({ type: MsgType.INFO, info: { os: 'raw' } });
+  const remote = await fx.hub.waitForAgent('evil', 5000);
+  t.equal(remote.name, 'evil', 'and becomes the worker once its info comes');
+  t.match(lines.join('\n'), /worker 'evil' from 127\.0\.0\.1:\d+: closed before its info \(worker 'evil' authenticated again/, 'the hub logs why it closed them');
 });
