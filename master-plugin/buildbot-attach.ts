@@ -38,8 +38,10 @@ const FACTOR = 1.5;
 const JITTER_MS = 1000;
 
 export interface AttachOptions {
-  /** ws://host:port of Buildbot's msgpack_experimental_v7 port. */
+  /** ws://host:port (loopback only) or wss://host:port of Buildbot's msgpack_experimental_v7 port. */
   buildbotUrl: string;
+  /** wss: the CA bundle or pinned certificate (PEM) to trust (default: Node's CAs). */
+  buildbotCa?: Buffer;
   /** The worker's Buildbot password. */
   password: string;
   log: (line: string) => void;
@@ -77,7 +79,7 @@ function agentForBridge(agent: RemoteAgent, closed: Promise<void>): RemoteAgent 
 }
 
 export async function attachToBuildbot(agent: RemoteAgent, opts: AttachOptions): Promise<void> {
-  const { buildbotUrl, password, log } = opts;
+  const { buildbotUrl, buildbotCa, password, log } = opts;
   const worker = `worker '${agent.name}'`;
   let sessionOver = false;
   let endBridge: (() => void) | null = null;
@@ -94,7 +96,7 @@ export async function attachToBuildbot(agent: RemoteAgent, opts: AttachOptions):
   let agentTold = false;
   while (!sessionOver) {
     const bridgeClosed = new Promise<void>((resolve) => (endBridge = resolve));
-    const bridge = new BuildbotBridge(agentForBridge(agent, bridgeClosed), { buildbotUrl, workerName: agent.name, password, log });
+    const bridge = new BuildbotBridge(agentForBridge(agent, bridgeClosed), { buildbotUrl, buildbotCa, workerName: agent.name, password, log });
     let problem: string;
     try {
       await bridge.start();

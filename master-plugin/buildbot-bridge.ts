@@ -5,6 +5,7 @@
  *
  * The parts, one job each:
  * - buildbot-connection.ts: the WebSocket, auth, pings and the close;
+ * - buildbot-url.ts: where the login (the worker's secret) may go;
  * - buildbot-dispatch.ts: the master's requests, checked and answered;
  * - buildbot-command.ts: one command (BuildbotCommand), its sink and 'complete';
  * - buildbot-output.ts, buildbot-lines.ts, buildbot-updates.ts: output into
@@ -26,8 +27,10 @@ import { errorText } from './buildbot-protocol';
 import { printableLog } from '../wire/printable';
 
 export interface BridgeOptions {
-  /** ws://host:port of the master's msgpack_experimental_v7 port (a path is kept; default '/'). */
+  /** ws://host:port (loopback only) or wss://host:port of the master's msgpack_experimental_v7 port (a path is kept; default '/'). */
   buildbotUrl: string;
+  /** wss: the CA bundle or pinned certificate (PEM) to trust (default: Node's CAs). */
+  buildbotCa?: Buffer;
   workerName: string;
   password: string;
   log?: (line: string) => void;
@@ -91,6 +94,7 @@ export class BuildbotBridge {
     });
     this.connection = new BuildbotConnection({
       url: opts.buildbotUrl,
+      ca: opts.buildbotCa,
       workerName: opts.workerName,
       password: opts.password,
       connectTimeoutMs: opts.connectTimeoutMs ?? 30_000,

@@ -3,6 +3,10 @@
  * port, HTTP Basic auth on the upgrade, WebSocket pings, and the close.
  *
  * Contract:
+ * - The Basic header holds the worker's secret: it goes in clear (ws://) only
+ *   to loopback, elsewhere only inside TLS (wss://) to a master whose
+ *   certificate verifies (buildbot-url.ts says which URLs; open() rejects the
+ *   others before connecting). No redirect is followed.
  * - open() connects and resolves once accept() is called (the bridge calls it
  *   when Buildbot sends set_worker_settings). It rejects with a clear reason
  *   on a refusal (HTTP 401: unknown name or wrong password), on the master
@@ -14,10 +18,13 @@
  */
 import WebSocket from 'ws';
 import { type Msg, MsgpackPeer, basicAuthHeader, errorText } from './buildbot-protocol';
+import { buildbotUrl, loopbackLookup } from './buildbot-url';
 
 export interface ConnectionOptions {
-  /** ws://host:port of the master's msgpack_experimental_v7 port (a path is kept; default '/'). */
+  /** ws:// (loopback only) or wss:// host:port of the master's msgpack_experimental_v7 port (a path is kept; default '/'). */
   url: string;
+  /** wss: the CA bundle or pinned certificate (PEM) Buildbot's certificate must verify against (default: Node's CAs). */
+  ca?: Buffer;
   workerName: string;
   password: string;
   connectTimeoutMs: number;
@@ -55,12 +62,7 @@ export class BuildbotConnection {
     let url: URL;
     let auth: string;
     try {
-      url = new URL(opts.url);
-      if (url.protocol === 'http:') url.protocol = 'ws:';
-      else if (url.protocol === 'https:') url.protocol = 'wss:';
-      if (url.protocol !== 'ws:' && url.protocol !== 'wss:') throw new Error(`unsupported scheme ${url.protocol}`);
-      url.username = '';
-      url.password = '';
+      url = buildbotUrl(opts.url);
       auth = basicAuthHeader(opts.workerName, opts.password);
     } catch (e) {
       return Promise.reject(new Error(`bad Buildbot URL or worker name: ${errorText(e)}`));
@@ -94,6 +96,13 @@ export class BuildbotConnection {
         perMessageDeflate: false,
         maxPayload: opts.maxPayload,
         handshakeTimeout: opts.connectTimeoutMs,
+        // in clear, "localhost" must lead to loopback whatever the resolver says
+        lookup: url.protocol === 'ws:' ? loopbackLookup : undefined,
+        ca: opts.ca,
+        // explicit: NODE_TLS_REJECT_UNAUTHORIZED=0 in the environment must not hand the secret to any certificate
+        rejectUnauthorized: true,
+        // a redirect would take the header to a URL Buildbot names, not one checked here
+        followRedirects: false,
       });
       this.ws = ws;
       this.peer = new MsgpackPeer(ws, opts.handle, opts.log);
@@ -104,7 +113,9 @@ export class BuildbotConnection {
             ? `Buildbot refused worker '${opts.workerName}' (HTTP 401: unknown worker name or wrong password)`
             : m
               ? `Buildbot refused the WebSocket upgrade (HTTP ${m[1]})`
-              : `WebSocket error: ${err.message}`;
+              : untrustedCertificate(err)
+                ? `Buildbot's TLS certificate is not trusted (${err.message}): --buildbot-ca FILE names the CA bundle or the certificate to trust`
+                : `WebSocket error: ${err.message}`;
         if (this.opening) this.settleOpen(new Error(text));
         else opts.log(text);
       });
@@ -191,4 +202,9 @@ export class BuildbotConnection {
     if (this.accepted || !this.opened) this.opts.log(`disconnected: ${reason}`);
     this.opts.onClosed(reason);
   }
+}
+
+/** A TLS error about the peer's certificate (Node's codes: DEPTH_ZERO_SELF_SIGNED_CERT, ERR_TLS_CERT_ALTNAME_INVALID, ...). */
+function untrustedCertificate(error: Error): boolean {
+  return /CERT|SIGNATURE|ISSUER/.test((error as NodeJS.ErrnoException).code ?? '');
 }

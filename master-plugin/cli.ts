@@ -1,14 +1,16 @@
 /** tether-master: the command line of the master plugin. */
+import { readFileSync } from 'node:fs';
 import { parseCommandLine, printedInfo, logLine } from '../wire/cli-support';
 import { DEFAULT_GRACE_SECONDS, DEFAULT_KEEPALIVE_SECONDS, DEFAULT_MAX_FRAME, DEFAULT_WINDOW } from '../wire/handshake';
 import { HUB_OPTIONS, hubFromOptions, parseWorkers, positiveInt } from './hub-options';
 import { UsageError } from '../wire/transport';
 import { DEFAULT_MAX_BACKOFF_MS, attachToBuildbot } from './buildbot-attach';
+import { buildbotUrl } from './buildbot-url';
 import { SUBCOMMANDS, type Subcommand, subcommand } from './exec';
 import { listenAll } from './listeners';
 import type { RemoteAgent } from './remote';
 
-export const HELP = `Usage: tether-master --listen URL (--worker NAME:SECRET | --workers-file F) [--buildbot ws://HOST:PORT] [options]
+export const HELP = `Usage: tether-master --listen URL (--worker NAME:SECRET | --workers-file F) [--buildbot URL] [options]
        tether-master exec|put|get --listen URL --worker NAME:SECRET ... (see tether-master exec --help)
 
 Accepts Tether agents and presents each one to a Buildbot master as an
@@ -22,11 +24,16 @@ it only accepts agents (standalone mode).
                         ps, prefer --workers-file)
   --workers-file F      JSON {"workers": [{"name": N, "secret": S}, ...]};
                         F = - reads it from standard input
-  --buildbot URL        the Buildbot master's msgpack worker port, ws://HOST:PORT
-                        (c['protocols'] = {'msgpack_experimental_v7': {'port': PORT}});
-                        the worker's Buildbot password is its Tether secret;
+  --buildbot URL        the Buildbot master's msgpack worker port
+                        (c['protocols'] = {'msgpack_experimental_v7': {'port': PORT}}):
+                        ws://127.0.0.1:PORT on the Buildbot host, else
+                        wss://HOST:PORT (TLS in front of that port: stunnel);
+                        the worker's Buildbot password is its Tether secret,
+                        so ws:// (in clear) is refused for any other host;
                         a worker Buildbot drops or refuses is presented again
                         with backoff while its agent stays connected
+  --buildbot-ca FILE    wss: trust this CA bundle or pinned Buildbot certificate
+                        (default: Node's built-in CA list)
   --buildbot-max-backoff SECONDS
                         longest wait between attempts to reach Buildbot, plus
                         up to 1 s of jitter (default ${DEFAULT_MAX_BACKOFF_MS / 1000}, as buildbot-worker)
@@ -57,6 +64,7 @@ Without Buildbot:
 export const OPTIONS = {
   ...HUB_OPTIONS,
   buildbot: { type: 'string' },
+  'buildbot-ca': { type: 'string' },
   'buildbot-max-backoff': { type: 'string' },
   version: { type: 'boolean' },
 } as const;
@@ -67,18 +75,17 @@ export async function main(argv: string[]): Promise<number> {
   const { values } = parseCommandLine(argv, OPTIONS);
   if (printedInfo('tether-master', HELP, values)) return 0;
   if (!values.listen?.length) throw new UsageError('--listen is required (see --help)');
-  if (values.buildbot && !/^wss?:\/\/[^/]+/.test(values.buildbot)) {
-    throw new UsageError(`--buildbot takes ws://HOST:PORT, not '${values.buildbot}'`);
-  }
+  const buildbot = values.buildbot === undefined ? undefined : buildbotUrl(values.buildbot);
+  if (values['buildbot-ca'] !== undefined && buildbot?.protocol !== 'wss:') throw new UsageError('--buildbot-ca needs --buildbot wss://HOST:PORT');
   if (values['buildbot-max-backoff'] !== undefined && !values.buildbot) throw new UsageError('--buildbot-max-backoff needs --buildbot');
+  const buildbotCa = values['buildbot-ca'] === undefined ? undefined : readCa(values['buildbot-ca']);
   const maxBackoffMs = positiveInt(values['buildbot-max-backoff'], '--buildbot-max-backoff', DEFAULT_MAX_BACKOFF_MS / 1000) * 1000;
   const workers = parseWorkers(values);
   const log = logLine('tether-master');
   const hub = hubFromOptions(values, workers, log);
-  if (values.buildbot) {
-    const buildbotUrl = values.buildbot;
+  if (buildbot) {
     hub.on('agent', (agent: RemoteAgent) => {
-      void attachToBuildbot(agent, { buildbotUrl, password: workers[agent.name], log, maxBackoffMs });
+      void attachToBuildbot(agent, { buildbotUrl: buildbot.href, buildbotCa, password: workers[agent.name], log, maxBackoffMs });
     });
   }
   await listenAll(hub, values.listen);
@@ -92,4 +99,13 @@ export async function main(argv: string[]): Promise<number> {
   });
   await hub.close();
   return 0;
+}
+
+/** --buildbot-ca, read at start-up (as --cert and --key): a wrong path is a usage error, not a failure per attempt. */
+function readCa(file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (error) {
+    throw new UsageError(`cannot read --buildbot-ca: ${(error as Error).message}`);
+  }
 }

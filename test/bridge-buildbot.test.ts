@@ -6,18 +6,24 @@
  * commands and reads/writes real files. Results are read from the master's sqlite
  * DB (logCompressionMethod 'raw' so log chunks are plain text).
  *
+ * Last, the worker attaches again over wss://, through TLS in front of the
+ * msgpack port (Buildbot's has none of its own), as a remote tether-master would.
+ *
  * download_file is not run end to end here: the stock 3.7 msgpack master drops
  * update_read_file's data (see bridge-protocol.test.ts for the pull loop).
  */
 import t from 'tap';
 import { spawn, execFile, ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
+import * as tls from 'node:tls';
 import { BuildbotBridge } from '../master-plugin/buildbot-bridge';
 import type { CommandResult, CommandSink, RemoteAgent, RemoteCommand } from '../master-plugin/remote';
-import { freePort, sleep } from './helpers/support';
+import { selfSigned } from './helpers/certs';
+import { freePort, listenLoopback, sleep, waitFor, withTimeout } from './helpers/support';
 
 const BUILDBOT = '/usr/bin/buildbot';
 const PYTHON = '/usr/bin/python3';
@@ -430,4 +436,28 @@ c['buildbotNetUsageData'] = None
   t.equal(bridge.closeReason, 'agent session ended');
   for (let i = 0; i < 100 && (await db()).connected.length > 0; i++) await sleep(100);
   t.same((await db()).connected, [], 'Buildbot saw the worker disconnect');
+
+  // wss://, as stunnel would serve it: TLS to a pinned certificate, then the plain msgpack port
+  const cert = selfSigned(root, 'buildbot');
+  const terminator = tls.createServer({ cert: fs.readFileSync(cert.cert), key: fs.readFileSync(cert.key) }, (socket) => {
+    const upstream = net.connect(msgPort, '127.0.0.1');
+    socket.pipe(upstream).pipe(socket);
+    for (const [s, other] of [[socket, upstream], [upstream, socket]]) {
+      s.on('error', () => s.destroy());
+      s.on('close', () => other.destroy());
+    }
+  });
+  const tlsPort = await listenLoopback(terminator);
+  const overTls = new BuildbotBridge(new LocalAgent(agentDir), {
+    buildbotUrl: `wss://localhost:${tlsPort}`,
+    buildbotCa: fs.readFileSync(cert.cert),
+    workerName: 'tw',
+    password: 'pw:with/odd chars',
+    log: (l) => logs.push(l),
+  });
+  await withTimeout(overTls.start(), 30_000, 'Buildbot to accept the worker over wss://');
+  await waitFor('Buildbot to list the worker as connected', async () => (await db()).connected.length === 1, { timeoutMs: 10_000 });
+  t.pass('over wss://, Buildbot accepted the worker');
+  await overTls.close();
+  await withTimeout(new Promise((resolve) => terminator.close(resolve)), 10_000, 'the TLS terminator to close');
 });

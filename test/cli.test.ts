@@ -36,6 +36,10 @@ t.test('mistakes give one clear line and a non-zero exit, no stack trace', async
     [MASTER_BIN, ['--listen', 'tcp://127.0.0.1:0', '--worker', 'nocolon'], /--worker takes NAME:SECRET/],
     [MASTER_BIN, ['--listen', 'tcp://127.0.0.1:0', '--workers-file', '-'], /has no "workers" list/, '{}'],
     [MASTER_BIN, ['--listen', 'tcp://127.0.0.1:0', '--worker', 'a:b', '--buildbot', 'http://x'], /--buildbot takes ws:\/\/HOST:PORT/],
+    [MASTER_BIN, ['--listen', 'tcp://127.0.0.1:0', '--worker', 'a:b', '--buildbot', 'ws://192.0.2.1:9989'],
+      /--buildbot ws:\/\/192\.0\.2\.1:9989 is refused: .*secret.* in clear\. Use wss:\/\/HOST:PORT .* or run tether-master on the Buildbot host/],
+    [MASTER_BIN, ['--listen', 'tcp://127.0.0.1:0', '--worker', 'a:b', '--buildbot', 'ws://127.0.0.1:9989', '--buildbot-ca', 'ca.pem'], /--buildbot-ca needs --buildbot wss:/],
+    [MASTER_BIN, ['--listen', 'tcp://127.0.0.1:0', '--worker', 'a:b', '--buildbot', 'wss://127.0.0.1:9989', '--buildbot-ca', '/nonexistent/ca.pem'], /cannot read --buildbot-ca: ENOENT/],
     [MASTER_BIN, ['--listen', 'tcp://127.0.0.1:0', '--worker', 'a:b', '--compress', 'tcp'], /--compress takes serial, always, never, not 'tcp'/],
   ];
   for (const [bin, args, pattern, input] of cases) {
