@@ -11,7 +11,7 @@ import { inspect } from 'node:util';
 import { TetherError } from '../wire/errors';
 import { Capability, DEFAULT_MAX_FRAME, SERIAL_MAX_FRAME, agentHandshake, sessionOptions } from '../wire/handshake';
 import { Link } from '../wire/link';
-import { type Message, MsgType } from '../wire/messages';
+import { MalformedMessage, type Message, MsgType } from '../wire/messages';
 import { printableLog } from '../wire/printable';
 import { Session } from '../wire/session';
 import { MAX_STREAM_ID } from '../wire/stream-ids';
@@ -173,6 +173,10 @@ export class Agent extends EventEmitter {
       this.sessionId = established.session;
       this.highestStarted = -1;
       session.on('message', (m: Message) => this.onMessage(session, params.window, m));
+      // A START refused for a bad field (the session REJECTs it on its stream) uses its id all the same.
+      session.on('rejected', (e: Error) => {
+        if (e instanceof MalformedMessage && e.type === MsgType.START) this.takeStreamId(e.stream);
+      });
       session.on('forged', (count: number) => {
         if (count === 1) this.log(`a frame from ${this.opts.masterLabel} failed authentication (forged, replayed or reflected on the way): dropped`);
       });
@@ -232,13 +236,25 @@ export class Agent extends EventEmitter {
     else session.reject(m.stream, new TetherError('UNKNOWN_STREAM', `no command was started on stream ${m.stream}`));
   }
 
+  /**
+   * Makes `stream` the highest id seen in a START, if a START may use it;
+   * else returns why not. Ids are never reused (wire/stream-ids.ts).
+   */
+  private takeStreamId(stream: number): string | null {
+    if (stream <= this.highestStarted || stream > MAX_STREAM_ID) {
+      const why = stream > MAX_STREAM_ID ? `is beyond the last id, ${MAX_STREAM_ID}` : `is not above the last one started, ${this.highestStarted}`;
+      return `stream ${stream} ${why}: ids are never reused`;
+    }
+    this.highestStarted = stream;
+    return null;
+  }
+
   private start(session: Session, window: number, m: Extract<Message, { type: typeof MsgType.START }>): void {
-    if (m.stream <= this.highestStarted || m.stream > MAX_STREAM_ID) {
-      const why = m.stream > MAX_STREAM_ID ? `is beyond the last id, ${MAX_STREAM_ID}` : `is not above the last one started, ${this.highestStarted}`;
-      session.reject(m.stream, new TetherError('BAD_MESSAGE', `stream ${m.stream} ${why}: ids are never reused`));
+    const refused = this.takeStreamId(m.stream);
+    if (refused !== null) {
+      session.reject(m.stream, new TetherError('BAD_MESSAGE', refused));
       return;
     }
-    this.highestStarted = m.stream;
     const command = Object.prototype.hasOwnProperty.call(this.opts.commands, m.command) ? this.opts.commands[m.command] : undefined;
     if (!command) {
       session.reject(m.stream, new TetherError('UNKNOWN_COMMAND', `this agent has no command '${m.command}'`));

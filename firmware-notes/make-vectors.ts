@@ -343,12 +343,14 @@ function specs(): Spec[] {
     { name: 'complete-ok', description: 'Agent -> master: stream 0 completed (failure null).', from: 'agent', number: 5, message: { type: MsgType.COMPLETE, stream: 0, failure: null } },
     {
       name: 'complete-failed',
-      description: "Agent -> master: stream 1 failed: [code 17 INTERNAL, buildbot-worker's exception text].",
+      description:
+        "Agent -> master: stream 1 failed: [code 17 INTERNAL, buildbot-worker's exception text], here of an upload_directory " +
+        'whose source does not exist. (stat of a missing file does not fail: it sends UPDATE rc 2, then COMPLETE null.)',
       from: 'agent', number: 6,
       message: {
         type: MsgType.COMPLETE,
         stream: 1,
-        failure: { code: 17, message: "FileNotFoundError: [Errno 2] No such file or directory: '/b/build/out.bin'" },
+        failure: { code: 17, message: "FileNotFoundError: [Errno 2] No such file or directory: '/b/build/dist'" },
       },
     },
     { name: 'interrupt', description: 'Master -> agent: interrupt stream 0.', from: 'master', number: 2, message: { type: MsgType.INTERRUPT, stream: 0, why: 'timeout' } },

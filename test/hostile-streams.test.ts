@@ -7,18 +7,13 @@
  * The tests assert the queue sizes, not the process's memory.
  */
 import t from 'tap';
-import { randomBytes } from 'node:crypto';
-import { Agent } from '../agent/agent';
-import type { Command } from '../agent/commands/command';
 import type { AgentConnection } from '../master-plugin/agent-connection';
 import type { HubOptions } from '../master-plugin/hub';
 import type { CommandSink } from '../master-plugin/remote';
 import { MAX_HELD_OTHER, MESSAGE_COST } from '../wire/credit';
 import { errorName } from '../wire/errors';
-import { masterHandshake } from '../wire/handshake';
 import { type Message, MsgType } from '../wire/messages';
-import { connect } from '../wire/transport';
-import { Peer, echo, fakeMaster, rawAgent, startAgent, startHub } from './helpers/wire-net';
+import { Peer, echo, rawAgent, rawMaster, startAgent, startHub } from './helpers/wire-net';
 import { withTimeout } from './helpers/support';
 
 /** A RemoteCommand of the hub, with the size of its queue for the sink. */
@@ -99,31 +94,6 @@ t.test('credit: a whole window and one more in 4-byte messages is held in bytes;
   t.ok(job.undeliveredBytes <= 2 * window + 2 * MESSAGE_COST, 'the byte beyond was not kept');
   t.equal(await echo(goodRemote, 'after'), 'after', 'the other agent keeps running commands');
 });
-
-/** A fake master over a raw socket and a real agent whose commands are `commands`. */
-async function rawMaster(t: Tap.Test, window: number, commands: Record<string, Command>): Promise<Peer> {
-  let resolvePeer!: (peer: Peer) => void;
-  const accepted = new Promise<Peer>((resolve) => (resolvePeer = resolve));
-  const fake = await fakeMaster((peer) => resolvePeer(peer));
-  const agent = new Agent({
-    name: 'a', secret: 's', basedir: '/tmp', commands, masterLabel: 'fake master', maxBackoffMs: 60_000,
-    open: () => connect({ kind: 'tcp', host: '127.0.0.1', port: fake.port }),
-  });
-  const running = agent.run();
-  t.teardown(async () => {
-    agent.stop();
-    await fake.close();
-    await running;
-  });
-  const peer = await accepted;
-  await masterHandshake(peer.link, {
-    secretFor: (name) => (name === 'a' ? 's' : undefined),
-    caps: 0, maxFrame: 65536, keepalive: 10, window,
-    openSession: () => ({ session: randomBytes(16), resumed: false, nextSeq: 0 }),
-  });
-  await peer.waitFor((m) => m.type === MsgType.INFO, 5000, 'INFO');
-  return peer;
-}
 
 t.test('agent: a flood of tiny and empty DATA waits as a few runs of bytes, not a chunk each', async (t) => {
   const window = 16 * 1024;

@@ -1,7 +1,8 @@
 /**
- * Stream ids are never reused within a session, so a late message for a
- * finished command can never reach, or fail, another one: through the public
- * API against a real agent, and with raw frames from a fake master.
+ * Stream ids are never reused within a session (not even a refused START's),
+ * so a late message for a finished command can never reach, or fail, another
+ * one, and a REJECT fails the command it names: through the public API
+ * against a real agent, and with raw frames from a fake agent or master.
  */
 import t from 'tap';
 import * as fs from 'node:fs';
@@ -9,11 +10,12 @@ import * as path from 'node:path';
 import { commands } from '../agent/commands/registry';
 import type { AgentConnection } from '../master-plugin/agent-connection';
 import { RemoteCommandError, putFile, runShell } from '../master-plugin/index';
+import { encodeSequence } from '../wire/cbor';
 import { errorName } from '../wire/errors';
 import { type MessageOf, MsgType, type OutgoingMessage, decodeMessage, encodeMessage } from '../wire/messages';
 import { MAX_STREAM_ID } from '../wire/stream-ids';
 import { startPair } from './helpers/pair';
-import { echo, rawAgent, startHub, testCommands } from './helpers/wire-net';
+import { echo, rawAgent, rawMaster, startHub, testCommands } from './helpers/wire-net';
 import { makeTempDir, withTimeout } from './helpers/support';
 
 t.test('a failed putFile, then 3 shell commands, 20 rounds: every command gets its own result', async (t) => {
@@ -92,6 +94,47 @@ t.test('late STDIN null, DATA, EOF, CREDIT and INTERRUPT after COMPLETE: no REJE
   t.same(rejects, [[id + 100, 'UNKNOWN_STREAM'], [id, 'BAD_MESSAGE']]);
   t.equal(logs.filter((l) => /rejected stream \d+, which is not running/.test(l)).length, 2, 'the master logs the REJECTs it ignores');
   t.notOk(conn.session.isClosed);
+});
+
+t.test('a START the agent cannot read (args not a map): the REJECT names its stream, and the command fails at once', async (t) => {
+  const p = await startPair(testCommands());
+  t.teardown(() => p.close());
+  const conn = p.remote as AgentConnection;
+  const rejects: Array<[number | null, string | undefined]> = [];
+  conn.on('reject', (m: MessageOf<typeof MsgType.REJECT>) => rejects.push([m.stream, errorName(m.code)]));
+
+  const notAMap = ['text', 'x'] as unknown as Record<string, unknown>;
+  const refused = conn.run('echo', notAMap, {});
+  t.same(
+    await withTimeout(refused.result, 5000, 'the refused command to fail'),
+    { failure: { code: 'BAD_MESSAGE', message: 'arguments must be a map' } },
+    "the agent's error, on the command it refused",
+  );
+  t.same(rejects, [[refused.stream, 'BAD_MESSAGE']]);
+  t.equal(await echo(p.remote, 'next'), 'next', 'the session goes on');
+  t.notOk(conn.session.isClosed);
+});
+
+t.test('agent: a START with too few fields or args not a map: REJECT BAD_MESSAGE on its stream, whose id is used', async (t) => {
+  const peer = await rawMaster(t, 16 * 1024, testCommands());
+  const rejects = () => peer.received.filter((m): m is MessageOf<typeof MsgType.REJECT> => m.type === MsgType.REJECT);
+  peer.sendBody(encodeSequence([MsgType.START, 5, 'echo']));
+  peer.sendBody(encodeSequence([MsgType.START, 6, 'echo', 'not a map']));
+  // Messages the master sent after those STARTs are late messages of a finished stream: ignored.
+  peer.sendSequenced({ type: MsgType.INTERRUPT, stream: 5, why: 'late' });
+  peer.sendSequenced({ type: MsgType.STDIN, stream: 6, data: null });
+  // The id was used: a START that reuses it is refused, the next one runs.
+  peer.sendSequenced({ type: MsgType.START, stream: 6, command: 'echo', args: { text: 'again' } });
+  peer.sendSequenced({ type: MsgType.START, stream: 7, command: 'echo', args: { text: 'next' } });
+  await peer.waitFor((m) => m.type === MsgType.COMPLETE && m.stream === 7, 5000, 'COMPLETE of stream 7');
+  t.same(
+    rejects().map((m) => [m.stream, errorName(m.code), m.message]),
+    [
+      [5, 'BAD_MESSAGE', 'message type 11 needs 3 fields, has 2'],
+      [6, 'BAD_MESSAGE', 'arguments must be a map'],
+      [6, 'BAD_MESSAGE', 'stream 6 is not above the last one started, 6: ids are never reused'],
+    ],
+  );
 });
 
 t.test('a REJECT fails only the running command it names; one naming no running command is logged, escaped, and ignored', async (t) => {

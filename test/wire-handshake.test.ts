@@ -320,13 +320,15 @@ t.test('handshake', async (t) => {
   });
 
   t.test('parameters the agent did not offer: UNSUPPORTED_VERSION from the agent, no PROOF', async (t) => {
-    const cases: Array<[string, Partial<ChallengeParams>]> = [
-      ['version 3', { version: 3 }],
-      ['a capability not offered (bit 8)', { caps: 8 }],
-      ['a bigger max frame than offered', { maxFrame: 1 << 20 }],
-      ['a max frame under 64', { maxFrame: 32 }],
+    // The agent offers caps 7 and max frame 65552 (DEFAULT_MAX_FRAME); its ERROR names what and whom to upgrade.
+    const cases: Array<[string, Partial<ChallengeParams>, RegExp]> = [
+      ['version 3', { version: 3 }, /^the master chose protocol version 3; this agent speaks only 2: upgrade tether-agent$/],
+      ['version 1', { version: 1 }, /^the master chose protocol version 1; this agent speaks only 2: upgrade the master$/],
+      ['a capability not offered (bit 8)', { caps: 8 }, /^the master granted capability bits 8, which this agent did not offer \(it offered 7\): upgrade the master$/],
+      ['a bigger max frame than offered', { maxFrame: 1 << 20 }, /^the master chose max frame 1048576, above the 65552 this agent offered: upgrade the master$/],
+      ['a max frame under 64', { maxFrame: 32 }, /^the master chose max frame 32, below the least, 64: upgrade the master$/],
     ];
-    for (const [what, over] of cases) {
+    for (const [what, over, says] of cases) {
       const fake = await fakeMaster(
         handler(async (peer) => {
           const hello = (await peer.waitFor(is(MsgType.HELLO), 5000)) as Hello;
@@ -339,7 +341,9 @@ t.test('handshake', async (t) => {
       }), 5000, 'the agent to close');
       const first = fake.peers[0];
       await stopAgainst(agent, fake);
-      t.equal(errorCode(first.received.find(is(MsgType.ERROR))), 6, `${what}: ERROR 6 UNSUPPORTED_VERSION`);
+      const error = first.received.find(is(MsgType.ERROR));
+      t.equal(errorCode(error), 6, `${what}: ERROR 6 UNSUPPORTED_VERSION`);
+      t.match((error as { message: string }).message, says, `${what}: the message says which parameter, and whom to upgrade`);
       t.notOk(first.received.some(is(MsgType.PROOF)), `${what}: no PROOF`);
     }
   });

@@ -153,6 +153,23 @@ export interface AgentHandshakeOptions {
   timeoutMs?: number;
 }
 
+/**
+ * What the master chose that this agent did not offer, and which side to
+ * upgrade, as the master's UNSUPPORTED_VERSION says; null if nothing. A
+ * newer version is the agent's to catch up with; anything else breaks the
+ * negotiation rules (PROTOCOL.md 6.3), a fault of the master.
+ */
+function unoffered(p: ChallengeParams, opts: AgentHandshakeOptions): string | null {
+  if (p.version !== PROTOCOL_VERSION) {
+    return `the master chose protocol version ${p.version}; this agent speaks only ${PROTOCOL_VERSION}: upgrade ${p.version > PROTOCOL_VERSION ? 'tether-agent' : 'the master'}`;
+  }
+  const extra = p.caps & ~opts.caps;
+  if (extra !== 0) return `the master granted capability bits ${extra}, which this agent did not offer (it offered ${opts.caps}): upgrade the master`;
+  if (p.maxFrame > opts.maxFrame) return `the master chose max frame ${p.maxFrame}, above the ${opts.maxFrame} this agent offered: upgrade the master`;
+  if (p.maxFrame < MIN_MAX_FRAME) return `the master chose max frame ${p.maxFrame}, below the least, ${MIN_MAX_FRAME}: upgrade the master`;
+  return null;
+}
+
 export function agentHandshake(link: Link, opts: AgentHandshakeOptions): Promise<Established> {
   return closingOnFailure(link, () => agentSteps(link, opts));
 }
@@ -175,8 +192,9 @@ async function agentSteps(link: Link, opts: AgentHandshakeOptions): Promise<Esta
     throw new TetherError('AUTH_FAILED', 'the master failed authentication (wrong secret, or not the real master)');
   }
   const p = challenge.params;
-  if (p.version !== PROTOCOL_VERSION || (p.caps & ~opts.caps) !== 0 || p.maxFrame > opts.maxFrame || p.maxFrame < MIN_MAX_FRAME) {
-    throw new TetherError('UNSUPPORTED_VERSION', 'the master chose parameters this agent did not offer');
+  const refusal = unoffered(p, opts);
+  if (refusal !== null) {
+    throw new TetherError('UNSUPPORTED_VERSION', refusal);
   }
   if (p.keepalive < 1 || p.window < 1024) {
     throw new TetherError('UNSUPPORTED_VERSION', `unusable parameters from the master: keepalive ${p.keepalive} s, window ${p.window} bytes`);

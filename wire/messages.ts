@@ -258,21 +258,58 @@ const MIN_FIELDS: Record<number, number> = {
   14: 2, 15: 2, 16: 2, 17: 2, 18: 3, 19: 2, 20: 1, 21: 0, 22: 3, 23: 2, 24: 2,
 };
 
+/** Types whose first field is the stream (REJECT's is not: it refuses a message, whatever stream that named). */
+const STREAM_FIRST: ReadonlySet<number> = new Set([
+  MsgType.START, MsgType.UPDATE, MsgType.COMPLETE, MsgType.INTERRUPT, MsgType.DATA, MsgType.EOF,
+  MsgType.CREDIT, MsgType.LOG, MsgType.HEADER, MsgType.STDIN,
+]);
+
+/**
+ * A stream message with a bad field whose stream did decode: the REJECT names
+ * that stream, so that the command it was for fails instead of waiting
+ * (PROTOCOL.md 8.4), and a START's id counts as used (8.1).
+ */
+export class MalformedMessage extends TetherError {
+  constructor(why: string, readonly type: number, readonly stream: number) {
+    super('BAD_MESSAGE', why);
+  }
+}
+
 /**
  * Decodes a frame body that passed its CRC. Throws TetherError: BAD_MESSAGE
- * for a malformed body, UNKNOWN_MESSAGE for a type this version does not know.
+ * for a malformed body (MalformedMessage when its stream is known),
+ * UNKNOWN_MESSAGE for a type this version does not know.
  */
 export function decodeMessage(body: Buffer): Message {
   const items = decodeSequence(body);
   if (items.length === 0) bad('empty message');
   const [head, ...f] = items;
   if (typeof head !== 'number' || !Number.isSafeInteger(head)) bad('message type must be an integer');
+  if (head >= 0 && MIN_FIELDS[head] === undefined) throw new TetherError('UNKNOWN_MESSAGE', `unknown message type ${head}`);
+  try {
+    return decodeFields(head, f, body);
+  } catch (error) {
+    const stream = streamField(head, f);
+    if (stream === null || !(error instanceof TetherError)) throw error;
+    throw new MalformedMessage(error.message, head, stream);
+  }
+}
+
+/** The stream an output head names: head = -1 - (2 * stream + channel). */
+const outputStream = (head: number): number => Math.floor((-1 - head) / 2);
+
+/** The stream a message of type `head` names, if its stream field decodes, whatever its other fields hold. */
+function streamField(head: number, f: unknown[]): number | null {
+  if (head < 0) return outputStream(head);
+  return STREAM_FIRST.has(head) && isUint(f[0]) ? f[0] : null;
+}
+
+/** The message of type `head` (known to this version) from its fields `f`. */
+function decodeFields(head: number, f: unknown[], body: Buffer): Message {
   if (head < 0) {
-    const n = -1 - head;
-    return { type: 'output', stream: Math.floor(n / 2), channel: (n % 2) as ChannelId, data: bytes(f[0], 'output data') };
+    return { type: 'output', stream: outputStream(head), channel: ((-1 - head) % 2) as ChannelId, data: bytes(f[0], 'output data') };
   }
   const need = MIN_FIELDS[head];
-  if (need === undefined) throw new TetherError('UNKNOWN_MESSAGE', `unknown message type ${head}`);
   if (f.length < need) bad(`message type ${head} needs ${need} fields, has ${f.length}`);
   switch (head) {
     case MsgType.HELLO: return decodeHello(f, body);

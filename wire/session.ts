@@ -28,7 +28,7 @@ import { Reassembler } from './fragments';
 import { bodyOfFrame } from './framing';
 import type { Link } from './link';
 import { printable } from './printable';
-import { type Message, MsgType, type OutgoingMessage, decodeMessage, encodeMessage } from './messages';
+import { MalformedMessage, type Message, MsgType, type OutgoingMessage, decodeMessage, encodeMessage } from './messages';
 import { ReceiveWindow } from './receive-window';
 import { MIN_RETRANSMIT_MS, RetransmitTimer } from './retransmit-timer';
 import { SendQueue } from './send-queue';
@@ -461,9 +461,10 @@ export class Session extends EventEmitter {
         throw new TetherError('BAD_MESSAGE', `link message ${message.type} in a sequenced frame`);
       }
     } catch (error) {
-      // The frame passed its tag, so this is the peer's mistake, not noise: say so and go on.
+      // The frame passed its tag, so this is the peer's mistake, not noise: say so and go on,
+      // naming the stream when it is known, so that the command it was for fails (PROTOCOL.md 8.4).
       const e = error instanceof TetherError ? error : new TetherError('BAD_MESSAGE', String(error));
-      this.reject(null, e);
+      this.reject(e instanceof MalformedMessage ? e.stream : null, e);
       this.emit('rejected', e);
       return;
     }

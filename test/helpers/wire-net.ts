@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import * as net from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { Test } from 'tap';
 import { Agent } from '../../agent/agent';
 import type { Command } from '../../agent/commands/command';
 import { TetherHub, type HubOptions } from '../../master-plugin/hub';
@@ -13,7 +14,7 @@ import type { RemoteAgent } from '../../master-plugin/remote';
 import { TetherError } from '../../wire/errors';
 import { FrameAuth, deriveKeys } from '../../wire/frame-auth';
 import { encodeHandshakeFrame, isSequencedBody } from '../../wire/framing';
-import { Capability, type Established, PROTOCOL_VERSION, agentHandshake, proof } from '../../wire/handshake';
+import { Capability, type Established, PROTOCOL_VERSION, agentHandshake, masterHandshake, proof } from '../../wire/handshake';
 import { Link, type LinkOptions } from '../../wire/link';
 import {
   type ChallengeParams,
@@ -390,6 +391,31 @@ export async function fakeMaster(onPeer: (peer: Peer) => void): Promise<Loopback
     onPeer(peer);
   });
   return { ...server, peers };
+}
+
+/** A fake master over a raw socket, authenticated by masterHandshake, and a real agent whose commands are `commands`, its INFO received. */
+export async function rawMaster(t: Test, window: number, commands: Record<string, Command>): Promise<Peer> {
+  let resolvePeer!: (peer: Peer) => void;
+  const accepted = new Promise<Peer>((resolve) => (resolvePeer = resolve));
+  const fake = await fakeMaster((peer) => resolvePeer(peer));
+  const agent = new Agent({
+    name: 'a', secret: 's', basedir: '/tmp', commands, masterLabel: 'fake master', maxBackoffMs: 60_000,
+    open: () => connect({ kind: 'tcp', host: '127.0.0.1', port: fake.port }),
+  });
+  const running = agent.run();
+  t.teardown(async () => {
+    agent.stop();
+    await fake.close();
+    await running;
+  });
+  const peer = await accepted;
+  await masterHandshake(peer.link, {
+    secretFor: (name) => (name === 'a' ? 's' : undefined),
+    caps: 0, maxFrame: 65536, keepalive: 10, window,
+    openSession: () => ({ session: randomBytes(16), resumed: false, nextSeq: 0 }),
+  });
+  await peer.waitFor((m) => m.type === MsgType.INFO, 5000, 'INFO');
+  return peer;
 }
 
 /** A TCP proxy to `targetPort` that records every byte the client sends. */
