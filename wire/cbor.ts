@@ -12,8 +12,12 @@
  * it. cbor-x took 4.7 MB of an empty Node's memory with the addon and 1.5 MB
  * without, and the single binary cannot carry an addon anyway.
  */
-import { Decoder, Encoder } from 'cbor-x/index-no-eval';
+import type * as CborX from 'cbor-x';
 import { TetherError } from './errors';
+
+// (require: this project's moduleResolution predates package.json "exports", so TypeScript
+// cannot resolve the subpath; its API is the main entry's.)
+const { Decoder, Encoder } = require('cbor-x/index-no-eval') as typeof CborX;
 
 export const MAX_DEPTH = 16;
 
