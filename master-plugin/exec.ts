@@ -16,7 +16,7 @@ import { getFile, putFile } from './files';
 import { agentFacingUrl, forWorker, listenAll } from './listeners';
 import { progressBar } from './progress';
 import type { RemoteAgent } from './remote';
-import { type RemoteShell, exitStatus, runShell } from './run-shell';
+import { BAD_RESULT, type RemoteShell, exitStatus, runShell } from './run-shell';
 
 export const SUBCOMMANDS = ['exec', 'put', 'get'] as const;
 export type Subcommand = (typeof SUBCOMMANDS)[number];
@@ -318,7 +318,8 @@ async function runRemote(
     if (brokenPipe) return 128 + signalNumber('SIGPIPE');
     if (!result) return EXEC_FAILED;
     if (result.failure) {
-      process.stderr.write(`tether-master: agent '${agent.name}' could not run the command: ${printable(result.failure.message)}\n`);
+      const what = result.failure.code === BAD_RESULT ? 'sent a bad result' : 'could not run the command';
+      process.stderr.write(`tether-master: agent '${agent.name}' ${what}: ${printable(result.failure.message)}\n`);
       return EXEC_FAILED;
     }
     return exitStatus(result);
