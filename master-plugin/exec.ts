@@ -279,6 +279,7 @@ async function runRemote(
 ): Promise<number> {
   let brokenPipe = false;
   let shell: RemoteShell | undefined;
+  const log = opts.verbose ? logLine('tether-master') : undefined;
   const onStdoutError = () => {
     // the reader went away (`| head`): stop the command, as SIGPIPE would
     if (!brokenPipe) shell?.interrupt('standard output was closed');
@@ -293,8 +294,12 @@ async function runRemote(
     stdin: opts.forwardStdin,
     onOutput: ({ stream, data }) => writeOut(stream === 'stdout' ? process.stdout : process.stderr, data),
     onHeader: (text) => {
-      if (opts.verbose) process.stderr.write(text.endsWith('\n') ? text : `${text}\n`);
-      else if (/^\s*command timed out/.test(text)) process.stderr.write(`tether-master: ${printable(text.trim())}\n`);
+      if (log) {
+        // The agent's text: each of its lines a log line of its own, marked as a header, so none can pass for ours.
+        for (const line of text.split('\n')) if (line.trim()) log(`header: ${line}`);
+      } else if (/^\s*command timed out/.test(text)) {
+        process.stderr.write(`tether-master: ${printable(text.trim())}\n`);
+      }
     },
   });
   const running = shell;

@@ -2,7 +2,7 @@
  * `tether-master exec` as users run it: a real exec process and a real agent
  * process on loopback. Exit codes, signals, stdin, Ctrl-C, env/workdir and
  * the errors a user hits; and, against an agent the test scripts, what exec
- * makes of a result that a broken or hostile agent sends.
+ * makes of a result or a header that a broken or hostile agent sends.
  */
 import t, { type Test } from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -14,6 +14,7 @@ import { AGENT_BIN, MASTER_BIN } from './helpers/tether-procs';
 import { alive } from './helpers/processes';
 import { Peer } from './helpers/wire-net';
 import { type MessageOf, MsgType, type OutgoingMessage } from '../wire/messages';
+import { MAX_PRINTABLE } from '../wire/printable';
 import { freePort, listenLoopback, listening, makeTempDir, sleep, waitFor } from './helpers/support';
 
 interface Exit {
@@ -259,6 +260,23 @@ t.test("an agent's result: an exit code or a signal, or else one line saying wha
     t.match(r.stderr, /^tether-master: agent 'rig' sent a bad result: /, `${what}: says the agent got it wrong`);
     t.match(r.stderr.trimEnd(), says, `${what}: says what`);
   }
+});
+
+t.test("--verbose: each of the agent's header lines is a log line of its own, marked, escaped and bounded", async (t) => {
+  const run = await exec(t, ['--verbose', '--', 'true'], { agent: false });
+  const forging = '\u001b[31mred\rback\nFAKE-LOG-LINE tether-master: worker good connected\n';
+  await scriptedAgent(t, run, [header(forging), header('\u0007'.repeat(20_000)), rc(0)]);
+  const r = await run.done;
+  t.equal(r.code, 0);
+  const lines = r.stderr.split('\n').filter(Boolean);
+  const prefix = /^\d{4}-\d\d-\d\dT[\d:.]+Z tether-master: /;
+  t.ok(lines.every((l) => prefix.test(l)), 'every line is a log line of tether-master');
+  t.notOk(/[\u0000-\u0009\u000b-\u001f]/.test(r.stderr), 'no control character but the line ends');
+  const headers = lines.map((l) => l.replace(prefix, '')).filter((l) => l.startsWith('header: '));
+  t.equal(headers[0], 'header: \\x1b[31mred\\rback');
+  t.equal(headers[1], 'header: FAKE-LOG-LINE tether-master: worker good connected', 'a line that would pass for the hub\'s is marked as a header');
+  t.match(headers[2], /^header: (\\x07)+ …\[\d+ characters cut\]… (\\x07)+$/, 'a long header line is cut in the middle');
+  t.ok(headers[2].length <= MAX_PRINTABLE, `and bounded (${headers[2].length} characters)`);
 });
 
 t.test('usage mistakes: one line, exit 2', async (t) => {
