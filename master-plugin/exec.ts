@@ -5,7 +5,7 @@
  * Buildbot bridge uses, and exits.
  */
 import * as os from 'node:os';
-import { parseCommandLine, logLine } from '../wire/cli-support';
+import { parseCommandLine, logLine, splitOption } from '../wire/cli-support';
 import { printable, printableStack } from '../wire/printable';
 import { UsageError } from '../wire/transport';
 import { awaitAgent } from './await-agent';
@@ -113,9 +113,8 @@ function seconds(value: string | undefined, flag: string): number | null {
 function parseEnv(specs: string[] | undefined): Record<string, string> {
   const env: Record<string, string> = {};
   for (const spec of specs ?? []) {
-    const eq = spec.indexOf('=');
-    if (eq <= 0) throw new UsageError(`--env takes K=V, not '${spec}'`);
-    env[spec.slice(0, eq)] = spec.slice(eq + 1);
+    const [name, value] = splitOption(spec, '--env', 'K=V', '=');
+    env[name] = value;
   }
   return env;
 }
