@@ -28,6 +28,7 @@
  *   delay (the bridge logs why); each attachment, with the number of attempts
  *   it took.
  */
+import { printable } from '../wire/printable';
 import { BuildbotBridge } from './buildbot-bridge';
 import type { RemoteAgent } from './remote';
 
@@ -52,11 +53,6 @@ export interface AttachOptions {
 /** The wait before retry `retry` (1, 2, ...): Twisted's backoffPolicy(); `random` in [0, 1) is the jitter. */
 export function retryDelayMs(retry: number, maxBackoffMs = DEFAULT_MAX_BACKOFF_MS, random = Math.random): number {
   return Math.min(INITIAL_DELAY_MS * FACTOR ** Math.min(100, retry), maxBackoffMs) + random() * JITTER_MS;
-}
-
-/** Control characters escaped: the reason can hold Buildbot's close reason, text from a peer. */
-function printable(text: string): string {
-  return text.replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 /**
@@ -111,6 +107,7 @@ export async function attachToBuildbot(agent: RemoteAgent, opts: AttachOptions):
       await bridge.close();
       problem = 'is not attached to Buildbot';
       if (!sessionOver && !agentTold) {
+        // the reason can hold Buildbot's close reason, text from a peer: escaped and bounded, an agent may log it as it comes
         agent.print(`not attached to Buildbot (${printable((error as Error).message)}); retrying with backoff`);
         agentTold = true;
       }

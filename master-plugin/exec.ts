@@ -5,7 +5,7 @@
  * Buildbot bridge uses, and exits.
  */
 import * as os from 'node:os';
-import { parseCommandLine, logLine } from '../wire/cli-support';
+import { parseCommandLine, logLine, splitOption } from '../wire/cli-support';
 import { printable, printableStack } from '../wire/printable';
 import { UsageError } from '../wire/transport';
 import { awaitAgent } from './await-agent';
@@ -16,7 +16,7 @@ import { getFile, putFile } from './files';
 import { agentFacingUrl, forWorker, listenAll } from './listeners';
 import { progressBar } from './progress';
 import type { RemoteAgent } from './remote';
-import { type RemoteShell, exitStatus, runShell } from './run-shell';
+import { BAD_RESULT, type RemoteShell, exitStatus, runShell } from './run-shell';
 
 export const SUBCOMMANDS = ['exec', 'put', 'get'] as const;
 export type Subcommand = (typeof SUBCOMMANDS)[number];
@@ -113,9 +113,8 @@ function seconds(value: string | undefined, flag: string): number | null {
 function parseEnv(specs: string[] | undefined): Record<string, string> {
   const env: Record<string, string> = {};
   for (const spec of specs ?? []) {
-    const eq = spec.indexOf('=');
-    if (eq <= 0) throw new UsageError(`--env takes K=V, not '${spec}'`);
-    env[spec.slice(0, eq)] = spec.slice(eq + 1);
+    const [name, value] = splitOption(spec, '--env', 'K=V', '=');
+    env[name] = value;
   }
   return env;
 }
@@ -279,6 +278,7 @@ async function runRemote(
 ): Promise<number> {
   let brokenPipe = false;
   let shell: RemoteShell | undefined;
+  const log = opts.verbose ? logLine('tether-master') : undefined;
   const onStdoutError = () => {
     // the reader went away (`| head`): stop the command, as SIGPIPE would
     if (!brokenPipe) shell?.interrupt('standard output was closed');
@@ -293,8 +293,12 @@ async function runRemote(
     stdin: opts.forwardStdin,
     onOutput: ({ stream, data }) => writeOut(stream === 'stdout' ? process.stdout : process.stderr, data),
     onHeader: (text) => {
-      if (opts.verbose) process.stderr.write(text.endsWith('\n') ? text : `${text}\n`);
-      else if (/^\s*command timed out/.test(text)) process.stderr.write(`tether-master: ${printable(text.trim())}\n`);
+      if (log) {
+        // The agent's text: each of its lines a log line of its own, marked as a header, so none can pass for ours.
+        for (const line of text.split('\n')) if (line.trim()) log(`header: ${line}`);
+      } else if (/^\s*command timed out/.test(text)) {
+        process.stderr.write(`tether-master: ${printable(text.trim())}\n`);
+      }
     },
   });
   const running = shell;
@@ -318,7 +322,8 @@ async function runRemote(
     if (brokenPipe) return 128 + signalNumber('SIGPIPE');
     if (!result) return EXEC_FAILED;
     if (result.failure) {
-      process.stderr.write(`tether-master: agent '${agent.name}' could not run the command: ${printable(result.failure.message)}\n`);
+      const what = result.failure.code === BAD_RESULT ? 'sent a bad result' : 'could not run the command';
+      process.stderr.write(`tether-master: agent '${agent.name}' ${what}: ${printable(result.failure.message)}\n`);
       return EXEC_FAILED;
     }
     return exitStatus(result);

@@ -1,5 +1,6 @@
 /** What every tether-master mode shares: the hub's options, the workers, and the hub built from them. */
 import { DEFAULT_GRACE_SECONDS, DEFAULT_KEEPALIVE_SECONDS, DEFAULT_MAX_FRAME, DEFAULT_WINDOW, MIN_MAX_FRAME } from '../wire/handshake';
+import { splitOption } from '../wire/cli-support';
 import { readJsonFile } from '../wire/json-file';
 import { UsageError } from '../wire/transport';
 import { COMPRESS_CHOICES, type CompressWhere, TetherHub } from './hub';
@@ -63,9 +64,9 @@ export function readWorkersFile(file: string): Record<string, string> {
 export function parseWorkers(values: { worker?: string[]; 'workers-file'?: string }): Record<string, string> {
   const workers = values['workers-file'] ? readWorkersFile(values['workers-file']) : {};
   for (const spec of values.worker ?? []) {
-    const colon = spec.indexOf(':');
-    if (colon <= 0 || colon === spec.length - 1) throw new UsageError(`--worker takes NAME:SECRET, not '${spec.replace(/:.*/, ':…')}'`);
-    workers[spec.slice(0, colon)] = spec.slice(colon + 1);
+    const [name, secret] = splitOption(spec, '--worker', 'NAME:SECRET', ':');
+    if (!secret) throw new UsageError(`--worker '${name}:' has an empty secret`);
+    workers[name] = secret;
   }
   if (Object.keys(workers).length === 0) throw new UsageError('no workers: give --worker NAME:SECRET or --workers-file F');
   return workers;

@@ -11,6 +11,7 @@ export {
   shellArgs,
   exitStatus,
   describeResult,
+  BAD_RESULT,
   type OutputChunk,
   type RemoteShell,
   type ShellOptions,

@@ -4,6 +4,8 @@
  * with the arguments Buildbot's ShellCommand sends, so it runs exactly what a
  * Buildbot step would.
  */
+import { inspect } from 'node:util';
+import { printable } from '../wire/printable';
 import type { CommandSink, RemoteAgent, RemoteCommand } from './remote';
 
 export interface ShellOptions {
@@ -40,15 +42,22 @@ export interface OutputChunk {
 }
 
 export interface ShellResult {
-  /** The exit code; -1 when the process was killed by a signal (or the agent sent none). */
+  /** The exit code, 0 to 255; -1 when the process was killed by a signal, or with a failure. */
   rc: number;
-  /** The signal that killed the process, when one did. */
+  /** The signal that killed the process (1 to 127), when one did. */
   signal?: number;
   /** Seconds the process ran, as the agent measured it. */
   elapsed?: number;
-  /** Set when the agent could not run the command to the end (Buildbot's step exception). */
+  /**
+   * Set when the agent could not run the command to the end (Buildbot's step
+   * exception), or when its result was none (code BAD_RESULT: see
+   * checkedResult). The message is printable (wire/printable.ts).
+   */
   failure?: { code: string; message: string };
 }
+
+/** The failure code of a result the agent got wrong; never one of the agent's own codes, which are wire error names. */
+export const BAD_RESULT = 'BAD_RESULT';
 
 export interface RemoteShell {
   /**
@@ -69,11 +78,10 @@ export interface RemoteShell {
   interrupt(why?: string): void;
 }
 
-/** The exit status a local shell would report: rc, or 128+N after signal N (255 for anything else negative). */
+/** The exit status a local shell would report: rc, or 128+N after signal N; 255 for a failure, as ssh's. */
 export function exitStatus(result: ShellResult): number {
-  if (result.signal !== undefined) return 128 + result.signal;
-  if (result.rc < 0) return 255;
-  return result.rc > 255 ? 255 : result.rc;
+  if (result.failure) return 255;
+  return result.signal === undefined ? result.rc : 128 + result.signal;
 }
 
 const DEFAULT_HIGH_WATER = 1024 * 1024;
@@ -144,8 +152,37 @@ class OutputQueue implements AsyncIterable<OutputChunk> {
   }
 }
 
-const KILLED_BY = /process killed by signal (\d+)/;
+/** A header of its own (a command line may quote this text too). */
+const KILLED_BY = /^process killed by signal (\d+)\n?$/;
 const ELAPSED = /^elapsedTime=([0-9.]+)/m;
+/** The largest signal number N whose 128+N is still an exit status. */
+const MAX_SIGNAL = 127;
+
+/**
+ * The agent's rc and "process killed by signal N" header as a result, as
+ * PROTOCOL.md section 9.1 says: rc 0 to 255 without that header is an exit
+ * code; rc -1 after it, with N from 1 to 127, a death by signal N. Anything
+ * else (an rc that is no integer or out of range, none at all, -1 without the
+ * header, the header with another rc or naming no signal) is a failure of
+ * the agent, BAD_RESULT: a broken or hostile agent cannot make an exit
+ * status that is none (NaN, 1.5, 300), nor pass its mistake off as the
+ * command's.
+ */
+function checkedResult(rc: { value: unknown } | null, killedBy: string | undefined): ShellResult {
+  const bad = (why: string): ShellResult => ({ rc: -1, failure: { code: BAD_RESULT, message: printable(why) } });
+  const signal = killedBy === undefined ? undefined : Number(killedBy);
+  if (signal !== undefined && !(signal >= 1 && signal <= MAX_SIGNAL)) {
+    return bad(`"process killed by signal ${killedBy}" names no signal (1 to ${MAX_SIGNAL})`);
+  }
+  if (rc === null) return bad('no rc before the command ended');
+  const code = rc.value;
+  if (typeof code !== 'number' || !Number.isInteger(code) || code < -1 || code > 255) {
+    const shown = inspect(code, { breakLength: Infinity, depth: 1, maxArrayLength: 4, maxStringLength: 40 });
+    return bad(`rc ${shown} is not an exit code (0 to 255, or -1 after "process killed by signal N")`);
+  }
+  if (signal === undefined) return code === -1 ? bad('rc -1 (killed) without a "process killed by signal N" header') : { rc: code };
+  return code === -1 ? { rc: -1, signal } : bad(`rc ${code} after "process killed by signal ${signal}": a killed process has rc -1`);
+}
 
 /** The arguments Buildbot's ShellCommand sends, for `command` and the options. */
 export function shellArgs(command: string | string[], opts: ShellOptions = {}): Record<string, unknown> {
@@ -192,21 +229,21 @@ export function runShell(agent: RemoteAgent, command: string | string[], opts: S
         }
       }
     : (chunk: OutputChunk) => queue.push(chunk);
-  let rc: number | undefined;
-  let signal: number | undefined;
+  let rc: { value: unknown } | null = null;
+  let killedBy: string | undefined;
   let elapsed: number | undefined;
   const sink: CommandSink = {
     stdout: (data) => deliver({ stream: 'stdout', data }),
     stderr: (data) => deliver({ stream: 'stderr', data }),
     header: (text) => {
       const killed = KILLED_BY.exec(text);
-      if (killed) signal = Number(killed[1]);
+      if (killed) killedBy = killed[1];
       const time = ELAPSED.exec(text);
       if (time) elapsed = Number(time[1]);
       opts.onHeader?.(text);
     },
     update: (key, value) => {
-      if (key === 'rc' && typeof value === 'number') rc = value;
+      if (key === 'rc') rc = { value };
     },
   };
   const started = agent.run('shell', shellArgs(command, opts), sink);
@@ -215,10 +252,8 @@ export function runShell(agent: RemoteAgent, command: string | string[], opts: S
     (r): ShellResult => {
       queue.end();
       if (callbackError !== null) throw callbackError;
-      const out: ShellResult = { rc: rc ?? -1 };
-      if (signal !== undefined) out.signal = signal;
+      const out: ShellResult = r.failure ? { rc: -1, failure: r.failure } : checkedResult(rc, killedBy);
       if (elapsed !== undefined) out.elapsed = elapsed;
-      if (r.failure) out.failure = r.failure;
       return out;
     },
     (error: Error) => {

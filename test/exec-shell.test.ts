@@ -1,7 +1,8 @@
 /**
  * `tether-master exec` as users run it: a real exec process and a real agent
  * process on loopback. Exit codes, signals, stdin, Ctrl-C, env/workdir and
- * the errors a user hits.
+ * the errors a user hits; and, against an agent the test scripts, what exec
+ * makes of a result or a header that a broken or hostile agent sends.
  */
 import t, { type Test } from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -12,7 +13,8 @@ import * as path from 'node:path';
 import { AGENT_BIN, MASTER_BIN } from './helpers/tether-procs';
 import { alive } from './helpers/processes';
 import { Peer } from './helpers/wire-net';
-import { MsgType } from '../wire/messages';
+import { type MessageOf, MsgType, type OutgoingMessage } from '../wire/messages';
+import { MAX_PRINTABLE } from '../wire/printable';
 import { freePort, listenLoopback, listening, makeTempDir, sleep, waitFor } from './helpers/support';
 
 interface Exit {
@@ -211,6 +213,70 @@ t.test('an agent under another name is mentioned when the wait runs out', async 
   const r = await run.done;
   t.equal(r.code, 255);
   t.match(r.stderr, /did not connect within 2 s: .*\(refused agents named 'rgi': not configured workers, or a wrong secret\)\n$/);
+});
+
+/** A message of the scripted agent, for the stream of exec's command. */
+type Reply = (stream: number) => OutgoingMessage;
+const header = (text: string): Reply => (stream) => ({ type: MsgType.HEADER, stream, text });
+const rc = (value: unknown): Reply => (stream) => ({ type: MsgType.UPDATE, stream, key: 'rc', value });
+
+/**
+ * An agent speaking raw frames for `run`: it authenticates as 'rig', reports
+ * its INFO, and answers exec's START with `replies`, then COMPLETE.
+ */
+async function scriptedAgent(t: Test, run: ExecRun, replies: Reply[]): Promise<void> {
+  const peer = await Peer.agent(run.port, 'rig', 'sesame');
+  t.teardown(() => peer.destroy());
+  peer.sendSequenced({ type: MsgType.INFO, info: { os: 'scripted' } });
+  const { stream } = (await peer.waitFor((m) => m.type === MsgType.START, 10_000, 'START')) as MessageOf<typeof MsgType.START>;
+  for (const reply of replies) peer.sendSequenced(reply(stream));
+  peer.sendSequenced({ type: MsgType.COMPLETE, stream, failure: null });
+}
+
+t.test("an agent's result: an exit code or a signal, or else one line saying what is wrong and exit 255", async (t) => {
+  const cases: Array<[string, Reply[], number, RegExp | '']> = [
+    ['rc 3', [rc(3)], 3, ''],
+    ['killed by signal 9', [header('process killed by signal 9\n'), rc(-1)], 137, ''],
+    ['a command line quoting the kill notice', [header("sh -c 'echo process killed by signal 9'\n"), rc(0)], 0, ''],
+    ['rc NaN', [rc(NaN)], 255, /rc NaN is not an exit code \(0 to 255, or -1 after "process killed by signal N"\)$/],
+    ['rc 1.5', [rc(1.5)], 255, /rc 1\.5 is not an exit code/],
+    ['rc 300', [rc(300)], 255, /rc 300 is not an exit code/],
+    ['rc "abc"', [rc('abc')], 255, /rc 'abc' is not an exit code/],
+    ['rc -1 without the header', [rc(-1)], 255, /rc -1 \(killed\) without a "process killed by signal N" header$/],
+    ['a signal that is none', [header('process killed by signal 99999999999999999999\n'), rc(-1)], 255,
+      /"process killed by signal 99999999999999999999" names no signal \(1 to 127\)$/],
+    ['no rc', [], 255, /no rc before the command ended$/],
+  ];
+  for (const [what, replies, code, says] of cases) {
+    const run = await exec(t, ['--', 'true'], { agent: false });
+    await scriptedAgent(t, run, replies);
+    const r = await run.done;
+    t.equal(r.code, code, `${what}: exit ${code}`);
+    if (!says) {
+      t.equal(r.stderr, '', `${what}: nothing on stderr`);
+      continue;
+    }
+    t.equal(r.stderr.split('\n').filter(Boolean).length, 1, `${what}: one line (${r.stderr.slice(0, 300)})`);
+    t.match(r.stderr, /^tether-master: agent 'rig' sent a bad result: /, `${what}: says the agent got it wrong`);
+    t.match(r.stderr.trimEnd(), says, `${what}: says what`);
+  }
+});
+
+t.test("--verbose: each of the agent's header lines is a log line of its own, marked, escaped and bounded", async (t) => {
+  const run = await exec(t, ['--verbose', '--', 'true'], { agent: false });
+  const forging = '\u001b[31mred\rback\nFAKE-LOG-LINE tether-master: worker good connected\n';
+  await scriptedAgent(t, run, [header(forging), header('\u0007'.repeat(20_000)), rc(0)]);
+  const r = await run.done;
+  t.equal(r.code, 0);
+  const lines = r.stderr.split('\n').filter(Boolean);
+  const prefix = /^\d{4}-\d\d-\d\dT[\d:.]+Z tether-master: /;
+  t.ok(lines.every((l) => prefix.test(l)), 'every line is a log line of tether-master');
+  t.notOk(/[\u0000-\u0009\u000b-\u001f]/.test(r.stderr), 'no control character but the line ends');
+  const headers = lines.map((l) => l.replace(prefix, '')).filter((l) => l.startsWith('header: '));
+  t.equal(headers[0], 'header: \\x1b[31mred\\rback');
+  t.equal(headers[1], 'header: FAKE-LOG-LINE tether-master: worker good connected', 'a line that would pass for the hub\'s is marked as a header');
+  t.match(headers[2], /^header: (\\x07)+ …\[\d+ characters cut\]… (\\x07)+$/, 'a long header line is cut in the middle');
+  t.ok(headers[2].length <= MAX_PRINTABLE, `and bounded (${headers[2].length} characters)`);
 });
 
 t.test('usage mistakes: one line, exit 2', async (t) => {

@@ -1,19 +1,19 @@
 /**
  * Peer-supplied text in log lines: a worker name (or a PRINT) with a newline,
  * ANSI escapes and bidi controls cannot split a log line, forge one or colour
- * the terminal. Checked in printable() itself, the hub's log, the agent's
- * log, tether-master's stderr (a real process), and TetherService's relay
- * of that stderr into twistd.log.
+ * the terminal, and a long one cannot flood the log. Checked in printable()
+ * itself, the hub's log, the agent's log, tether-master's stderr (a real
+ * process), and TetherService's relay of that stderr into twistd.log.
  */
 import t from 'tap';
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { TetherHub } from '../master-plugin/hub';
 import { MsgType } from '../wire/messages';
-import { printable } from '../wire/printable';
+import { MAX_PRINTABLE, printable, printableStack } from '../wire/printable';
 import { PLUGIN_DIR, PYTHON, buildbotEnv } from './helpers/buildbot';
 import { MASTER_BIN } from './helpers/tether-procs';
-import { Peer, startAgent, startHub } from './helpers/wire-net';
+import { Peer, rawAgent, startAgent, startHub } from './helpers/wire-net';
 import { freePort, waitFor } from './helpers/support';
 
 /** A name that, written raw, would end the line, forge a "connected" line and turn the terminal red. */
@@ -29,6 +29,29 @@ t.test('printable escapes controls, separators and bidi marks, and nothing else'
   t.equal(printable('tab\there\r\0\u007f\u009b\u061c\u200e\u2066\u2029'), 'tab\\there\\r\\x00\\x7f\\x9b\\u061c\\u200e\\u2066\\u2029');
   t.equal(printable('plain ASCII, Grüße, 日本語, 🙂, a\\nb'), 'plain ASCII, Grüße, 日本語, 🙂, a\\nb', 'printable text is kept, backslashes too');
   t.equal(printable(printable(EVIL)), printable(EVIL), 'escaping twice changes nothing');
+});
+
+t.test('printable bounds what it returns: the middle of long text is cut, whole characters and escapes, for a mark', async (t) => {
+  const long = `start ${'x'.repeat(300_000)} end`;
+  const cut = printable(long);
+  t.ok(cut.length <= MAX_PRINTABLE, `at most ${MAX_PRINTABLE} characters (${cut.length})`);
+  t.match(cut, /^start x+ …\[\d+ characters cut\]… x+ end$/, 'its start and its end stay');
+  const [, count] = /\[(\d+) characters cut\]/.exec(cut)!;
+  t.equal(cut.length - cut.match(/ …\[\d+ characters cut\]… /)![0].length + Number(count), long.length, 'the mark counts what was cut');
+  t.equal(printable(cut), cut, 'escaping twice changes nothing');
+
+  const controls = printable('\u001b'.repeat(10_000));
+  t.ok(controls.length <= MAX_PRINTABLE, 'escapes count: control characters grow fourfold');
+  t.match(controls, /^(\\x1b)+ …\[\d+ characters cut\]… (\\x1b)+$/, 'no escape is split');
+  t.equal(printable('\u0001'.repeat(300)).length <= MAX_PRINTABLE, true, 'short text that grows past the bound is cut too');
+  const smiles = printable('🙂'.repeat(5000));
+  t.notOk(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(smiles), 'no surrogate pair is split');
+  t.equal(printable('x'.repeat(MAX_PRINTABLE)), 'x'.repeat(MAX_PRINTABLE), 'text within the bound is whole');
+
+  const error = new Error(`peer: ${'y'.repeat(5000)}\nforged`);
+  const stack = printableStack(error).split('\n');
+  t.match(stack[0], /^Error: peer: y+ …\[\d+ characters cut\]… y+\\nforged$/, 'a stack trace: its message one bounded line');
+  t.ok(stack.length > 1 && stack.slice(1).every((l) => l.startsWith('    at ')), 'then one line per frame');
 });
 
 /** Connects as a peer claiming `name` and fails its proof. */
@@ -49,6 +72,21 @@ t.test("the hub's log escapes a claimed worker name", async (t) => {
   const rejected = lines.find((l) => l.includes('rejected'))!;
   t.ok(rejected.includes(ESCAPED), `the name is escaped: ${shown(rejected)}`);
   t.notOk(lines.some((l) => CONTROLS.test(l)), 'no log line holds a control character');
+});
+
+t.test("the hub's log bounds an agent's text: a REJECT of 20000 control characters is one line of at most MAX_PRINTABLE", async (t) => {
+  const lines: string[] = [];
+  const fx = await startHub({ rig: 'sesame' }, { log: (l) => lines.push(l) });
+  t.teardown(() => fx.close());
+  const { peer } = await rawAgent(fx, 'rig', 'sesame');
+  t.teardown(() => peer.destroy());
+  for (let i = 0; i < 3; i++) peer.sendSequenced({ type: MsgType.REJECT, stream: 100 + i, code: 12, message: '\u0001'.repeat(20_000) });
+  await waitFor('the REJECTs to be logged', () => lines.filter((l) => l.includes('ignored')).length === 3, { timeoutMs: 5000 });
+  const rejects = lines.filter((l) => l.includes('ignored'));
+  t.ok(rejects.every((l) => l.length <= MAX_PRINTABLE), `each at most ${MAX_PRINTABLE} characters (${rejects.map((l) => l.length)})`);
+  // escaped (and cut) as it arrives, then again as a log line: that cut sees \x01 as text and may split it
+  t.ok(rejects.every((l) => /^worker 'rig' rejected stream 10\d, which is not running: UNKNOWN_STREAM \\x01[\\x01]* …\[\d+ characters cut\]… [\\x01]*; ignored$/.test(l)),
+    `cut in the middle, the line's start and end kept: ${rejects[0]!.slice(0, 80)}...${rejects[0]!.slice(-80)}`);
 });
 
 t.test("the agent's log escapes what the master prints", async (t) => {

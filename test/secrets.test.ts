@@ -4,8 +4,9 @@
  * a hub on loopback. Whether it came from TETHER_SECRET, --secret-file or
  * systemd's credentials directory, it is not in the worker info the hub
  * receives, nor in a command's environment or in the header that lists it.
- * And a malformed workers or config file gives a usage error that does not
- * quote the secret it holds.
+ * And a malformed workers or config file, or a secret on the command line
+ * where a name or an option was due, gives a usage error that does not
+ * quote the secret.
  */
 import t, { type Test } from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
@@ -135,24 +136,28 @@ function malformed(secret: string): Record<string, string> {
 const run = (bin: string, args: string[], input?: string) =>
   spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', input, timeout: 20_000, env: { ...process.env, TETHER_SECRET: '' } });
 
-/** A usage error: exit 2, one line naming the file, where it went wrong when known, and no secret. */
-function checkUsageError(t: Test, r: ReturnType<typeof run>, what: string, file: string): void {
+/** A usage error: exit 2, one line saying `says`, and no piece of the secret. */
+function checkUsageError(t: Test, r: ReturnType<typeof run>, what: string, says: string | RegExp): void {
   t.equal(r.status, 2, `${what}: exit 2`);
   t.equal(r.stderr.trim().split('\n').length, 1, `${what}: one line (${r.stderr.trim()})`);
-  t.match(r.stderr, `${file} is not valid JSON`, `${what}: says what is wrong`);
+  t.match(r.stderr, says, `${what}: says what is wrong`);
   const pieces = Array.from({ length: SECRET.length - 5 }, (_, i) => SECRET.slice(i, i + 6));
   t.same(pieces.filter((piece) => r.stderr.includes(piece)), [], `${what}: no piece of the secret is quoted`);
 }
+
+/** A malformed JSON file: the usage error names the file (and where it went wrong, when known). */
+const notJson = (file: string) => `${file} is not valid JSON`;
 
 t.test('a malformed workers file: a usage error that does not quote the secret', async (t) => {
   const dir = await tempDir(t, 'tether-secrets-');
   for (const [mistake, text] of Object.entries(malformed(SECRET))) {
     const file = path.join(dir, 'workers.json');
     fs.writeFileSync(file, text, { mode: 0o600 });
-    checkUsageError(t, run(MASTER_BIN, ['--listen', 'tcp://127.0.0.1:0', '--workers-file', file]), `${mistake} (file)`, file);
-    checkUsageError(t, run(MASTER_BIN, ['--listen', 'tcp://127.0.0.1:0', '--workers-file', '-'], text), `${mistake} (stdin)`, 'the workers file -');
+    checkUsageError(t, run(MASTER_BIN, ['--listen', 'tcp://127.0.0.1:0', '--workers-file', file]), `${mistake} (file)`, notJson(file));
+    checkUsageError(t, run(MASTER_BIN, ['--listen', 'tcp://127.0.0.1:0', '--workers-file', '-'], text), `${mistake} (stdin)`,
+      notJson('the workers file -'));
     checkUsageError(t, run(MASTER_BIN, ['exec', '--listen', 'tcp://127.0.0.1:0', '--workers-file', file, '--', 'true']),
-      `${mistake} (exec)`, file);
+      `${mistake} (exec)`, notJson(file));
   }
   // the position is told when the parser knows it: line and column, not the text around it
   const file = path.join(dir, 'lines.json');
@@ -165,6 +170,24 @@ t.test('a malformed agent config file: a usage error that does not quote the sec
   for (const [mistake, text] of Object.entries(malformed(SECRET))) {
     const file = path.join(dir, 'agent.json');
     fs.writeFileSync(file, text.replace('"workers"', '"master": "tcp://127.0.0.1:1", "x"'), { mode: 0o600 });
-    checkUsageError(t, run(AGENT_BIN, ['--config', file]), mistake, `the config file ${file}`);
+    checkUsageError(t, run(AGENT_BIN, ['--config', file]), mistake, notJson(`the config file ${file}`));
   }
+});
+
+t.test('a secret where a name or an option was due: a usage error that does not quote it', async (t) => {
+  const listen = ['--listen', 'tcp://127.0.0.1:0'];
+  const agent = ['--master', 'tcp://127.0.0.1:1', '--name', 'rig', '--basedir', '/nonexistent/basedir'];
+  const stray = /argument \d+ is neither an option nor an option's value \(it is not shown: it may be a secret\)/;
+  const worker = "--worker takes NAME:SECRET; a --worker value lacks the 'NAME:' part (it is not shown: it may be a secret)";
+  const cases: Array<[string, string, string[], string | RegExp]> = [
+    ['--worker SECRET (the name forgotten)', MASTER_BIN, [...listen, '--worker', SECRET], worker],
+    ['--worker NAME=SECRET', MASTER_BIN, [...listen, '--worker', `rig=${SECRET}`], worker],
+    ['--worker :SECRET', MASTER_BIN, [...listen, '--worker', `:${SECRET}`], worker],
+    ['--worker NAME SECRET', MASTER_BIN, [...listen, '--worker', 'rig', SECRET], stray],
+    ['exec --worker SECRET', MASTER_BIN, ['exec', ...listen, '--worker', SECRET, '--', 'true'], worker],
+    ['exec --env SECRET (the name forgotten)', MASTER_BIN, ['exec', ...listen, '--worker', 'rig:s', '--env', SECRET, '--', 'true'], /--env takes K=V; a --env value lacks the 'K=' part/],
+    ['the agent\'s secret without --secret', AGENT_BIN, [...agent, SECRET], stray],
+    ['--secret with a space, unquoted', AGENT_BIN, [...agent, '--secret', 'first', SECRET], stray],
+  ];
+  for (const [what, bin, args, says] of cases) checkUsageError(t, run(bin, args), what, says);
 });

@@ -7,13 +7,36 @@ import { VERSION } from './version';
 
 export type OptionSpec = NonNullable<ParseArgsConfig['options']>;
 
-/** Parses argv strictly; unknown flags become a UsageError naming the flag. */
+/**
+ * Parses argv strictly; unknown flags become a UsageError naming the flag. A
+ * stray argument is counted, not quoted: it is often a secret whose option
+ * was forgotten (--name n s3cret, --worker rig s3cret).
+ */
 export function parseCommandLine<T extends OptionSpec>(argv: string[], options: T, allowPositionals = false) {
   try {
     return parseArgs({ args: argv, options, allowPositionals, strict: true });
   } catch (error) {
-    throw new UsageError((error as Error).message.replace(/\. To specify a positional.*$/s, ''));
+    if ((error as NodeJS.ErrnoException).code !== 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
+      throw new UsageError((error as Error).message.replace(/\. To specify a positional.*$/s, ''));
+    }
+    const { tokens } = parseArgs({ args: argv, options, allowPositionals: true, strict: true, tokens: true });
+    const stray = tokens.find((token) => token.kind === 'positional')!;
+    throw new UsageError(`argument ${stray.index + 1} is neither an option nor an option's value (it is not shown: it may be a secret)`);
   }
+}
+
+/**
+ * NAME and VALUE of an option written NAME<separator>VALUE (--worker
+ * NAME:SECRET, --env K=V), whose value may be a secret: an error names the
+ * option, never what could be the secret.
+ */
+export function splitOption(spec: string, flag: string, form: string, separator: string): [string, string] {
+  const at = spec.indexOf(separator);
+  if (at <= 0) {
+    const name = form.slice(0, form.indexOf(separator) + 1);
+    throw new UsageError(`${flag} takes ${form}; a ${flag} value lacks the '${name}' part (it is not shown: it may be a secret)`);
+  }
+  return [spec.slice(0, at), spec.slice(at + 1)];
 }
 
 /**
