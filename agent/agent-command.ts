@@ -8,7 +8,7 @@ import { type ChannelId, Channel, type Message, MsgType, type OutgoingMessage } 
 import type { Session } from '../wire/session';
 import { InboundQueue, payloadChunks } from '../wire/stream-io';
 import type { CommandIO, FileTimes } from './commands/command';
-import type { ProcessGroupRecords } from './orphans';
+import { type ProcessGroupRecords, shortCommand } from './orphans';
 import { type SpoolBudget, type Stored, StreamSpool } from './spool';
 
 
@@ -75,6 +75,8 @@ export class AgentCommand implements CommandIO {
   private unsentBytes = 0;
   /** Writes (stdout, file data ...) waiting for room: see mustWait(). */
   private writers: Array<() => void> = [];
+  /** The process groups this command started, by pgid, with their command lines: what stop.ts KILLs if they outlive the interrupt. */
+  readonly processGroupsStarted = new Map<number, string>();
   /** Settles once COMPLETE went to the session (or the stream was lost): the stream id is free then. */
   readonly finished: Promise<void>;
   private markFinished!: () => void;
@@ -217,6 +219,7 @@ export class AgentCommand implements CommandIO {
   }
 
   recordProcessGroup(pid: number, command: string): () => void {
+    this.processGroupsStarted.set(pid, shortCommand(command));
     return this.processGroups.record(pid, command);
   }
 

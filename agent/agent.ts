@@ -1,7 +1,8 @@
 /**
  * The agent: connects to the master, authenticates, reports worker info, runs
  * the commands the master starts, and reconnects with backoff when the link
- * drops.
+ * drops. It stops on stop() (a signal) or the master's SHUTDOWN, its commands
+ * as stop.ts says, in bounded time.
  */
 import { EventEmitter } from 'node:events';
 import * as os from 'node:os';
@@ -21,6 +22,7 @@ import { AgentCommand } from './agent-command';
 import { withoutSecret } from './environment';
 import { SpoolBudget } from './spool';
 import { ProcessGroupRecords } from './orphans';
+import { STOP_REASON, stopCommands } from './stop';
 import { checkChildPipes } from './commands/child-pipes';
 import { type Command, CommandFailure } from './commands/command';
 
@@ -84,6 +86,11 @@ export class Agent extends EventEmitter {
   private readonly budget: SpoolBudget;
   private readonly processGroups: ProcessGroupRecords;
   private stopping = false;
+  /** Aborted by stop(true): the commands' process groups get SIGKILL without waiting any longer. */
+  private readonly hurry = new AbortController();
+  /** Settles once stop() has ended the commands and closed the session. */
+  private readonly stopped: Promise<void>;
+  private markStopped!: () => void;
   private wake: (() => void) | null = null;
   private readonly log: (line: string) => void;
 
@@ -93,15 +100,26 @@ export class Agent extends EventEmitter {
     this.log = printableLog(opts.log);
     this.budget = new SpoolBudget(path.join(opts.basedir, '.tether-spool'), opts.spoolMemory);
     this.processGroups = new ProcessGroupRecords(opts.basedir, this.log);
+    this.stopped = new Promise((resolve) => (this.markStopped = resolve));
   }
 
-  /** Runs until stop() or a SHUTDOWN from the master. */
+  /**
+   * Runs until stop() or a SHUTDOWN from the master has stopped the commands
+   * and closed the session; a connection attempt still waiting then (a TCP
+   * connect to a silent host takes minutes to fail) does not hold it.
+   */
   async run(): Promise<void> {
     // before connecting, so that it happens even while the master cannot be reached
     this.processGroups.killOrphans();
     void checkChildPipes().then((failure) => {
       if (failure !== null) this.log(`commands get socketpairs, not pipes, as their stdio (so /dev/stdout cannot be opened in them): ${failure}`);
     });
+    void this.connectLoop();
+    await this.stopped;
+  }
+
+  /** Connects, and connects again with backoff whenever the link is lost, until stop(). */
+  private async connectLoop(): Promise<void> {
     let failures = 0;
     while (!this.stopping) {
       const started = Date.now();
@@ -130,14 +148,28 @@ export class Agent extends EventEmitter {
     }
   }
 
-  stop(): void {
+  /**
+   * Stops the commands (stop.ts) and then the session, and no longer
+   * reconnects. `urgent` (a second signal, even if the first was the
+   * master's SHUTDOWN): KILL the commands' process groups now.
+   */
+  stop(urgent = false): void {
+    if (urgent) this.hurry.abort();
+    if (this.stopping) return;
     this.stopping = true;
-    this.session?.close(new TetherError('SHUTDOWN', 'the agent is stopping'));
     this.wake?.();
+    void stopCommands([...this.streams.values()], () => this.session, this.hurry.signal, this.log).then(() => {
+      this.session?.close(new TetherError('SHUTDOWN', STOP_REASON));
+      this.markStopped();
+    });
   }
 
   private async connectOnce(): Promise<void> {
     const { transport, lossy, bytesPerSecond } = asOpenedTransport(await this.opts.open());
+    if (this.stopping) {
+      transport.destroy(); // opened too late: the agent stopped meanwhile
+      return;
+    }
     const link = new Link(transport, { lossy, bytesPerSecond });
     const previous = this.session && !this.session.isClosed ? this.session : null;
     const resume = this.opts.resume ?? true;
@@ -155,6 +187,10 @@ export class Agent extends EventEmitter {
     } catch (error) {
       link.close();
       throw error;
+    }
+    if (this.stopping) {
+      link.close(); // authenticated too late: the agent stopped meanwhile
+      return;
     }
     const { params } = established;
     this.authenticatedSince = Date.now();
@@ -258,6 +294,10 @@ export class Agent extends EventEmitter {
     const command = Object.prototype.hasOwnProperty.call(this.opts.commands, m.command) ? this.opts.commands[m.command] : undefined;
     if (!command) {
       session.reject(m.stream, new TetherError('UNKNOWN_COMMAND', `this agent has no command '${m.command}'`));
+      return;
+    }
+    if (this.stopping) {
+      session.reject(m.stream, new TetherError('SHUTDOWN', `${STOP_REASON}: it starts no more commands`));
       return;
     }
     const stream = new AgentCommand(m.stream, this.opts.basedir, session, window, this.budget, this.processGroups);

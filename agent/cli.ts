@@ -11,6 +11,7 @@ import { printableStack } from '../wire/printable';
 import { DEFAULT_MAX_FRAME, MIN_MAX_FRAME, SERIAL_MAX_FRAME } from '../wire/handshake';
 import { UsageError, describeEndpoint, openEndpoint, parseEndpoint } from '../wire/transport';
 import { Agent } from './agent';
+import { EXIT_MS, KILL_AFTER_MS, STOP_BOUND_MS } from './stop';
 import { commands } from './commands/registry';
 
 export const HELP = `Usage: tether-agent --master URL --name NAME --basedir DIR [options]
@@ -206,13 +207,27 @@ async function runAgent(values: OptionValues): Promise<number> {
     open: () => openEndpoint(endpoint, { ca: values.ca }),
     log,
   });
+  let signals = 0;
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(signal, () => {
-      log(`${signal}: stopping`);
-      agent.stop();
+    process.on(signal, () => {
+      if (signals++ === 0) {
+        log(`${signal}: stopping within ${STOP_BOUND_MS / 1000} s: running commands are interrupted, ` +
+          `and what still runs of them ${KILL_AFTER_MS / 1000} s later is killed`);
+        agent.stop();
+      } else {
+        // still a stop, only without the wait: the default action would leave the commands running
+        log(`${signal} again: killing what still runs of the commands now`);
+        agent.stop(true);
+      }
     });
   }
   await agent.run();
+  // The session is closed: the process ends once its socket has (Link.close gives it 2 s). Whatever
+  // holds it longer (a command's process that survived SIGKILL in uninterruptible sleep) must not.
+  setTimeout(() => {
+    log(`still running ${EXIT_MS / 1000} s after the session closed: exiting`);
+    process.exit(0);
+  }, EXIT_MS).unref();
   return 0;
 }
 

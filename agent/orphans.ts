@@ -24,6 +24,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { statFields } from './commands/process-group';
 
 export const RUN_RECORD_DIR = '.tether-run';
 
@@ -63,7 +64,7 @@ export class ProcessGroupRecords {
       bootId: leader.bootId,
       agentPid: process.pid,
       agentStartTime: agent.startTime,
-      command: command.replace(/\s+/g, ' ').trim().slice(0, 200),
+      command: shortCommand(command),
     };
     const file = path.join(this.dir, String(pid));
     try {
@@ -142,6 +143,11 @@ export class ProcessGroupRecords {
   }
 }
 
+/** A command line as log lines and records show it: on one line, at most 200 characters. */
+export function shortCommand(command: string): string {
+  return command.replace(/\s+/g, ' ').trim().slice(0, 200);
+}
+
 let bootIdCache: string | null | undefined;
 
 function currentBootId(): string | null {
@@ -157,15 +163,7 @@ function currentBootId(): string | null {
 
 /** starttime, field 22 of /proc/PID/stat; null when there is no such process (or no /proc). */
 function startTimeOf(pid: number): string | null {
-  let stat: string;
-  try {
-    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return null;
-  }
-  // field 2, the command name in parentheses, may hold spaces and ')': the fields after the last ')' start at 3
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return fields[22 - 3] ?? null;
+  return statFields(pid)?.[22 - 3] ?? null;
 }
 
 function identify(pid: number): { startTime: string; bootId: string } | null {

@@ -14,7 +14,7 @@ import { ProcessGroupRecords, RUN_RECORD_DIR } from '../agent/orphans';
 import { commands } from '../agent/commands/registry';
 import { TetherHub } from '../master-plugin/hub';
 import { FakeIO } from './helpers/fake-io';
-import { alive } from './helpers/processes';
+import { alive, readPid } from './helpers/processes';
 import { AGENT_BIN, TetherProcess, tetherAgent } from './helpers/tether-procs';
 import { freePort, sleep, tempDir, waitFor } from './helpers/support';
 
@@ -36,12 +36,6 @@ function groupLeader(started: ChildProcess[]): number {
   const child = spawn('sleep', ['600'], { detached: true, stdio: 'ignore' });
   started.push(child);
   return child.pid!;
-}
-
-async function readPid(file: string): Promise<number> {
-  await waitFor(`${file} to be written`, () => /^\d+\n$/.test(fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : ''),
-    { timeoutMs: 10_000, intervalMs: 20 });
-  return Number(fs.readFileSync(file, 'utf8'));
 }
 
 t.test('the process groups of a SIGKILLed agent are killed by the next agent on its basedir, and only they', { skip }, async (t) => {

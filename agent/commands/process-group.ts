@@ -45,23 +45,7 @@ export class ProcessGroup {
   /** Sends signal `name` ('TERM', 'KILL', ...) to the group, else to the leader alone. */
   signal(name: string): void {
     const signum = (os.constants.signals as Record<string, number>)['SIG' + name];
-    if (signum !== undefined && this.pty && this.pgid !== null) {
-      for (const pid of childrenOf(this.pgid)) {
-        try {
-          process.kill(-pid, signum);
-        } catch {
-          // not a group leader, or gone
-        }
-      }
-    }
-    if (signum !== undefined && this.pgid !== null) {
-      try {
-        process.kill(-this.pgid, signum);
-        return;
-      } catch {
-        // no such process group (any more)
-      }
-    }
+    if (signum !== undefined && this.pgid !== null && signalGroup(this.pgid, signum, this.pty)) return;
     if (!this.leaderAlive()) return;
     try {
       this.leader.kill((signum ?? name) as NodeJS.Signals | number);
@@ -97,14 +81,76 @@ export class ProcessGroup {
   }
 
   private groupAlive(): boolean {
-    if (this.pgid === null) return false;
-    try {
-      process.kill(-this.pgid, 0);
-      return true;
-    } catch {
-      return false;
+    return this.pgid !== null && groupsRunning([this.pgid]).length > 0;
+  }
+}
+
+/**
+ * Sends `signum` to process group `pgid` and, with `childGroups`, first to
+ * the groups that its leader's children lead (script(1)'s command on its
+ * pty). False when there is no group `pgid` (any more).
+ */
+export function signalGroup(pgid: number, signum: number, childGroups: boolean): boolean {
+  if (childGroups) {
+    for (const pid of childrenOf(pgid)) {
+      try {
+        process.kill(-pid, signum);
+      } catch {
+        // not a group leader, or gone
+      }
     }
   }
+  try {
+    process.kill(-pgid, signum);
+    return true;
+  } catch {
+    return false; // no such process group (any more)
+  }
+}
+
+/**
+ * Those of `pgids` with a process that still runs. A zombie does not count:
+ * it has ended and only waits for its parent (init, for an orphan) to reap it.
+ * Read from /proc in one pass; without /proc, a group counts while it has
+ * any member, zombies included.
+ */
+export function groupsRunning(pgids: readonly number[]): number[] {
+  if (pgids.length === 0) return [];
+  let names: string[];
+  try {
+    names = fs.readdirSync('/proc');
+  } catch {
+    return pgids.filter((pgid) => {
+      try {
+        process.kill(-pgid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+  }
+  const running = new Set<number>();
+  for (const name of names) {
+    if (!/^\d+$/.test(name)) continue;
+    const [state, , pgrp] = statFields(Number(name)) ?? []; // fields 3 to 5: state, ppid, pgrp
+    if (state !== undefined && state !== 'Z') running.add(Number(pgrp));
+  }
+  return pgids.filter((pgid) => running.has(pgid));
+}
+
+/**
+ * The fields of /proc/PID/stat from the third (state) on, so field N is at
+ * index N - 3; null when there is no such process (or no /proc).
+ */
+export function statFields(pid: number): string[] | null {
+  let stat: string;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return null;
+  }
+  // field 2, the command name in parentheses, may hold spaces and ')': the fields after the last ')' start at 3
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
 }
 
 /** The pids of a process's children, from /proc (empty where there is none). */

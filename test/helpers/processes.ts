@@ -1,6 +1,7 @@
 /** Processes the tests start: whether one is alive, and children run in the foreground and killed with the test process. */
 import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import { waitFor } from './support';
 
 /** Whether a process is alive: a zombie counts as dead (nothing may reap orphans in a container). */
 export function alive(pid: number): boolean {
@@ -15,6 +16,33 @@ export function alive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** The processes of group `pgid` still alive (zombies are not), from /proc: empty without /proc. */
+export function groupMembers(pgid: number): number[] {
+  let names: string[];
+  try {
+    names = fs.readdirSync('/proc').filter((name) => /^\d+$/.test(name));
+  } catch {
+    return [];
+  }
+  return names.map(Number).filter((pid) => {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      // after the command name: state, ppid, pgrp
+      const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return state !== 'Z' && Number(pgrp) === pgid;
+    } catch {
+      return false; // ended meanwhile
+    }
+  });
+}
+
+/** The pid a process wrote to `file` (`echo $$ > file`), once it has: within 10 s. */
+export async function readPid(file: string): Promise<number> {
+  await waitFor(`${file} to be written`, () => /^\d+\n$/.test(fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : ''),
+    { timeoutMs: 10_000, intervalMs: 20 });
+  return Number(fs.readFileSync(file, 'utf8'));
 }
 
 const children = new Set<ChildProcess>();
@@ -92,6 +120,12 @@ export class ForegroundProcess {
       child.kill('SIGKILL');
       await this.exited;
     }
+  }
+
+  /** Resolves with how the child ended, once it has (at once if it was never started). */
+  async ended(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    await this.exited;
+    return this.exitInfo ?? { code: null, signal: null };
   }
 
   /** Why the child ended, if it did. */

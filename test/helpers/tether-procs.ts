@@ -58,6 +58,11 @@ export class TetherProcess implements BuildbotProcess {
   stop(): Promise<void> {
     return this.fg.stopProcess(10_000);
   }
+
+  /** Resolves with the exit code or signal, once the process has ended. */
+  ended(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    return this.fg.ended();
+  }
 }
 
 /** A tether-master process bridging to Buildbot's msgpack port; secrets via a 0600 workers file. */
