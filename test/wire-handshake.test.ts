@@ -9,11 +9,11 @@ import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
 import { TetherError } from '../wire/errors';
 import { FrameReader, encodeHandshakeFrame, handshakeBody } from '../wire/framing';
-import { agentHandshake, masterHandshake, proof } from '../wire/handshake';
+import { MAX_KEEPALIVE_SECONDS, MAX_WINDOW, MIN_KEEPALIVE_SECONDS, MIN_WINDOW, agentHandshake, masterHandshake, proof } from '../wire/handshake';
 import { Link } from '../wire/link';
 import { type ChallengeParams, type HelloParams, type Message, MsgType, type OutgoingMessage, encodeChallengeParams, encodeMessage } from '../wire/messages';
 import { type AgentFixture, Peer, echo, fakeMaster, masterSide, socketPair, startAgent, startHub, teeProxy } from './helpers/wire-net';
-import { sleep, withTimeout } from './helpers/support';
+import { sleep, waitFor, withTimeout } from './helpers/support';
 
 type Hello = Extract<Message, { type: typeof MsgType.HELLO }>;
 type Challenge = Extract<Message, { type: typeof MsgType.CHALLENGE }>;
@@ -319,12 +319,18 @@ t.test('handshake', async (t) => {
     await stillWorks(t);
   });
 
-  t.test('parameters the agent did not offer: UNSUPPORTED_VERSION from the agent, no PROOF', async (t) => {
+  t.test('parameters the agent did not offer, or beyond its bounds: UNSUPPORTED_VERSION from the agent, no PROOF', async (t) => {
     const cases: Array<[string, Partial<ChallengeParams>]> = [
       ['version 3', { version: 3 }],
       ['a capability not offered (bit 8)', { caps: 8 }],
       ['a bigger max frame than offered', { maxFrame: 1 << 20 }],
       ['a max frame under 64', { maxFrame: 32 }],
+      ['a keepalive of 0', { keepalive: MIN_KEEPALIVE_SECONDS - 1 }],
+      ['a keepalive over an hour', { keepalive: MAX_KEEPALIVE_SECONDS + 1 }],
+      ["a keepalive that overflows Node's timer", { keepalive: 2147484 }],
+      ['a window under 1024', { window: MIN_WINDOW - 1 }],
+      ['a window over 16 MiB', { window: MAX_WINDOW + 1 }],
+      ['a window of 2^40', { window: 2 ** 40 }],
     ];
     for (const [what, over] of cases) {
       const fake = await fakeMaster(
@@ -334,14 +340,27 @@ t.test('handshake', async (t) => {
         }),
       );
       const agent = startAgent(fake.port, 'good', SECRETS.good);
-      await withTimeout(new Promise<void>((resolve) => {
-        const poll = setInterval(() => fake.peers[0]?.isClosed && (clearInterval(poll), resolve()), 5);
-      }), 5000, 'the agent to close');
+      try {
+        await waitFor(`${what}: the agent to close`, () => fake.peers[0]?.isClosed, { timeoutMs: 5000, intervalMs: 5 });
+      } finally {
+        await stopAgainst(agent, fake);
+      }
       const first = fake.peers[0];
-      await stopAgainst(agent, fake);
       t.equal(errorCode(first.received.find(is(MsgType.ERROR))), 6, `${what}: ERROR 6 UNSUPPORTED_VERSION`);
       t.notOk(first.received.some(is(MsgType.PROOF)), `${what}: no PROOF`);
     }
+  });
+
+  t.test('the largest keepalive and window are taken: the session starts', async (t) => {
+    const fake = await fakeMaster(handler((peer) => masterSide(peer, SECRETS.good, { keepalive: MAX_KEEPALIVE_SECONDS, window: MAX_WINDOW }).then(() => undefined)));
+    const agent = startAgent(fake.port, 'good', SECRETS.good);
+    try {
+      await waitFor('INFO from the agent', () => fake.peers[0]?.received.some(is(MsgType.INFO)), { timeoutMs: 5000, intervalMs: 5 });
+    } finally {
+      await stopAgainst(agent, fake);
+    }
+    const first = fake.peers[0];
+    t.same(first.received.slice(0, 3).map((m) => m.type), [MsgType.HELLO, MsgType.PROOF, MsgType.INFO], 'HELLO, PROOF, then INFO: the agent took them');
   });
 
   t.test('a link message other than HELLO first: NOT_AUTHENTICATED; an ERROR first ends it', async (t) => {
