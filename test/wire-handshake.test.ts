@@ -9,7 +9,7 @@ import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
 import { TetherError } from '../wire/errors';
 import { FrameReader, encodeHandshakeFrame, handshakeBody } from '../wire/framing';
-import { MAX_KEEPALIVE_SECONDS, MAX_WINDOW, MIN_KEEPALIVE_SECONDS, MIN_WINDOW, agentHandshake, masterHandshake, proof } from '../wire/handshake';
+import { MAX_KEEPALIVE_SECONDS, MAX_WINDOW, MIN_KEEPALIVE_SECONDS, MIN_MAX_FRAME, MIN_WINDOW, agentHandshake, masterHandshake, proof } from '../wire/handshake';
 import { Link } from '../wire/link';
 import { type ChallengeParams, type HelloParams, type Message, MsgType, type OutgoingMessage, encodeChallengeParams, encodeMessage } from '../wire/messages';
 import { type AgentFixture, Peer, echo, fakeMaster, masterSide, socketPair, startAgent, startHub, teeProxy } from './helpers/wire-net';
@@ -316,6 +316,29 @@ t.test('handshake', async (t) => {
     const challenge = (await peer.waitFor(is(MsgType.CHALLENGE), 5000)) as Challenge;
     t.equal(challenge.params.version, 2, 'an agent speaking 1-7 gets version 2');
     peer.destroy();
+    await stillWorks(t);
+  });
+
+  t.test('a HELLO that breaks its CDDL rule (a max frame under 64, a short nonce): BAD_MESSAGE from the hub, no CHALLENGE', async (t) => {
+    const cases: Array<[string, Partial<HelloParams>]> = [
+      ['a max frame of 63', { maxFrame: MIN_MAX_FRAME - 1 }],
+      ['a max frame of 0', { maxFrame: 0 }],
+      ['an 8-byte nonce', { nonce: randomBytes(8) }],
+    ];
+    for (const [what, over] of cases) {
+      const rejection = fx.nextRejection(5000);
+      const peer = await Peer.connect(fx.port);
+      try {
+        peer.sendLink({ type: MsgType.HELLO, params: helloParams(over) });
+        const error = await peer.waitFor(is(MsgType.ERROR), 5000, 'ERROR');
+        await peer.waitClosed(5000);
+        t.equal(errorCode(error), 4, `${what}: ERROR 4 BAD_MESSAGE`);
+        t.notOk(peer.received.some(is(MsgType.CHALLENGE)), `${what}: no CHALLENGE (it would grant more than offered)`);
+        t.equal((await rejection).code, 'BAD_MESSAGE');
+      } finally {
+        peer.destroy();
+      }
+    }
     await stillWorks(t);
   });
 

@@ -217,6 +217,7 @@ export interface MasterHandshakeOptions {
   /** The secret of a worker name, or undefined if there is no such worker. */
   secretFor(name: string): string | undefined;
   caps: number;
+  /** At least MIN_MAX_FRAME (and keepalive and window within their bounds): agents refuse anything else. */
   maxFrame: number;
   keepalive: number;
   window: number;
@@ -243,6 +244,9 @@ async function masterSteps(link: Link, opts: MasterHandshakeOptions): Promise<Ag
   const timeout = opts.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
   const hello = expect(await nextMessage(link, timeout), MsgType.HELLO);
   const h = hello.params;
+  // Its CDDL rule, as the decoder holds the nonce to 32 bytes: granting more than the agent
+  // offered would only make it fail the handshake, for a reason it cannot see.
+  if (h.maxFrame < MIN_MAX_FRAME) throw new TetherError('BAD_MESSAGE', `hello max frame must be at least ${MIN_MAX_FRAME}, not ${h.maxFrame}`);
   if (h.versionMax < PROTOCOL_VERSION) {
     throw new TetherError(
       'UNSUPPORTED_VERSION',
@@ -259,7 +263,7 @@ async function masterSteps(link: Link, opts: MasterHandshakeOptions): Promise<Ag
     version: PROTOCOL_VERSION,
     nonce: randomBytes(NONCE_BYTES),
     caps: h.caps & opts.caps,
-    maxFrame: Math.max(MIN_MAX_FRAME, Math.min(h.maxFrame, opts.maxFrame)),
+    maxFrame: Math.min(h.maxFrame, opts.maxFrame),
     keepalive: opts.keepalive,
     window: opts.window,
   };
