@@ -6,7 +6,7 @@
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { TetherError } from '../wire/errors';
+import { TetherError, describeError } from '../wire/errors';
 import {
   Capability,
   DEFAULT_GRACE_SECONDS,
@@ -275,7 +275,9 @@ export class TetherHub extends EventEmitter {
       () => agent.close(new TetherError('HANDSHAKE_TIMEOUT', 'no worker info within 10 s of authentication')),
       INFO_TIMEOUT_MS,
     );
+    let informed = false;
     agent.once('info', () => {
+      informed = true;
       clearTimeout(timer);
       const previous = this.agents.get(agent.name);
       if (previous) {
@@ -288,11 +290,13 @@ export class TetherHub extends EventEmitter {
     });
     void agent.closed.then(() => {
       clearTimeout(timer);
+      // Why, too: forged frames close the link without an ERROR, so this line is their only trace.
+      const why = agent.closeReason ? describeError(agent.closeReason) : 'closed';
       if (this.agents.get(agent.name) === agent) {
         this.agents.delete(agent.name);
-        this.log(`worker '${agent.name}' disconnected`);
+        this.log(`worker '${agent.name}' disconnected (${why})`);
         this.emit('agentClosed', agent);
-      }
+      } else if (!informed) this.log(`worker '${agent.name}' closed before it sent its info (${why})`);
     });
   }
 
