@@ -5,7 +5,7 @@
 import { EventEmitter } from 'node:events';
 import { encodeItem } from '../wire/cbor';
 import { CreditGate, CreditLedger } from '../wire/credit';
-import { TetherError, errorName } from '../wire/errors';
+import { TetherError, describeError, errorName } from '../wire/errors';
 import { type Message, type MessageOf, MsgType } from '../wire/messages';
 import { printable } from '../wire/printable';
 import type { Session } from '../wire/session';
@@ -207,7 +207,7 @@ export class AgentConnection extends EventEmitter implements RemoteAgent {
     super();
     // A detached session waits for its agent; Buildbot sees nothing unless the grace runs out.
     session.on('detached', (error: Error | null) => {
-      log(`worker '${name}' lost its link (${error?.message ?? 'closed'}); keeping its session for ${Math.round(graceMs / 1000)} s`);
+      log(`worker '${name}' lost its link (${error ? describeError(error) : 'closed'}); keeping its session for ${Math.round(graceMs / 1000)} s`);
       this.graceTimer = setTimeout(() => {
         session.close(new TetherError('SESSION_EXPIRED', `worker '${name}' did not reconnect within ${Math.round(graceMs / 1000)} s`));
       }, graceMs);
@@ -304,7 +304,7 @@ export class AgentConnection extends EventEmitter implements RemoteAgent {
     const id = this.nextStream;
     const stream = new MasterCommand(id, this, sink);
     if (this.session.isClosed) {
-      stream.lost(this.closeReason ?? new TetherError('PEER_TIMEOUT', 'the agent is not connected'));
+      stream.lost(this.closedBy ?? new TetherError('PEER_TIMEOUT', 'the agent is not connected'));
       return stream;
     }
     if (id > MAX_STREAM_ID) {

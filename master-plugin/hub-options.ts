@@ -1,5 +1,15 @@
 /** What every tether-master mode shares: the hub's options, the workers, and the hub built from them. */
-import { DEFAULT_GRACE_SECONDS, DEFAULT_KEEPALIVE_SECONDS, DEFAULT_MAX_FRAME, DEFAULT_WINDOW, MIN_MAX_FRAME } from '../wire/handshake';
+import {
+  DEFAULT_GRACE_SECONDS,
+  DEFAULT_KEEPALIVE_SECONDS,
+  DEFAULT_MAX_FRAME,
+  DEFAULT_WINDOW,
+  MAX_KEEPALIVE_SECONDS,
+  MAX_WINDOW,
+  MIN_KEEPALIVE_SECONDS,
+  MIN_MAX_FRAME,
+  MIN_WINDOW,
+} from '../wire/handshake';
 import { splitOption } from '../wire/cli-support';
 import { readJsonFile } from '../wire/json-file';
 import { UsageError } from '../wire/transport';
@@ -33,10 +43,12 @@ export interface HubOptionValues {
   compress?: string;
 }
 
-export function positiveInt(value: string | undefined, flag: string, fallback: number, min = 1): number {
+export function positiveInt(value: string | undefined, flag: string, fallback: number, min = 1, max = Infinity): number {
   if (value === undefined) return fallback;
   const n = Number(value);
-  if (!Number.isInteger(n) || n < min) throw new UsageError(`${flag} must be an integer of at least ${min}`);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new UsageError(`${flag} must be an integer ${max === Infinity ? `of at least ${min}` : `from ${min} to ${max}`}`);
+  }
   return n;
 }
 
@@ -76,11 +88,12 @@ export function parseWorkers(values: { worker?: string[]; 'workers-file'?: strin
 export function hubFromOptions(values: HubOptionValues, workers: Record<string, string>, log?: (line: string) => void): TetherHub {
   return new TetherHub({
     workers,
-    keepalive: positiveInt(values.keepalive, '--keepalive', DEFAULT_KEEPALIVE_SECONDS),
+    // The bounds agents hold the master to: outside them every agent would refuse the handshake.
+    keepalive: positiveInt(values.keepalive, '--keepalive', DEFAULT_KEEPALIVE_SECONDS, MIN_KEEPALIVE_SECONDS, MAX_KEEPALIVE_SECONDS),
     grace: positiveInt(values.grace, '--grace', DEFAULT_GRACE_SECONDS),
     resume: !values['no-resume'],
     maxFrame: positiveInt(values['max-frame'], '--max-frame', DEFAULT_MAX_FRAME, MIN_MAX_FRAME),
-    window: positiveInt(values.window, '--window', DEFAULT_WINDOW, 1024),
+    window: positiveInt(values.window, '--window', DEFAULT_WINDOW, MIN_WINDOW, MAX_WINDOW),
     compress: compressChoice(values.compress),
     cert: values.cert,
     key: values.key,

@@ -6,7 +6,7 @@
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { TetherError } from '../wire/errors';
+import { TetherError, describeError } from '../wire/errors';
 import {
   Capability,
   DEFAULT_GRACE_SECONDS,
@@ -302,14 +302,16 @@ export class TetherHub extends EventEmitter {
     });
     void agent.closed.then(() => {
       clearTimeout(timer);
-      if (!informed) {
-        if (this.admitting.get(agent.name) === agent) this.admitting.delete(agent.name);
-        this.rejections.note('connections closed before their worker info', `worker '${agent.name}' from ${peer}: closed before its info (${agent.closeReason?.message ?? 'closed'})`);
-      }
+      // Why, too: forged frames close the link without an ERROR, so this line is their only trace.
+      const why = agent.closeReason ? describeError(agent.closeReason) : 'closed';
       if (this.agents.get(agent.name) === agent) {
         this.agents.delete(agent.name);
-        this.log(`worker '${agent.name}' disconnected`);
+        this.log(`worker '${agent.name}' disconnected (${why})`);
         this.emit('agentClosed', agent);
+      } else if (!informed) {
+        if (this.admitting.get(agent.name) === agent) this.admitting.delete(agent.name);
+        // A peer with the secret can cause these at will: rate-limited.
+        this.rejections.note('connections closed before their worker info', `worker '${agent.name}' from ${peer} closed before it sent its info (${why})`);
       }
     });
   }

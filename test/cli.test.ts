@@ -41,6 +41,11 @@ t.test('mistakes give one clear line and a non-zero exit, no stack trace', async
     [MASTER_BIN, ['--listen', 'tcp://127.0.0.1:0', '--worker', 'a:b', '--buildbot', 'ws://127.0.0.1:9989', '--buildbot-ca', 'ca.pem'], /--buildbot-ca needs --buildbot wss:/],
     [MASTER_BIN, ['--listen', 'tcp://127.0.0.1:0', '--worker', 'a:b', '--buildbot', 'wss://127.0.0.1:9989', '--buildbot-ca', '/nonexistent/ca.pem'], /cannot read --buildbot-ca: ENOENT/],
     [MASTER_BIN, ['--listen', 'tcp://127.0.0.1:0', '--worker', 'a:b', '--compress', 'tcp'], /--compress takes serial, always, never, not 'tcp'/],
+    // Values every agent would refuse in CHALLENGE (PROTOCOL.md 6.3): a master that could never keep an agent.
+    [MASTER_BIN, ['--listen', 'tcp://127.0.0.1:0', '--worker', 'a:b', '--keepalive', '2147484'], /--keepalive must be an integer from 1 to 3600/],
+    [MASTER_BIN, ['--listen', 'tcp://127.0.0.1:0', '--worker', 'a:b', '--keepalive', '0'], /--keepalive must be an integer from 1 to 3600/],
+    [MASTER_BIN, ['--listen', 'tcp://127.0.0.1:0', '--worker', 'a:b', '--window', String(2 ** 40)], /--window must be an integer from 1024 to 16777216/],
+    [MASTER_BIN, ['exec', '--listen', 'tcp://127.0.0.1:0', '--worker', 'a:b', '--window', '16777217', '--', 'true'], /--window must be an integer from 1024 to 16777216/],
   ];
   for (const [bin, args, pattern, input] of cases) {
     const r = run(bin, args, input);

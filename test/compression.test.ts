@@ -1,7 +1,8 @@
 /**
  * The deflate capability beyond serial lines: the hub offers it where
- * `compress` says (serial lines by default, TCP too with 'always'), and the
- * compressor stops paying for deflate on data that does not shrink.
+ * `compress` says (serial lines by default, TCP too with 'always'), the
+ * compressor stops paying for deflate on data that does not shrink, and a
+ * compressed body where deflate was not granted is refused for what it is.
  */
 import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
@@ -13,8 +14,12 @@ import type { AgentConnection } from '../master-plugin/agent-connection';
 import type { HubOptions } from '../master-plugin/hub';
 import { runShell } from '../master-plugin/run-shell';
 import { COMPRESSED_MARKER, Compressor, Decompressor, inflatedLimit } from '../wire/compression';
+import { ErrorCodes } from '../wire/errors';
+import { Capability } from '../wire/handshake';
+import { MsgType, encodeMessage } from '../wire/messages';
 import { startPair } from './helpers/pair';
 import { makeTempDir } from './helpers/support';
+import { rawAgent, startHub } from './helpers/wire-net';
 
 t.test('deflate stops trying on big bodies that do not shrink, and tries again now and then; small ones it always tries', async (t) => {
   const compressor = new Compressor(1);
@@ -93,4 +98,19 @@ t.test("compress: 'always' offers deflate on TCP; the default keeps it to serial
   const never = await wireBytesOfTextOutput(t, { compress: 'never' });
   t.ok(packed * 4 < plain, `a build log took ${packed} bytes on the wire with deflate, ${plain} without`);
   t.ok(never >= plain * 0.95 && never <= plain * 1.05, `'never' sends it as the default does on TCP (${never} bytes)`);
+});
+
+t.test('a compressed body where deflate was not granted: REJECT BAD_MESSAGE that says so; the session goes on', async (t) => {
+  const fx = await startHub({ raw: 'raw-secret' });
+  t.teardown(() => fx.close());
+  const { peer, remote } = await rawAgent(fx, 'raw', 'raw-secret');
+  t.teardown(() => peer.destroy());
+  t.equal(peer.established.params.caps & Capability.DEFLATE, 0, 'deflate was not granted (TCP)');
+  const credit = encodeMessage({ type: MsgType.CREDIT, stream: 0, bytes: 1 });
+  peer.sendBody(Buffer.concat([Buffer.from([COMPRESSED_MARKER]), deflateRawSync(credit)]));
+  const reject = await peer.waitFor((m) => m.type === MsgType.REJECT, 5000, 'REJECT');
+  t.match(reject, { stream: null, code: ErrorCodes.BAD_MESSAGE, message: 'a compressed body, but deflate was not granted' });
+  remote.run('echo', { text: 'after' }, {});
+  await peer.waitFor((m) => m.type === MsgType.START, 5000, 'a START after it');
+  t.ok((remote as AgentConnection).isOpen, 'the session goes on');
 });

@@ -4,14 +4,18 @@
  * each draw a REJECT, one sends such frames without end and does ACK. The
  * hub's queues for each stay under their stated bounds (PROTOCOL.md 7.8:
  * queue sizes are asserted, not memory), the abuser is dropped with its
- * reason, the hub stays up, and another agent runs commands all along.
+ * reason, the hub stays up, and another agent runs commands all along. Last,
+ * frames that fail authentication: the link closes without ERROR (PROTOCOL.md
+ * 3.5), and the hub's log says why.
  */
 import t, { type Test } from 'tap';
 import type { AgentConnection } from '../master-plugin/agent-connection';
 import { ErrorCodes } from '../wire/errors';
-import { MsgType } from '../wire/messages';
+import { encodeAuthenticatedFrame } from '../wire/framing';
+import { MsgType, encodeMessage } from '../wire/messages';
 import { FAST_LINK_BUFFER, LINK_REPLY_BACKLOG, MAX_UNACKED_BYTES_RELIABLE, MAX_UNACKED_FRAMES, maxQueuedBytes } from '../wire/session';
-import { DEFAULT_WINDOW } from '../wire/handshake';
+import { Capability, DEFAULT_WINDOW } from '../wire/handshake';
+import { FORGED_FRAME_BUDGET } from '../wire/link';
 import { type HubFixture, Peer, echo, startAgent, startHub } from './helpers/wire-net';
 import { sleep, waitFor, withTimeout } from './helpers/support';
 
@@ -185,5 +189,31 @@ t.test('a worker has one authenticated connection waiting for its info at a time
   last.sendSequenced({ type: MsgType.INFO, info: { os: 'raw' } });
   const remote = await fx.hub.waitForAgent('evil', 5000);
   t.equal(remote.name, 'evil', 'and becomes the worker once its info comes');
-  t.match(lines.join('\n'), /worker 'evil' from 127\.0\.0\.1:\d+: closed before its info \(worker 'evil' authenticated again/, 'the hub logs why it closed them');
+  t.match(lines.join('\n'), /worker 'evil' from 127\.0\.0\.1:\d+ closed before it sent its info \(DUPLICATE_WORKER: worker 'evil' authenticated again/, 'the hub logs why it closed them');
+});
+
+t.test('a peer whose frames fail authentication: after 4 the hub closes the link without ERROR, and its log says why', async (t) => {
+  const logs: string[] = [];
+  const fx = await startHub(workers, { log: (l) => logs.push(l) });
+  t.teardown(() => fx.close());
+  const cases = [
+    { what: 'a connected agent', info: true, caps: Capability.SELECTIVE_REPEAT, line: /^worker 'bad' disconnected \(AUTH_FAILED: 4 frames failed authentication/ },
+    { what: 'before INFO', info: false, caps: Capability.SELECTIVE_REPEAT, line: / closed before it sent its info \(AUTH_FAILED: 4 frames failed authentication/ },
+    { what: 'a resumable session', info: true, caps: Capability.SELECTIVE_REPEAT | Capability.RESUME, line: /^worker 'bad' lost its link \(AUTH_FAILED: 4 frames failed authentication/ },
+  ];
+  for (const c of cases) {
+    const peer = await Peer.agent(fx.port, 'bad', 'bad-secret', c.caps);
+    t.teardown(() => peer.destroy());
+    if (c.info) {
+      peer.sendSequenced({ type: MsgType.INFO, info: { os: 'hostile' } });
+      await fx.hub.waitForAgent('bad', 5000);
+    }
+    // What an attacker on the path can make: a right CRC, a wrong tag.
+    const body = encodeMessage({ type: MsgType.CREDIT, stream: 0, bytes: 1 });
+    for (let i = 0; i < FORGED_FRAME_BUDGET; i++) peer.write(encodeAuthenticatedFrame(body, peer.sendSeq + i, Buffer.alloc(8)));
+    await peer.waitClosed(5000, `${c.what}: the hub to close the link`);
+    t.notOk(peer.received.some((m) => m.type === MsgType.ERROR), `${c.what}: closed without ERROR`);
+    await waitFor(`${c.what}: the hub to log why`, () => logs.some((l) => c.line.test(l)), { timeoutMs: 5000, intervalMs: 5 });
+    t.pass(`${c.what}: logged ${c.line}`);
+  }
 });

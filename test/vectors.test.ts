@@ -24,7 +24,15 @@ import { Decompressor, inflatedLimit } from '../wire/compression';
 import { ErrorCodes } from '../wire/errors';
 import { FrameAuth, deriveKeys } from '../wire/frame-auth';
 import { FrameReader, HANDSHAKE_MAX_BODY, authenticatedParts, encodeAuthenticatedFrame, encodeHandshakeFrame, handshakeBody } from '../wire/framing';
-import { Capability, PROTOCOL_VERSION } from '../wire/handshake';
+import {
+  Capability,
+  MAX_KEEPALIVE_SECONDS,
+  MAX_WINDOW,
+  MIN_KEEPALIVE_SECONDS,
+  MIN_MAX_FRAME,
+  MIN_WINDOW,
+  PROTOCOL_VERSION,
+} from '../wire/handshake';
 import { MsgType, decodeChallengeParams, decodeMessage, encodeMessage } from '../wire/messages';
 import { naiveCobsDecode, naiveCrc32c } from './helpers/naive-wire';
 
@@ -224,6 +232,9 @@ t.test('PROTOCOL.md agrees with the code and the vectors', async (t) => {
   t.equal(MAX_DEPTH, 16);
   t.equal(PROTOCOL_VERSION, 2);
   t.same(Capability, { DEFLATE: 1, RESUME: 2, SELECTIVE_REPEAT: 4 });
+  for (const [rule, min, max] of [['max-frame', MIN_MAX_FRAME, 2 ** 32 - 1], ['keepalive', MIN_KEEPALIVE_SECONDS, MAX_KEEPALIVE_SECONDS], ['window', MIN_WINDOW, MAX_WINDOW]] as const) {
+    t.match(cddl, new RegExp(`^${rule} = ${min}\\.\\.${max}\\b`, 'm'), `CDDL ${rule}: the bounds the code checks, ${min} to ${max}`);
+  }
   for (const key of ['agentToMaster', 'masterToAgent']) t.ok(doc.includes(h.keys[key]), `the ${key} key of the worked example`);
   t.ok(doc.includes(vec('stdout-10-bytes').hex.match(/../g)!.join(' ')), 'the worked example frame, byte for byte');
 });

@@ -9,11 +9,11 @@ import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
 import { TetherError } from '../wire/errors';
 import { FrameReader, encodeHandshakeFrame, handshakeBody } from '../wire/framing';
-import { agentHandshake, masterHandshake, proof } from '../wire/handshake';
+import { MAX_KEEPALIVE_SECONDS, MAX_WINDOW, MIN_KEEPALIVE_SECONDS, MIN_MAX_FRAME, MIN_WINDOW, agentHandshake, masterHandshake, proof } from '../wire/handshake';
 import { Link } from '../wire/link';
 import { type ChallengeParams, type HelloParams, type Message, MsgType, type OutgoingMessage, encodeChallengeParams, encodeMessage } from '../wire/messages';
 import { type AgentFixture, Peer, echo, fakeMaster, masterSide, socketPair, startAgent, startHub, teeProxy } from './helpers/wire-net';
-import { sleep, withTimeout } from './helpers/support';
+import { sleep, waitFor, withTimeout } from './helpers/support';
 
 type Hello = Extract<Message, { type: typeof MsgType.HELLO }>;
 type Challenge = Extract<Message, { type: typeof MsgType.CHALLENGE }>;
@@ -319,7 +319,30 @@ t.test('handshake', async (t) => {
     await stillWorks(t);
   });
 
-  t.test('parameters the agent did not offer: UNSUPPORTED_VERSION from the agent, no PROOF', async (t) => {
+  t.test('a HELLO that breaks its CDDL rule (a max frame under 64, a short nonce): BAD_MESSAGE from the hub, no CHALLENGE', async (t) => {
+    const cases: Array<[string, Partial<HelloParams>]> = [
+      ['a max frame of 63', { maxFrame: MIN_MAX_FRAME - 1 }],
+      ['a max frame of 0', { maxFrame: 0 }],
+      ['an 8-byte nonce', { nonce: randomBytes(8) }],
+    ];
+    for (const [what, over] of cases) {
+      const rejection = fx.nextRejection(5000);
+      const peer = await Peer.connect(fx.port);
+      try {
+        peer.sendLink({ type: MsgType.HELLO, params: helloParams(over) });
+        const error = await peer.waitFor(is(MsgType.ERROR), 5000, 'ERROR');
+        await peer.waitClosed(5000);
+        t.equal(errorCode(error), 4, `${what}: ERROR 4 BAD_MESSAGE`);
+        t.notOk(peer.received.some(is(MsgType.CHALLENGE)), `${what}: no CHALLENGE (it would grant more than offered)`);
+        t.equal((await rejection).code, 'BAD_MESSAGE');
+      } finally {
+        peer.destroy();
+      }
+    }
+    await stillWorks(t);
+  });
+
+  t.test('parameters the agent did not offer, or beyond its bounds: UNSUPPORTED_VERSION from the agent, no PROOF', async (t) => {
     // The agent offers caps 7 and max frame 65552 (DEFAULT_MAX_FRAME); its ERROR names what and whom to upgrade.
     const cases: Array<[string, Partial<ChallengeParams>, RegExp]> = [
       ['version 3', { version: 3 }, /^the master chose protocol version 3; this agent speaks only 2: upgrade tether-agent$/],
@@ -327,6 +350,12 @@ t.test('handshake', async (t) => {
       ['a capability not offered (bit 8)', { caps: 8 }, /^the master granted capability bits 8, which this agent did not offer \(it offered 7\): upgrade the master$/],
       ['a bigger max frame than offered', { maxFrame: 1 << 20 }, /^the master chose max frame 1048576, above the 65552 this agent offered: upgrade the master$/],
       ['a max frame under 64', { maxFrame: 32 }, /^the master chose max frame 32, below the least, 64: upgrade the master$/],
+      ['a keepalive of 0', { keepalive: MIN_KEEPALIVE_SECONDS - 1 }, /^unusable parameters from the master: keepalive 0 s/],
+      ['a keepalive over an hour', { keepalive: MAX_KEEPALIVE_SECONDS + 1 }, /^unusable parameters from the master: keepalive 3601 s/],
+      ["a keepalive that overflows Node's timer", { keepalive: 2147484 }, /^unusable parameters from the master: keepalive 2147484 s/],
+      ['a window under 1024', { window: MIN_WINDOW - 1 }, /window 1023 bytes/],
+      ['a window over 16 MiB', { window: MAX_WINDOW + 1 }, /window 16777217 bytes/],
+      ['a window of 2^40', { window: 2 ** 40 }, /window 1099511627776 bytes/],
     ];
     for (const [what, over, says] of cases) {
       const fake = await fakeMaster(
@@ -336,16 +365,29 @@ t.test('handshake', async (t) => {
         }),
       );
       const agent = startAgent(fake.port, 'good', SECRETS.good);
-      await withTimeout(new Promise<void>((resolve) => {
-        const poll = setInterval(() => fake.peers[0]?.isClosed && (clearInterval(poll), resolve()), 5);
-      }), 5000, 'the agent to close');
+      try {
+        await waitFor(`${what}: the agent to close`, () => fake.peers[0]?.isClosed, { timeoutMs: 5000, intervalMs: 5 });
+      } finally {
+        await stopAgainst(agent, fake);
+      }
       const first = fake.peers[0];
-      await stopAgainst(agent, fake);
       const error = first.received.find(is(MsgType.ERROR));
       t.equal(errorCode(error), 6, `${what}: ERROR 6 UNSUPPORTED_VERSION`);
       t.match((error as { message: string }).message, says, `${what}: the message says which parameter, and whom to upgrade`);
       t.notOk(first.received.some(is(MsgType.PROOF)), `${what}: no PROOF`);
     }
+  });
+
+  t.test('the largest keepalive and window are taken: the session starts', async (t) => {
+    const fake = await fakeMaster(handler((peer) => masterSide(peer, SECRETS.good, { keepalive: MAX_KEEPALIVE_SECONDS, window: MAX_WINDOW }).then(() => undefined)));
+    const agent = startAgent(fake.port, 'good', SECRETS.good);
+    try {
+      await waitFor('INFO from the agent', () => fake.peers[0]?.received.some(is(MsgType.INFO)), { timeoutMs: 5000, intervalMs: 5 });
+    } finally {
+      await stopAgainst(agent, fake);
+    }
+    const first = fake.peers[0];
+    t.same(first.received.slice(0, 3).map((m) => m.type), [MsgType.HELLO, MsgType.PROOF, MsgType.INFO], 'HELLO, PROOF, then INFO: the agent took them');
   });
 
   t.test('a link message other than HELLO first: NOT_AUTHENTICATED; an ERROR first ends it', async (t) => {

@@ -50,3 +50,8 @@ export class TetherError extends Error {
     return ErrorCodes[this.code];
   }
 }
+
+/** An error as a log line shows it: its stable name first, when it has one ('AUTH_FAILED: 4 frames failed ...'). */
+export function describeError(error: Error): string {
+  return error instanceof TetherError ? `${error.code}: ${error.message}` : error.message;
+}

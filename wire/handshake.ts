@@ -49,6 +49,21 @@ export const MIN_MAX_FRAME = 64;
 export const SERIAL_MAX_FRAME = 512;
 export const DEFAULT_WINDOW = 256 * 1024;
 export const DEFAULT_KEEPALIVE_SECONDS = 10;
+/**
+ * The keepalive and window an agent takes from the master's CHALLENGE, and a
+ * master may be configured with (PROTOCOL.md 6.3). The upper bounds are far
+ * beyond any deployment (the defaults are 10 s and 256 KiB) and short of what
+ * breaks: at an hour's interval a dead peer already takes three hours to find,
+ * and three intervals in milliseconds fit a 32-bit timer (Node's overflowed at
+ * 2^31 ms and fired every millisecond); 16 MiB covers the bandwidth-delay
+ * product of 1 Gbit/s over 130 ms, and keeps what a master can push at one
+ * stream of an agent (two windows) to 32 MiB, not the 700 MB a window of 2^40
+ * let it.
+ */
+export const MIN_KEEPALIVE_SECONDS = 1;
+export const MAX_KEEPALIVE_SECONDS = 3600;
+export const MIN_WINDOW = 1024;
+export const MAX_WINDOW = 16 * 1024 * 1024;
 /** How long a master keeps a dropped agent's session for it to resume. */
 export const DEFAULT_GRACE_SECONDS = 300;
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -60,6 +75,10 @@ export function proof(secret: string, role: 'master' | 'agent', helloBody: Buffe
 /** The link's frame keys once the proofs are checked: from the secret and both nonces. */
 function frameAuth(secret: string, hello: HelloParams, params: ChallengeParams, role: 'agent' | 'master'): FrameAuth {
   return new FrameAuth(deriveKeys(Buffer.from(secret, 'utf8'), hello.nonce, params.nonce), role);
+}
+
+function inRange(n: number, min: number, max: number): boolean {
+  return n >= min && n <= max;
 }
 
 function sameProof(a: Buffer, b: Buffer): boolean {
@@ -196,8 +215,11 @@ async function agentSteps(link: Link, opts: AgentHandshakeOptions): Promise<Esta
   if (refusal !== null) {
     throw new TetherError('UNSUPPORTED_VERSION', refusal);
   }
-  if (p.keepalive < 1 || p.window < 1024) {
-    throw new TetherError('UNSUPPORTED_VERSION', `unusable parameters from the master: keepalive ${p.keepalive} s, window ${p.window} bytes`);
+  if (!inRange(p.keepalive, MIN_KEEPALIVE_SECONDS, MAX_KEEPALIVE_SECONDS) || !inRange(p.window, MIN_WINDOW, MAX_WINDOW)) {
+    throw new TetherError(
+      'UNSUPPORTED_VERSION',
+      `unusable parameters from the master: keepalive ${p.keepalive} s (this agent takes ${MIN_KEEPALIVE_SECONDS} to ${MAX_KEEPALIVE_SECONDS}), window ${p.window} bytes (${MIN_WINDOW} to ${MAX_WINDOW})`,
+    );
   }
   // The master is authentic: from now on frames are authenticated (the master may still
   // refuse the PROOF with a handshake ERROR), and frames after WELCOME (a resumed session's
@@ -213,6 +235,7 @@ export interface MasterHandshakeOptions {
   /** The secret of a worker name, or undefined if there is no such worker. */
   secretFor(name: string): string | undefined;
   caps: number;
+  /** At least MIN_MAX_FRAME (and keepalive and window within their bounds): agents refuse anything else. */
   maxFrame: number;
   keepalive: number;
   window: number;
@@ -239,6 +262,9 @@ async function masterSteps(link: Link, opts: MasterHandshakeOptions): Promise<Ag
   const timeout = opts.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
   const hello = expect(await nextMessage(link, timeout), MsgType.HELLO);
   const h = hello.params;
+  // Its CDDL rule, as the decoder holds the nonce to 32 bytes: granting more than the agent
+  // offered would only make it fail the handshake, for a reason it cannot see.
+  if (h.maxFrame < MIN_MAX_FRAME) throw new TetherError('BAD_MESSAGE', `hello max frame must be at least ${MIN_MAX_FRAME}, not ${h.maxFrame}`);
   if (h.versionMax < PROTOCOL_VERSION) {
     throw new TetherError(
       'UNSUPPORTED_VERSION',
@@ -255,7 +281,7 @@ async function masterSteps(link: Link, opts: MasterHandshakeOptions): Promise<Ag
     version: PROTOCOL_VERSION,
     nonce: randomBytes(NONCE_BYTES),
     caps: h.caps & opts.caps,
-    maxFrame: Math.max(MIN_MAX_FRAME, Math.min(h.maxFrame, opts.maxFrame)),
+    maxFrame: Math.min(h.maxFrame, opts.maxFrame),
     keepalive: opts.keepalive,
     window: opts.window,
   };

@@ -22,7 +22,7 @@ import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { type AckType, Acknowledger } from './acknowledger';
 import { type BodyParts, joinBody } from './body-parts';
-import { Compressor, Decompressor, inflatedLimit } from './compression';
+import { COMPRESSED_MARKER, Compressor, Decompressor, inflatedLimit } from './compression';
 import { TetherError, errorName } from './errors';
 import { Reassembler } from './fragments';
 import { bodyOfFrame } from './framing';
@@ -447,6 +447,8 @@ export class Session extends EventEmitter {
     }
     let message: Message;
     try {
+      // Not CBOR, but read as CBOR it would be the break byte: say what it is.
+      if (!this.decompressor && body[0] === COMPRESSED_MARKER) throw new TetherError('BAD_MESSAGE', 'a compressed body, but deflate was not granted');
       message = decodeMessage(body);
       if (message.type === MsgType.FRAGMENT) {
         const whole = this.reassembler.add(message);
