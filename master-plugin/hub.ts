@@ -17,6 +17,7 @@ import {
   masterHandshake,
   newSessionId,
   sessionOptions,
+  unusableChoice,
 } from '../wire/handshake';
 import { Link } from '../wire/link';
 import { printableLog } from '../wire/printable';
@@ -114,6 +115,8 @@ export class TetherHub extends EventEmitter {
 
   constructor(private readonly options: HubOptions) {
     super();
+    const unusable = unusableChoice(options.keepalive ?? DEFAULT_KEEPALIVE_SECONDS, options.window ?? DEFAULT_WINDOW);
+    if (unusable !== null) throw new RangeError(`TetherHub: every agent would refuse ${unusable}`);
     this.log = printableLog(options.log);
     this.setWorkers(options.workers);
     this.frontDoor = new FrontDoor({

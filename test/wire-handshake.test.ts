@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { TetherError } from '../wire/errors';
 import { FrameReader, encodeHandshakeFrame, handshakeBody } from '../wire/framing';
 import { MAX_KEEPALIVE_SECONDS, MAX_WINDOW, MIN_KEEPALIVE_SECONDS, MIN_MAX_FRAME, MIN_WINDOW, agentHandshake, masterHandshake, proof } from '../wire/handshake';
+import { TetherHub } from '../master-plugin/hub';
 import { Link } from '../wire/link';
 import { type ChallengeParams, type HelloParams, type Message, MsgType, type OutgoingMessage, encodeChallengeParams, encodeMessage } from '../wire/messages';
 import { type AgentFixture, Peer, echo, fakeMaster, masterSide, socketPair, startAgent, startHub, teeProxy } from './helpers/wire-net';
@@ -326,15 +327,17 @@ t.test('handshake', async (t) => {
       ['an 8-byte nonce', { nonce: randomBytes(8) }],
     ];
     for (const [what, over] of cases) {
-      const rejection = fx.nextRejection(5000);
       const peer = await Peer.connect(fx.port);
+      // This connection's rejection: one of an earlier test's connections may still be rejected meanwhile.
+      const ours = () => fx.rejected.find((r) => r.peer === `${peer.socket.localAddress}:${peer.socket.localPort}`);
       try {
         peer.sendLink({ type: MsgType.HELLO, params: helloParams(over) });
         const error = await peer.waitFor(is(MsgType.ERROR), 5000, 'ERROR');
         await peer.waitClosed(5000);
         t.equal(errorCode(error), 4, `${what}: ERROR 4 BAD_MESSAGE`);
         t.notOk(peer.received.some(is(MsgType.CHALLENGE)), `${what}: no CHALLENGE (it would grant more than offered)`);
-        t.equal((await rejection).code, 'BAD_MESSAGE');
+        await waitFor(`${what}: the hub's rejection`, () => ours() !== undefined, { timeoutMs: 5000, intervalMs: 5 });
+        t.equal(ours()?.error.code, 'BAD_MESSAGE', `${what}: rejected as BAD_MESSAGE`);
       } finally {
         peer.destroy();
       }
@@ -451,4 +454,19 @@ t.test('handshake', async (t) => {
     t.ok(fx.rejected.length >= 10, `${fx.rejected.length} connections were rejected`);
     t.ok(fx.rejected.every((r) => r.error instanceof TetherError), 'each with a TetherError');
   });
+});
+
+t.test("a hub built with a keepalive or window every agent would refuse: an error at once, not at each handshake", async (t) => {
+  const workers = { w: 'a-secret-for-the-bounds-test' };
+  for (const [what, over, says] of [
+    ['keepalive over an hour', { keepalive: MAX_KEEPALIVE_SECONDS + 1 }, /^TetherHub: every agent would refuse keepalive 3601 s \(agents take 1 to 3600\)$/],
+    ['keepalive under a second', { keepalive: 0.5 }, /every agent would refuse keepalive 0\.5 s/],
+    ['window over 16 MiB', { window: MAX_WINDOW + 1 }, /^TetherHub: every agent would refuse window 16777217 bytes \(agents take 1024 to 16777216\)$/],
+    ['window under 1024', { window: MIN_WINDOW - 1 }, /every agent would refuse window 1023 bytes/],
+  ] as const) {
+    t.throws(() => new TetherHub({ workers, ...over }), says, what);
+  }
+  const hub = new TetherHub({ workers, keepalive: MAX_KEEPALIVE_SECONDS, window: MAX_WINDOW });
+  t.ok(hub, 'the largest of each is taken');
+  await hub.close();
 });

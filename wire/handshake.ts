@@ -81,6 +81,20 @@ function inRange(n: number, min: number, max: number): boolean {
   return n >= min && n <= max;
 }
 
+/**
+ * Why every agent would refuse a master's keepalive and window (PROTOCOL.md
+ * 6.4, the agent's check 3), or null: the agent's check, and the hub's on its
+ * options, so that a program embedding the hub learns it when it builds one,
+ * not from each agent's UNSUPPORTED_VERSION.
+ */
+export function unusableChoice(keepalive: number, window: number): string | null {
+  if (!inRange(keepalive, MIN_KEEPALIVE_SECONDS, MAX_KEEPALIVE_SECONDS)) {
+    return `keepalive ${keepalive} s (agents take ${MIN_KEEPALIVE_SECONDS} to ${MAX_KEEPALIVE_SECONDS})`;
+  }
+  if (!inRange(window, MIN_WINDOW, MAX_WINDOW)) return `window ${window} bytes (agents take ${MIN_WINDOW} to ${MAX_WINDOW})`;
+  return null;
+}
+
 function sameProof(a: Buffer, b: Buffer): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
@@ -215,12 +229,8 @@ async function agentSteps(link: Link, opts: AgentHandshakeOptions): Promise<Esta
   if (refusal !== null) {
     throw new TetherError('UNSUPPORTED_VERSION', refusal);
   }
-  if (!inRange(p.keepalive, MIN_KEEPALIVE_SECONDS, MAX_KEEPALIVE_SECONDS) || !inRange(p.window, MIN_WINDOW, MAX_WINDOW)) {
-    throw new TetherError(
-      'UNSUPPORTED_VERSION',
-      `unusable parameters from the master: keepalive ${p.keepalive} s (this agent takes ${MIN_KEEPALIVE_SECONDS} to ${MAX_KEEPALIVE_SECONDS}), window ${p.window} bytes (${MIN_WINDOW} to ${MAX_WINDOW})`,
-    );
-  }
+  const unusable = unusableChoice(p.keepalive, p.window);
+  if (unusable !== null) throw new TetherError('UNSUPPORTED_VERSION', `unusable parameters from the master: ${unusable}`);
   // The master is authentic: from now on frames are authenticated (the master may still
   // refuse the PROOF with a handshake ERROR), and frames after WELCOME (a resumed session's
   // retransmissions) may come in the same read, so take them at the agreed size.
