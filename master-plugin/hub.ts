@@ -285,6 +285,9 @@ export class TetherHub extends EventEmitter {
     const earlier = this.admitting.get(agent.name);
     earlier?.close(new TetherError('DUPLICATE_WORKER', `worker '${agent.name}' authenticated again on another connection before sending its info here`));
     this.admitting.set(agent.name, agent);
+    const admitted = () => {
+      if (this.admitting.get(agent.name) === agent) this.admitting.delete(agent.name);
+    };
     let informed = false;
     const timer = setTimeout(
       () => agent.close(new TetherError('HANDSHAKE_TIMEOUT', 'no worker info within 10 s of authentication')),
@@ -293,7 +296,7 @@ export class TetherHub extends EventEmitter {
     agent.once('info', () => {
       clearTimeout(timer);
       informed = true;
-      if (this.admitting.get(agent.name) === agent) this.admitting.delete(agent.name);
+      admitted();
       const previous = this.agents.get(agent.name);
       if (previous) {
         this.log(`worker '${agent.name}' started a new session from ${peer}; closing its previous one`);
@@ -312,7 +315,7 @@ export class TetherHub extends EventEmitter {
         this.log(`worker '${agent.name}' disconnected (${why})`);
         this.emit('agentClosed', agent);
       } else if (!informed) {
-        if (this.admitting.get(agent.name) === agent) this.admitting.delete(agent.name);
+        admitted();
         // A peer with the secret can cause these at will: rate-limited.
         this.rejections.note('connections closed before their worker info', `worker '${agent.name}' from ${peer} closed before it sent its info (${why})`);
       }

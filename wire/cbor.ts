@@ -103,15 +103,13 @@ function detach(value: unknown): unknown {
     copy.set(value);
     return copy;
   }
-  if (value === null || typeof value !== 'object') return value;
-  // Arrays, and maps as plain objects (cbor-x renames a "__proto__" key: all are own data properties).
-  const container = value as Record<string, unknown>;
-  for (const key of Object.keys(container)) {
-    const item = container[key];
-    if (item !== null && typeof item === 'object') {
-      const detached = detach(item);
-      if (detached !== item) container[key] = detached;
-    }
+  if (Array.isArray(value)) {
+    // every message is an array: an index loop, no list of keys (this runs for each message decoded)
+    for (let i = 0; i < value.length; i++) value[i] = detach(value[i]);
+  } else if (value !== null && typeof value === 'object') {
+    // a map, as a plain object (cbor-x renames a "__proto__" key: all are own data properties)
+    const map = value as Record<string, unknown>;
+    for (const key of Object.keys(map)) map[key] = detach(map[key]);
   }
   return value;
 }
