@@ -29,7 +29,7 @@ import { E2E_MAIN_STEPS, E2E_STEPS_PY, prepareE2E } from '../test/helpers/buildb
 import { type TetherProcess, tetherAgent, tetherMaster } from '../test/helpers/tether-procs';
 import { TetherWireTap, type WireSummary } from './wiretap';
 import {
-  type BenchOptions, CountingRelay, MB, cpuMsOf, RssSampler, median, round, settledMemory, since, textProducer,
+  type BenchOptions, CountingRelay, MB, alternate, cpuMsOf, RssSampler, median, round, settledMemory, since, textProducer,
 } from './lib';
 import { freePort, makeTempDir, sleep, withTimeout } from '../test/helpers/support';
 
@@ -52,8 +52,12 @@ export interface ScenarioResult {
   tetherBytes: number;
   buildbotBytes: number;
   byteRatio: number;
+  /** In pair order: A B, B A, A B ... (bench/lib.ts alternate). */
   tetherRuns: number[];
   buildbotRuns: number[];
+  /** The first build of each, left out of the figures above: it pays for V8 compiling Tether's hot path. */
+  tetherFirstS: number;
+  buildbotFirstS: number;
   /** Median CPU ms per process: the master, the worker (tether-agent or buildbot-worker), tether-master (Tether only). */
   tetherCpu: BuildCpu;
   buildbotCpu: BuildCpu;
@@ -332,18 +336,14 @@ export async function runBuildbot(opts: BenchOptions): Promise<BuildbotResults> 
 
     const results: ScenarioResult[] = [];
     for (const s of scenarios) {
-      const runs: Record<WorkerName, Array<{ ms: number; bytes: number; cpu: BuildCpu; master: MasterLink }>> = { [TETHER]: [], [REF]: [] } as never;
-      const ratios: number[] = [];
-      for (let i = 0; i < reps; i++) {
-        const pair: number[] = [];
-        for (const w of [TETHER, REF] as const) {
-          const b = await timeBuild(rig, `${slug(s.name)}-${w}`);
-          await s.check(rig, w, b);
-          runs[w].push({ ms: b.ms, bytes: b.bytes, cpu: b.cpu, master: b.master });
-          pair.push(b.ms);
-        }
-        ratios.push(pair[0] / pair[1]);
-      }
+      const timed = await alternate(reps, async (side) => {
+        const w = side === 'a' ? TETHER : REF;
+        const b = await timeBuild(rig, `${slug(s.name)}-${w}`);
+        await s.check(rig, w, b);
+        return { ms: b.ms, bytes: b.bytes, cpu: b.cpu, master: b.master };
+      }, (run) => run.ms);
+      const runs = { [TETHER]: timed.a, [REF]: timed.b } as Record<WorkerName, typeof timed.a>;
+      const { ratios } = timed;
       const med = (w: WorkerName) => median(runs[w].map((r) => r.ms)) / 1000;
       const bytes = (w: WorkerName) => median(runs[w].map((r) => r.bytes));
       const cpu = (w: WorkerName): BuildCpu => ({
@@ -376,6 +376,8 @@ export async function runBuildbot(opts: BenchOptions): Promise<BuildbotResults> 
         byteRatio: round(bytes(TETHER) / bytes(REF)),
         tetherRuns: runs[TETHER].map((x) => round(x.ms / 1000)),
         buildbotRuns: runs[REF].map((x) => round(x.ms / 1000)),
+        tetherFirstS: round(timed.first.a.ms / 1000),
+        buildbotFirstS: round(timed.first.b.ms / 1000),
         tetherCpu: cpu(TETHER),
         buildbotCpu: cpu(REF),
         tetherMasterLink: masterLink(TETHER),
@@ -387,7 +389,7 @@ export async function runBuildbot(opts: BenchOptions): Promise<BuildbotResults> 
       results.push(r);
       const cpuPerMB = r.payloadMB ? `; master CPU ${r.tetherMasterCpuSPerMB} / ${r.buildbotMasterCpuSPerMB} s per MB` : '';
       opts.log(
-        `buildbot ${s.name}: Tether ${r.tetherS} s, buildbot-worker ${r.buildbotS} s, ratio ${r.ratio} (net ${r.netRatio}), runs ${r.tetherRuns.join(' ')} / ${r.buildbotRuns.join(' ')}; ` +
+        `buildbot ${s.name}: Tether ${r.tetherS} s, buildbot-worker ${r.buildbotS} s, ratio ${r.ratio} (net ${r.netRatio}), runs ${r.tetherRuns.join(' ')} / ${r.buildbotRuns.join(' ')} (first builds ${r.tetherFirstS} / ${r.buildbotFirstS}); ` +
           `bytes ${r.tetherBytes} / ${r.buildbotBytes}${cpuPerMB}; messages to the master ${r.tetherMasterLink.workerMessages} / ${r.buildbotMasterLink.workerMessages}`,
       );
     }

@@ -59,26 +59,33 @@ export function since(start: number): number {
   return performance.now() - start;
 }
 
+export type Side = 'a' | 'b';
+
+export interface Alternated<R> {
+  /** The first run of each side, left out of the rest. */
+  first: Record<Side, R>;
+  a: R[];
+  b: R[];
+  /** measure(A) / measure(B) of each pair. */
+  ratios: number[];
+}
+
 /**
- * Runs `a` and `b` alternately (A B A B ...), `reps` times each, and returns
- * every measurement and the ratio a/b of each pair; medians over the reps.
+ * Times A against B. First one run of each that the figures leave out: it
+ * pays what only a first run pays (V8 compiling a Node side's hot path, the
+ * page cache, a database's first growth). Then `reps` pairs, A first in even
+ * pairs and B first in odd ones (A B, B A, A B ...), so that neither side
+ * always runs on what the other left behind.
  */
-export async function alternate(
-  reps: number,
-  a: () => Promise<number>,
-  b: () => Promise<number>,
-): Promise<{ a: number[]; b: number[]; ratios: number[]; aMedian: number; bMedian: number; ratio: number }> {
-  const as: number[] = [];
-  const bs: number[] = [];
-  const ratios: number[] = [];
+export async function alternate<R>(reps: number, run: (side: Side) => Promise<R>, measure: (r: R) => number): Promise<Alternated<R>> {
+  const first = { a: await run('a'), b: await run('b') };
+  const out: Alternated<R> = { first, a: [], b: [], ratios: [] };
   for (let i = 0; i < reps; i++) {
-    const x = await a();
-    const y = await b();
-    as.push(x);
-    bs.push(y);
-    ratios.push(x / y);
+    const order: Side[] = i % 2 === 0 ? ['a', 'b'] : ['b', 'a'];
+    for (const side of order) out[side].push(await run(side));
+    out.ratios.push(measure(out.a[i]) / measure(out.b[i]));
   }
-  return { a: as, b: bs, ratios, aMedian: median(as), bMedian: median(bs), ratio: median(ratios) };
+  return out;
 }
 
 // ---------------------------------------------------------------- memory

@@ -24,7 +24,7 @@ export function report(r: Results): string {
     rows.push([`e2e build (${bb.e2e.steps} steps, once)`, bb.e2e.tetherS, bb.e2e.buildbotS, Math.round((bb.e2e.tetherS / bb.e2e.buildbotS) * 1000) / 1000, '-', bb.e2e.tetherBytes, bb.e2e.buildbotBytes, bb.e2e.byteRatio]);
     out.push(table(['build', 'Tether s', 'buildbot-worker s', 'time ratio', 'net ratio', 'Tether wire bytes', 'msgpack wire bytes', 'byte ratio'], rows));
     out.push(
-      `\nMedians of ${bb.scenarios[0]?.reps ?? 0} builds each, alternating; time ratio = median of each pair's ratio; net = less each worker's empty build. ` +
+      `\nMedians of ${bb.scenarios[0]?.reps ?? 0} builds each, after a first build each that they leave out, in pairs taking turns at going first; time ratio = median of each pair's ratio; net = less each worker's empty build. ` +
         "Wire bytes: both directions of the agent ↔ tether-master link, and of the buildbot-worker ↔ master link.\n",
     );
     const perMB = (x: (typeof bb.scenarios)[number]) => (x.payloadMB ? `${x.tetherMasterCpuSPerMB} / ${x.buildbotMasterCpuSPerMB}` : '-');
