@@ -70,7 +70,10 @@ export class AgentCommand implements CommandIO {
   private readonly spool: StreamSpool;
   private readonly outbox: Outgoing[] = [];
   private pumping = false;
+  /** No more output: the command completed, or was lost. */
   private ended = false;
+  /** Lost: nothing more goes out on the stream. */
+  private dropped = false;
   /** Payload bytes in the outbox, not yet handed to the session. */
   private unsentBytes = 0;
   /** Writes (stdout, file data ...) waiting for room: see mustWait(). */
@@ -120,6 +123,8 @@ export class AgentCommand implements CommandIO {
         } else {
           const length = 'data' in item.stored ? item.stored.data.length : item.stored.length;
           await this.gate.take(length, this.window);
+          // Lost while its credit came: it goes nowhere.
+          if (this.dropped) throw new TetherError('UNKNOWN_STREAM', `stream ${this.stream} was lost`);
           this.session.send(item.make(this.spool.take(item.stored)));
           this.unsentBytes -= length;
         }
@@ -250,10 +255,15 @@ export class AgentCommand implements CommandIO {
     if (!this.controller.signal.aborted) this.controller.abort(why);
   }
 
-  /** The session is gone for good: stop the command and drop what waits for the master. */
+  /**
+   * The master has lost the command (the session is gone for good, or a
+   * REJECT ended it): stop it, drop what waits for the master, and send
+   * nothing more on the stream, COMPLETE included.
+   */
   lost(error: Error): void {
     this.interrupt(error.message);
     this.ended = true;
+    this.dropped = true;
     this.gate.fail(error);
     if (!this.pumping) this.discard();
     this.download.abort();
@@ -262,6 +272,7 @@ export class AgentCommand implements CommandIO {
 
   /** The command finished: COMPLETE goes out after everything it sent. */
   complete(failure: { code: number; message: string } | null): void {
+    if (this.ended) return;
     this.outbox.push({ message: { type: MsgType.COMPLETE, stream: this.stream, failure } });
     this.ended = true;
     void this.pump();

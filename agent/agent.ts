@@ -213,6 +213,7 @@ export class Agent extends EventEmitter {
       session.on('rejected', (e: Error) => {
         if (e instanceof MalformedMessage && e.type === MsgType.START) this.takeStreamId(e.stream);
       });
+      session.on('refused', (stream: number, why: TetherError) => this.endRejected(stream, `it refused a message of the master's for it (${why.message})`));
       session.on('forged', (count: number) => {
         if (count === 1) this.log(`a frame from ${this.opts.masterLabel} failed authentication (forged, replayed or reflected on the way): dropped`);
       });
@@ -259,6 +260,7 @@ export class Agent extends EventEmitter {
         return;
       case MsgType.REJECT:
         this.log(`the master rejected a message: ${inspect(m.message)}`);
+        if (m.stream !== null) this.endRejected(m.stream, 'the master rejected a message of it');
         return;
     }
     if (!('stream' in m) || !TO_AGENT.has(m.type)) {
@@ -270,6 +272,19 @@ export class Agent extends EventEmitter {
     // A message that crossed its command's COMPLETE on the wire: nothing to do, nothing to say.
     else if (m.stream <= this.highestStarted) return;
     else session.reject(m.stream, new TetherError('UNKNOWN_STREAM', `no command was started on stream ${m.stream}`));
+  }
+
+  /**
+   * A REJECT, sent or received, named a running command: the master has
+   * ended it (PROTOCOL.md 8.4), so it stops here too, as for INTERRUPT, and
+   * nothing more goes out on its stream (the master would refuse it).
+   */
+  private endRejected(id: number, why: string): void {
+    const stream = this.streams.get(id);
+    if (!stream) return;
+    this.streams.delete(id);
+    this.log(`stopped the command on stream ${id}: ${why}`);
+    stream.lost(new TetherError('BAD_MESSAGE', why));
   }
 
   /**

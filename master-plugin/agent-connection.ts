@@ -228,6 +228,9 @@ export class AgentConnection extends EventEmitter implements RemoteAgent {
       });
     });
     session.on('message', (m: Message) => this.onMessage(m));
+    // This side refused the agent's message for a running command: the command has lost it, and
+    // fails; the agent, told by the same REJECT, stops it (PROTOCOL.md 8.4).
+    session.on('refused', (id: number, why: TetherError) => this.endCommand(id, failureOf(why.wireCode, why.message)));
   }
 
   get isOpen(): boolean {
@@ -278,16 +281,20 @@ export class AgentConnection extends EventEmitter implements RemoteAgent {
   private onReject(m: Extract<Message, { type: typeof MsgType.REJECT }>): void {
     this.emit('reject', m);
     const failure = failureOf(m.code, m.message);
-    const stream = m.stream === null ? undefined : this.streams.get(m.stream);
-    if (stream) {
-      stream.complete(failure);
-      this.ended(stream.stream);
-      return;
-    }
+    if (m.stream !== null && this.endCommand(m.stream, failure)) return;
     if (++this.ignoredRejects > LOGGED_REJECTS) return;
     const about = m.stream === null ? 'a message it could not read' : `stream ${m.stream}, which is not running`;
     const more = this.ignoredRejects === LOGGED_REJECTS ? ' (further ones are not logged)' : '';
     this.log(`worker '${this.name}' rejected ${about}: ${failure.code} ${failure.message}; ignored${more}`);
+  }
+
+  /** Fails the command running on stream `id`, if one does; says whether one did. */
+  private endCommand(id: number, failure: NonNullable<CommandResult['failure']>): boolean {
+    const stream = this.streams.get(id);
+    if (!stream) return false;
+    stream.complete(failure);
+    this.ended(id);
+    return true;
   }
 
   private ended(id: number): void {

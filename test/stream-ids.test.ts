@@ -4,7 +4,7 @@
  * one, and a REJECT fails the command it names: through the public API
  * against a real agent, and with raw frames from a fake agent or master.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { commands } from '../agent/commands/registry';
@@ -16,7 +16,7 @@ import { type MessageOf, MsgType, type OutgoingMessage, decodeMessage, encodeMes
 import { MAX_STREAM_ID } from '../wire/stream-ids';
 import { startPair } from './helpers/pair';
 import { echo, rawAgent, rawMaster, startHub, testCommands } from './helpers/wire-net';
-import { makeTempDir, withTimeout } from './helpers/support';
+import { makeTempDir, waitFor, withTimeout } from './helpers/support';
 
 t.test('a failed putFile, then 3 shell commands, 20 rounds: every command gets its own result', async (t) => {
   const dir = await makeTempDir('tether-ids-');
@@ -137,7 +137,8 @@ t.test('agent: a START with too few fields or args not a map: REJECT BAD_MESSAGE
   );
 });
 
-t.test('a REJECT fails only the running command it names; one naming no running command is logged, escaped, and ignored', async (t) => {
+/** A hub, a raw agent of it, and two commands the hub started on it (their STARTs arrived). */
+async function twoCommandsOnARawAgent(t: Test) {
   const logs: string[] = [];
   const fx = await startHub({ fake: 'secret-1' }, { log: (line) => logs.push(line) });
   t.teardown(() => fx.close());
@@ -146,6 +147,11 @@ t.test('a REJECT fails only the running command it names; one naming no running 
   const a = remote.run('a', {}, {});
   const b = remote.run('b', {}, {});
   await peer.waitFor((m) => m.type === MsgType.START && m.stream === b.stream, 5000, 'START b');
+  return { logs, peer, a, b };
+}
+
+t.test('a REJECT fails only the running command it names; one naming no running command is logged, escaped, and ignored', async (t) => {
+  const { logs, peer, a, b } = await twoCommandsOnARawAgent(t);
 
   const forged = 'done\n[hub] worker admin logged in \x1b[31m';
   peer.sendSequenced({ type: MsgType.REJECT, stream: b.stream + 5, code: 12, message: forged });
@@ -158,6 +164,74 @@ t.test('a REJECT fails only the running command it names; one naming no running 
   t.equal(ignored.length, 2, 'both ignored REJECTs are logged');
   t.ok(ignored.every((l) => !/[\n\x1b]/.test(l)), 'with the peer\'s text escaped');
   t.ok(ignored[0].includes(String.raw`done\n[hub] worker admin logged in \x1b[31m`), ignored[0]);
+  t.notOk(peer.isClosed, 'the session goes on');
+});
+
+/**
+ * A raw master and a real agent whose command 'wait' runs until it is
+ * interrupted, then still writes output and an rc, as a command whose process
+ * dies of the interrupt does: none of that may reach a master that has ended it.
+ */
+async function waitingCommand(t: Test) {
+  const state = { started: false, interrupted: null as string | null, done: false };
+  const peer = await rawMaster(t, 16 * 1024, {
+    ...testCommands(),
+    async wait(_args, io) {
+      state.started = true;
+      await new Promise<void>((resolve) => io.signal.addEventListener('abort', () => resolve(), { once: true }));
+      state.interrupted = String(io.signal.reason);
+      await io.stdout(Buffer.from('after the interrupt'));
+      io.update('rc', -1);
+      state.done = true;
+    },
+  });
+  peer.sendSequenced({ type: MsgType.START, stream: 1, command: 'wait', args: {} });
+  await waitFor('the command to start', () => state.started, { timeoutMs: 5000, intervalMs: 10 });
+  /** Once the command has ended, what the agent sent on stream 1 (a later command's COMPLETE comes after it all). */
+  const sentOnStream1 = async (): Promise<string[]> => {
+    await waitFor('the command to end', () => state.done, { timeoutMs: 5000, intervalMs: 10 });
+    peer.sendSequenced({ type: MsgType.START, stream: 2, command: 'echo', args: { text: 'next' } });
+    await peer.waitFor((m) => m.type === MsgType.COMPLETE && m.stream === 2, 5000, 'COMPLETE of stream 2');
+    return peer.received.filter((m) => 'stream' in m && m.stream === 1).map((m) => String(m.type));
+  };
+  return { peer, state, sentOnStream1 };
+}
+
+t.test("agent: refusing the master's message for a running command ends it: stopped as by INTERRUPT, nothing more on its stream", async (t) => {
+  const { peer, state, sentOnStream1 } = await waitingCommand(t);
+  peer.sendBody(encodeSequence([MsgType.STDIN, 1, 42]));
+  const reject = (await peer.waitFor((m) => m.type === MsgType.REJECT, 5000, 'REJECT')) as MessageOf<typeof MsgType.REJECT>;
+  t.same([reject.stream, errorName(reject.code)], [1, 'BAD_MESSAGE'], 'the REJECT names the command, which the master fails');
+  await waitFor('the command to be interrupted', () => state.interrupted !== null, { timeoutMs: 5000, intervalMs: 10 });
+  t.match(state.interrupted, /refused a message of the master's for it \(stdin data must be a byte string\)/);
+  t.same(await sentOnStream1(), [String(MsgType.REJECT)], 'no output, rc or COMPLETE after the REJECT');
+});
+
+t.test('agent: a REJECT from the master naming a running command ends it: stopped as by INTERRUPT, nothing more on its stream', async (t) => {
+  const { peer, state, sentOnStream1 } = await waitingCommand(t);
+  peer.sendSequenced({ type: MsgType.REJECT, stream: 1, code: 4, message: 'your output did not decode' });
+  await waitFor('the command to be interrupted', () => state.interrupted !== null, { timeoutMs: 5000, intervalMs: 10 });
+  t.match(state.interrupted, /the master rejected a message of it/);
+  t.same(await sentOnStream1(), [], 'no output, rc or COMPLETE after the REJECT');
+  peer.sendSequenced({ type: MsgType.REJECT, stream: 1, code: 4, message: 'again' });
+  peer.sendSequenced({ type: MsgType.START, stream: 3, command: 'echo', args: { text: 'on' } });
+  await peer.waitFor((m) => m.type === MsgType.COMPLETE && m.stream === 3, 5000, 'COMPLETE of stream 3');
+  t.notOk(peer.isClosed, 'a REJECT naming a command that has ended changes nothing; the session goes on');
+});
+
+t.test("master: refusing the agent's message for a running command fails that command with the REJECT's error; others go on", async (t) => {
+  const { peer, a, b } = await twoCommandsOnARawAgent(t);
+  // STDIN goes to the agent only.
+  peer.sendSequenced({ type: MsgType.STDIN, stream: a.stream, data: Buffer.from('x') });
+  const reject = (await peer.waitFor((m) => m.type === MsgType.REJECT, 5000, 'REJECT')) as MessageOf<typeof MsgType.REJECT>;
+  t.equal(reject.stream, a.stream, 'the REJECT names the command, which the agent stops');
+  t.same(
+    await withTimeout(a.result, 5000, 'the command to fail'),
+    { failure: { code: 'BAD_MESSAGE', message: reject.message } },
+    'the command fails with what the master told the agent',
+  );
+  peer.sendSequenced({ type: MsgType.COMPLETE, stream: b.stream, failure: null });
+  t.same(await b.result, { failure: null }, 'the other command is not touched');
   t.notOk(peer.isClosed, 'the session goes on');
 });
 

@@ -481,9 +481,15 @@ export class Session extends EventEmitter {
     }
   }
 
-  /** Refuses one sequenced message (on `stream`, or null for one that names none); the session goes on. */
+  /**
+   * Refuses one sequenced message (on `stream`, or null for one that names
+   * none); the session goes on. A REJECT ends the running command it names
+   * on both sides (PROTOCOL.md 8.4): 'refused' (stream, why) tells this
+   * side's owner of the stream to end it here.
+   */
   reject(stream: number | null, why: TetherError): void {
     this.send({ type: MsgType.REJECT, stream, code: why.wireCode, message: why.message });
+    if (stream !== null) this.emit('refused', stream, why);
   }
 
   private onLinkFrame(body: Buffer): void {
