@@ -1,7 +1,7 @@
 /** tether-master: the command line of the master plugin. */
 import { readFileSync } from 'node:fs';
 import { parseCommandLine, printedInfo, logLine } from '../wire/cli-support';
-import { DEFAULT_GRACE_SECONDS, DEFAULT_KEEPALIVE_SECONDS, DEFAULT_MAX_FRAME, DEFAULT_WINDOW } from '../wire/handshake';
+import { DEFAULT_GRACE_SECONDS, DEFAULT_KEEPALIVE_SECONDS, DEFAULT_MAX_FRAME, DEFAULT_WINDOW, MAX_GRACE_SECONDS } from '../wire/handshake';
 import { HUB_OPTIONS, hubFromOptions, parseWorkers, positiveInt } from './hub-options';
 import { UsageError } from '../wire/transport';
 import { DEFAULT_MAX_BACKOFF_MS, attachToBuildbot } from './buildbot-attach';
@@ -41,7 +41,7 @@ it only accepts agents (standalone mode).
   --key FILE            tls: PEM private key for tls:// listeners
   --grace SECONDS       how long a dropped agent's session, running commands and
                         Buildbot connection are kept for it to reconnect
-                        (default ${DEFAULT_GRACE_SECONDS})
+                        (default ${DEFAULT_GRACE_SECONDS}, at most ${MAX_GRACE_SECONDS})
   --no-resume           do not resume sessions: a dropped link ends the session
   --keepalive SECONDS   ping interval; a peer silent for 3 intervals is dead
                         (default ${DEFAULT_KEEPALIVE_SECONDS})

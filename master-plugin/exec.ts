@@ -9,7 +9,7 @@ import { parseCommandLine, logLine, splitOption } from '../wire/cli-support';
 import { printable, printableStack } from '../wire/printable';
 import { UsageError } from '../wire/transport';
 import { awaitAgent } from './await-agent';
-import { DEFAULT_GRACE_SECONDS, DEFAULT_KEEPALIVE_SECONDS, DEFAULT_MAX_FRAME, DEFAULT_WINDOW } from '../wire/handshake';
+import { DEFAULT_GRACE_SECONDS, DEFAULT_KEEPALIVE_SECONDS, DEFAULT_MAX_FRAME, DEFAULT_WINDOW, MAX_GRACE_SECONDS } from '../wire/handshake';
 import type { TetherHub } from './hub';
 import { HUB_OPTIONS, type HubOptionValues, hubFromOptions, parseWorkers } from './hub-options';
 import { getFile, putFile } from './files';
@@ -30,7 +30,7 @@ const COMMON_HELP = `  --listen URL          where the agent connects: tcp://HOS
   --cert FILE, --key FILE  PEM certificate and key for tls:// listeners
   --keepalive SECONDS   ping interval (default ${DEFAULT_KEEPALIVE_SECONDS})
   --grace SECONDS       how long a dropped agent may take to come back and
-                        resume the command (default ${DEFAULT_GRACE_SECONDS})
+                        resume the command (default ${DEFAULT_GRACE_SECONDS}, at most ${MAX_GRACE_SECONDS})
   --no-resume           a dropped link ends the command
   --max-frame BYTES     largest frame to accept (default ${DEFAULT_MAX_FRAME})
   --window BYTES        flow-control window per stream (default ${DEFAULT_WINDOW})

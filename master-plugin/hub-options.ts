@@ -1,6 +1,7 @@
 /** What every tether-master mode shares: the hub's options, the workers, and the hub built from them. */
 import {
   DEFAULT_GRACE_SECONDS,
+  MAX_GRACE_SECONDS,
   DEFAULT_KEEPALIVE_SECONDS,
   DEFAULT_MAX_FRAME,
   DEFAULT_WINDOW,
@@ -90,7 +91,7 @@ export function hubFromOptions(values: HubOptionValues, workers: Record<string, 
     workers,
     // The bounds agents hold the master to: outside them every agent would refuse the handshake.
     keepalive: positiveInt(values.keepalive, '--keepalive', DEFAULT_KEEPALIVE_SECONDS, MIN_KEEPALIVE_SECONDS, MAX_KEEPALIVE_SECONDS),
-    grace: positiveInt(values.grace, '--grace', DEFAULT_GRACE_SECONDS),
+    grace: positiveInt(values.grace, '--grace', DEFAULT_GRACE_SECONDS, 1, MAX_GRACE_SECONDS),
     resume: !values['no-resume'],
     maxFrame: positiveInt(values['max-frame'], '--max-frame', DEFAULT_MAX_FRAME, MIN_MAX_FRAME),
     window: positiveInt(values.window, '--window', DEFAULT_WINDOW, MIN_WINDOW, MAX_WINDOW),

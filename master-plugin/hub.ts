@@ -10,6 +10,7 @@ import { TetherError, describeError } from '../wire/errors';
 import {
   Capability,
   DEFAULT_GRACE_SECONDS,
+  MAX_GRACE_SECONDS,
   DEFAULT_KEEPALIVE_SECONDS,
   DEFAULT_MAX_FRAME,
   DEFAULT_WINDOW,
@@ -44,7 +45,7 @@ export interface HubOptions {
   workers: Record<string, string>;
   /** Offer to resume sessions across dropped links (default true). */
   resume?: boolean;
-  /** Seconds a dropped agent's session (and its Buildbot connection) is kept for it to come back (default 300). */
+  /** Seconds a dropped agent's session (and its Buildbot connection) is kept for it to come back (default 300, at most MAX_GRACE_SECONDS: a day). */
   grace?: number;
   /** Seconds between keepalive pings; a peer silent for three is dead. */
   keepalive?: number;
@@ -117,6 +118,8 @@ export class TetherHub extends EventEmitter {
     super();
     const unusable = unusableChoice(options.keepalive ?? DEFAULT_KEEPALIVE_SECONDS, options.window ?? DEFAULT_WINDOW);
     if (unusable !== null) throw new RangeError(`TetherHub: every agent would refuse ${unusable}`);
+    const grace = options.grace ?? DEFAULT_GRACE_SECONDS;
+    if (!(grace >= 0 && grace <= MAX_GRACE_SECONDS)) throw new RangeError(`TetherHub: grace ${grace} s is not from 0 to ${MAX_GRACE_SECONDS}`);
     this.log = printableLog(options.log);
     this.setWorkers(options.workers);
     this.frontDoor = new FrontDoor({

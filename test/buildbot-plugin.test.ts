@@ -13,6 +13,7 @@ import {
   BUILDBOT_TEST_DIR, buildbotEnv, createMaster, type MasterOptions, PLUGIN_DIR, PYTHON, pyValue, teardownBuildbot, tetherServiceConfig,
 } from './helpers/buildbot';
 import { REPO_ROOT, freePort, makeTempDir, sleep, waitFor } from './helpers/support';
+import { MAX_GRACE_SECONDS, MAX_KEEPALIVE_SECONDS } from '../wire/handshake';
 
 const STANDIN = path.join(BUILDBOT_TEST_DIR, 'standin-tether-master');
 
@@ -57,7 +58,15 @@ t.test('config errors are reported by buildbot checkconfig', async (t) => {
   t.notOk(r3.ok, 'cert without key');
   t.match(r3.output, /cert and key go together/);
 
-  await master.writeConfig({ ...master.config, extraConfig: tetherServiceConfig("listen=['tcp://127.0.0.1:1']") });
+  // tether-master's bounds, at config time: beyond them it would not start.
+  for (const [option, most] of [['keepalive', MAX_KEEPALIVE_SECONDS], ['grace', MAX_GRACE_SECONDS]] as const) {
+    await master.writeConfig({ ...master.config, extraConfig: tetherServiceConfig(`listen=['tcp://127.0.0.1:1'], ${option}=${most + 1}`) });
+    const r = await master.checkConfig();
+    t.notOk(r.ok, `${option} beyond ${most} s`);
+    t.match(r.output, new RegExp(`TetherService: ${option} must be a whole number of seconds from 1 to ${most}`));
+  }
+
+  await master.writeConfig({ ...master.config, extraConfig: tetherServiceConfig(`listen=['tcp://127.0.0.1:1'], keepalive=${MAX_KEEPALIVE_SECONDS}, grace=${MAX_GRACE_SECONDS}`) });
   const r4 = await master.checkConfig();
   t.ok(r4.ok, `a good config passes (${r4.output.trim()})`);
 });

@@ -46,6 +46,9 @@ t.test('mistakes give one clear line and a non-zero exit, no stack trace', async
     [MASTER_BIN, ['--listen', 'tcp://127.0.0.1:0', '--worker', 'a:b', '--keepalive', '0'], /--keepalive must be an integer from 1 to 3600/],
     [MASTER_BIN, ['--listen', 'tcp://127.0.0.1:0', '--worker', 'a:b', '--window', String(2 ** 40)], /--window must be an integer from 1024 to 16777216/],
     [MASTER_BIN, ['exec', '--listen', 'tcp://127.0.0.1:0', '--worker', 'a:b', '--window', '16777217', '--', 'true'], /--window must be an integer from 1024 to 16777216/],
+    // A grace beyond Node's timers expired every dropped session at once.
+    [MASTER_BIN, ['--listen', 'tcp://127.0.0.1:0', '--worker', 'a:b', '--grace', '2592000'], /--grace must be an integer from 1 to 86400/],
+    [MASTER_BIN, ['exec', '--listen', 'tcp://127.0.0.1:0', '--worker', 'a:b', '--grace', '86401', '--', 'true'], /--grace must be an integer from 1 to 86400/],
   ];
   for (const [bin, args, pattern, input] of cases) {
     const r = run(bin, args, input);

@@ -9,7 +9,7 @@ import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
 import { TetherError } from '../wire/errors';
 import { FrameReader, encodeHandshakeFrame, handshakeBody } from '../wire/framing';
-import { MAX_KEEPALIVE_SECONDS, MAX_WINDOW, MIN_KEEPALIVE_SECONDS, MIN_MAX_FRAME, MIN_WINDOW, agentHandshake, masterHandshake, proof } from '../wire/handshake';
+import { MAX_GRACE_SECONDS, MAX_KEEPALIVE_SECONDS, MAX_WINDOW, MIN_KEEPALIVE_SECONDS, MIN_MAX_FRAME, MIN_WINDOW, agentHandshake, masterHandshake, proof } from '../wire/handshake';
 import { TetherHub } from '../master-plugin/hub';
 import { Link } from '../wire/link';
 import { type ChallengeParams, type HelloParams, type Message, MsgType, type OutgoingMessage, encodeChallengeParams, encodeMessage } from '../wire/messages';
@@ -466,7 +466,10 @@ t.test("a hub built with a keepalive or window every agent would refuse: an erro
   ] as const) {
     t.throws(() => new TetherHub({ workers, ...over }), says, what);
   }
-  const hub = new TetherHub({ workers, keepalive: MAX_KEEPALIVE_SECONDS, window: MAX_WINDOW });
+  // Not the handshake's, but as sure a failure: Node fires a timer set beyond 2^31 - 1 ms at once.
+  t.throws(() => new TetherHub({ workers, grace: MAX_GRACE_SECONDS + 1 }), /^TetherHub: grace 86401 s is not from 0 to 86400$/, 'grace over a day');
+  t.throws(() => new TetherHub({ workers, grace: -1 }), /grace -1 s/, 'grace below 0');
+  const hub = new TetherHub({ workers, keepalive: MAX_KEEPALIVE_SECONDS, window: MAX_WINDOW, grace: MAX_GRACE_SECONDS });
   t.ok(hub, 'the largest of each is taken');
   await hub.close();
 });

@@ -66,6 +66,12 @@ export const MIN_WINDOW = 1024;
 export const MAX_WINDOW = 16 * 1024 * 1024;
 /** How long a master keeps a dropped agent's session for it to resume. */
 export const DEFAULT_GRACE_SECONDS = 300;
+/**
+ * The longest grace: a day. Node's timers stop at 2^31 - 1 ms (24.8 days),
+ * and one set beyond fires at once: a grace of a month expired every
+ * dropped session the moment it dropped.
+ */
+export const MAX_GRACE_SECONDS = 24 * 3600;
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 
 export function proof(secret: string, role: 'master' | 'agent', helloBody: Buffer, params: Buffer): Buffer {

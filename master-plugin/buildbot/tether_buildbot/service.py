@@ -28,6 +28,10 @@ from buildbot.util import service
 from . import msgpack_fix
 
 MSGPACK_PROTOCOL = 'msgpack_experimental_v7'
+# tether-master's bounds (wire/handshake.ts): agents refuse a longer keepalive,
+# and Node's timers cannot hold a much longer grace.
+MAX_KEEPALIVE_SECONDS = 3600
+MAX_GRACE_SECONDS = 24 * 3600
 
 # <checkout>/master-plugin/buildbot/tether_buildbot/service.py -> <checkout>
 CHECKOUT = Path(__file__).resolve().parents[3]
@@ -161,8 +165,8 @@ class TetherService(service.BuildbotService):
     command:    argv prefix that starts tether-master (default: [node, <checkout>/bin/tether-master.js])
     node:       node binary for the default command (default 'node', looked up on PATH)
     cert, key:  TLS certificate and key files, passed as --cert / --key
-    keepalive:  whole seconds, passed as --keepalive
-    grace:      whole seconds a dropped agent's session is kept, passed as --grace
+    keepalive:  whole seconds (1 to 3600), passed as --keepalive
+    grace:      whole seconds (1 to 86400) a dropped agent's session is kept, passed as --grace
     extra_args: more arguments appended to the command line
     env:        extra environment variables for tether-master
     stop_timeout: seconds to wait after SIGTERM before SIGKILL
@@ -189,9 +193,9 @@ class TetherService(service.BuildbotService):
         for name, value in (('cert', cert), ('key', key)):
             if value is not None and not isinstance(value, str):
                 config.error(f"TetherService: {name} must be a file name")
-        for name, value in (('keepalive', keepalive), ('grace', grace)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-                config.error(f"TetherService: {name} must be a positive whole number of seconds")
+        for name, value, most in (('keepalive', keepalive, MAX_KEEPALIVE_SECONDS), ('grace', grace, MAX_GRACE_SECONDS)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most):
+                config.error(f"TetherService: {name} must be a whole number of seconds from 1 to {most}")
         if extra_args is not None and not str_list(extra_args):
             config.error("TetherService: extra_args must be a list of strings")
         if env is not None and (not isinstance(env, dict) or not all(
