@@ -287,6 +287,31 @@ t.test('sigtermTime: SIGTERM first, the process may clean up, then KILL', async 
   t.ok(await waitGone(gc), 'grandchild gone');
 });
 
+t.test('timeout, maxTime and sigtermTime of 30 days, beyond what one Node timer holds (24.8 days): none fires at once', async (t) => {
+  const base = await tempDir(t, 'tether-shell-');
+  const month = 30 * 24 * 3600;
+  const io = new FakeIO({ basedir: base });
+  await shell({ workdir: '.', command: 'sleep 0.3; echo done', timeout: month, maxTime: month, logEnviron: false }, io);
+  t.notMatch(io.headerText, 'timed out');
+  t.equal(io.bytes('stdout').toString(), 'done\n');
+  t.equal(io.rc, 0);
+
+  // maxTime sends TERM; the process takes 0.3 s to clean up, well within its month.
+  const io2 = new FakeIO({ basedir: base });
+  await shell(
+    {
+      workdir: '.',
+      command: ['sh', '-c', 'trap "sleep 0.3; echo cleaned; exit 0" TERM; while :; do sleep 0.05; done'],
+      maxTime: 0.3,
+      sigtermTime: month,
+      logEnviron: false,
+    },
+    io2,
+  );
+  t.equal(io2.bytes('stdout').toString(), 'cleaned\n', 'not KILLed while it cleaned up');
+  t.notMatch(io2.headerText, 'process killed by signal');
+});
+
 t.test('interrupt kills the process group with interruptSignal; no elapsed update', async (t) => {
   const base = await tempDir(t, 'tether-shell-');
   const io = new FakeIO({ basedir: base });

@@ -24,10 +24,11 @@
 import type { ChildProcess } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
+import { type LongTimeout, longTimeout } from './long-timeout';
 
 export class ProcessGroup {
   private readonly pgid: number | null;
-  private termTimer: NodeJS.Timeout | null = null;
+  private termTimer: LongTimeout | null = null;
 
   /** `leader` was spawned detached; `pty`: it is script(1) running the command on a pty. */
   constructor(
@@ -62,7 +63,7 @@ export class ProcessGroup {
       return;
     }
     this.signal('TERM');
-    this.termTimer = setTimeout(() => {
+    this.termTimer = longTimeout(() => {
       this.termTimer = null;
       if (this.alive()) this.signal(finalSignal);
       signalled();
@@ -71,7 +72,7 @@ export class ProcessGroup {
 
   /** Stops a kill() waiting for sigtermTime to pass. */
   cancel(): void {
-    if (this.termTimer) clearTimeout(this.termTimer);
+    this.termTimer?.clear();
     this.termTimer = null;
   }
 

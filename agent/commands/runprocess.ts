@@ -57,6 +57,7 @@ import type { Readable, Writable } from 'stream';
 import type { CommandIO } from './command';
 import { CommandFailure } from './command';
 import { LogFileWatcher } from './logwatcher';
+import { type LongTimeout, longTimeout } from './long-timeout';
 import { toPyOSError } from './oserror';
 import { isDir, makedirs, pathJoin, which } from './paths';
 import { processEnviron } from './process-env';
@@ -137,10 +138,10 @@ export class RunProcess {
   private readonly pending = new Set<Promise<void>>();
 
   private ioTimerArmed = false;
-  private ioTimer: NodeJS.Timeout | null = null;
+  private ioTimer: LongTimeout | null = null;
   private holds = 0;
-  private maxTimer: NodeJS.Timeout | null = null;
-  private killTimer: NodeJS.Timeout | null = null;
+  private maxTimer: LongTimeout | null = null;
+  private killTimer: LongTimeout | null = null;
 
   constructor(
     private readonly io: CommandIO,
@@ -359,7 +360,7 @@ export class RunProcess {
       this.armIoTimer();
     }
     if (this.maxTime) {
-      this.maxTimer = setTimeout(() => this.doMaxTimeout(), this.maxTime * 1000);
+      this.maxTimer = longTimeout(() => this.doMaxTimeout(), this.maxTime * 1000);
     }
     for (const w of this.watchers) w.start();
     if (this.killBeforeSpawn !== null) this.kill(this.killBeforeSpawn);
@@ -456,14 +457,14 @@ export class RunProcess {
   }
 
   private clearIoTimer(): void {
-    if (this.ioTimer) clearTimeout(this.ioTimer);
+    this.ioTimer?.clear();
     this.ioTimer = null;
   }
 
   private armIoTimer(): void {
     this.clearIoTimer();
     if (this.ioTimerArmed && this.holds === 0 && this.timeout) {
-      this.ioTimer = setTimeout(() => this.doTimeout(), this.timeout * 1000);
+      this.ioTimer = longTimeout(() => this.doTimeout(), this.timeout * 1000);
     }
   }
 
@@ -529,7 +530,7 @@ export class RunProcess {
     stdio.stdout.destroy();
     stdio.stderr.destroy();
     if (!this.ending && !this.settled) {
-      this.killTimer = setTimeout(() => this.doBackupTimeout(), RunProcess.BACKUP_TIMEOUT * 1000);
+      this.killTimer = longTimeout(() => this.doBackupTimeout(), RunProcess.BACKUP_TIMEOUT * 1000);
     }
   }
 
@@ -552,7 +553,7 @@ export class RunProcess {
     this.ioTimerArmed = false;
     this.clearIoTimer();
     this.group?.cancel();
-    for (const t of [this.maxTimer, this.killTimer]) if (t) clearTimeout(t);
+    for (const t of [this.maxTimer, this.killTimer]) t?.clear();
     this.maxTimer = this.killTimer = null;
   }
 }
