@@ -6,6 +6,7 @@
  * the secret") and names the other names that were refused.
  */
 import { TetherError } from '../wire/errors';
+import { longTimeout } from '../wire/long-timeout';
 import { printable } from '../wire/printable';
 import type { RejectedWorker, TetherHub } from './hub';
 import { RateLimitedLog } from './rate-limited-log';
@@ -33,7 +34,7 @@ export function awaitAgent(hub: TetherHub, name: string, opts: AwaitAgentOptions
     let lastRefusal = '';
     const failures = new RateLimitedLog(opts.log ?? (() => undefined));
     const done = () => {
-      clearTimeout(timer);
+      timer.clear();
       hub.off('agent', onAgent);
       hub.off('rejected', onRejected);
       failures.flush();
@@ -59,7 +60,8 @@ export function awaitAgent(hub: TetherHub, name: string, opts: AwaitAgentOptions
         lastRefusal = ` ('${name}' from ${peer} was refused: ${printable(error.message)})`;
       }
     };
-    const timer = setTimeout(() => {
+    // --wait has no bound, and a single Node timer set beyond 24.8 days fires at once.
+    const timer = longTimeout(() => {
       done();
       const seconds = Math.round(opts.timeoutMs / 1000);
       const hint = opts.hint

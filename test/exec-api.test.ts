@@ -116,6 +116,22 @@ t.test('putFile, getFile, statFile, listDir', async (t) => {
   }
 });
 
+t.test('awaitAgent with a wait of 30 days (beyond one Node timer) waits, and takes the agent that comes', async (t) => {
+  const hub = new TetherHub({ workers: { rig: 'right' } });
+  const address = await hub.listen('tcp://127.0.0.1:0');
+  t.teardown(() => hub.close());
+  const waiting = awaitAgent(hub, 'rig', { timeoutMs: 30 * 24 * 3600 * 1000 });
+  const early = await Promise.race([waiting.then(() => 'an agent', (e: Error) => e.message), new Promise((r) => setTimeout(() => r(null), 300))]);
+  t.equal(early, null, 'still waiting after 300 ms');
+  const agent = new Agent({ name: 'rig', secret: 'right', basedir: '/tmp', commands, masterLabel: 'm', open: () => connect(address) });
+  const running = agent.run();
+  t.teardown(async () => {
+    agent.stop();
+    await running;
+  });
+  t.equal((await waiting).name, 'rig');
+});
+
 t.test('awaitAgent: a wrong secret is logged at once and the wait goes on; the error counts the failed attempts', async (t) => {
   const hub = new TetherHub({ workers: { rig: 'right' } });
   const address = await hub.listen('tcp://127.0.0.1:0');

@@ -1,12 +1,12 @@
 /**
- * agent/commands/long-timeout.ts: a delay beyond one Node timer (24.8 days)
+ * wire/long-timeout.ts: a delay beyond one Node timer (24.8 days)
  * waits in steps and fires once, at its end; a shorter one is one timer.
  * (That Node fires an overlong timer at once is shown with real processes in
  * commands-shell.test.ts: a 30-day timeout killed its command at once.)
  */
 import t from 'tap';
 import { mock } from 'node:test';
-import { MAX_TIMER_MS, longTimeout } from '../agent/commands/long-timeout';
+import { MAX_TIMER_MS, longTimeout } from '../wire/long-timeout';
 
 t.test('30 days: nothing after one timer, once at the end', async (t) => {
   mock.timers.enable({ apis: ['setTimeout'] });

@@ -24,7 +24,7 @@
 import type { ChildProcess } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
-import { type LongTimeout, longTimeout } from './long-timeout';
+import { type LongTimeout, longTimeout } from '../../wire/long-timeout';
 
 export class ProcessGroup {
   private readonly pgid: number | null;

@@ -57,7 +57,7 @@ import type { Readable, Writable } from 'stream';
 import type { CommandIO } from './command';
 import { CommandFailure } from './command';
 import { LogFileWatcher } from './logwatcher';
-import { type LongTimeout, longTimeout } from './long-timeout';
+import { type LongTimeout, longTimeout } from '../../wire/long-timeout';
 import { toPyOSError } from './oserror';
 import { isDir, makedirs, pathJoin, which } from './paths';
 import { processEnviron } from './process-env';
