@@ -4,7 +4,8 @@ import type { Command } from '../agent/commands/command';
 import type { AgentConnection } from '../master-plugin/agent-connection';
 import { MIN_MAX_FRAME } from '../wire/handshake';
 import { startPair } from './helpers/pair';
-import { echo, startAgent, startHub } from './helpers/wire-net';
+import { echo, rawAgent, startAgent, startHub } from './helpers/wire-net';
+import { MsgType } from '../wire/messages';
 
 const commands: Record<string, Command> = {
   async echo(args, io) {
@@ -134,4 +135,21 @@ t.test('the smallest max_frame (64): INFO and a big START go in fragments, outpu
   t.ok(Array.isArray(remote.info.commands), 'INFO (hundreds of bytes) arrived whole');
   const text = 'x'.repeat(1000);
   t.equal(await echo(remote, text), text, 'a 1000-character argument and its output');
+});
+
+t.test('a side that closes with ERROR sends the ACK it owes first, where the peer still reads it', async (t) => {
+  const fx = await startHub({ raw: 'secret-1' });
+  t.teardown(() => fx.close());
+  const { peer, remote } = await rawAgent(fx, 'raw', 'secret-1');
+  t.teardown(() => peer.destroy());
+  // The hub closes the moment the header reaches the command: the ACK for it is still owed (ACK_DELAY_MS).
+  const command = remote.run('x', {}, { header: () => (remote as AgentConnection).disconnect('closing with an ACK owed') });
+  command.result.catch(() => undefined);
+  await peer.waitFor((m) => m.type === MsgType.START, 5000, 'START');
+  peer.sendSequenced({ type: MsgType.HEADER, stream: command.stream, text: 'the last thing the hub acts on\n' });
+  const header = peer.sendSeq - 1;
+  await peer.waitFor((m) => m.type === MsgType.ERROR, 5000, 'ERROR');
+  const types = peer.received.map((m) => m.type);
+  const ack = peer.received.findIndex((m) => m.type === MsgType.ACK && m.nextSeq > header);
+  t.ok(ack >= 0 && ack < types.indexOf(MsgType.ERROR), `the ACK of the header before the ERROR: ${peer.describe()}`);
 });

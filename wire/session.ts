@@ -597,12 +597,17 @@ export class Session extends EventEmitter {
   /** Ends the session: tells the peer why (if there is an error), then closes the link. */
   close(error: TetherError | null = null): void {
     if (this.closed) return;
-    if (error && !error.fromPeer) this.sendLink({ type: MsgType.ERROR, code: error.wireCode, message: error.message });
+    if (error && !error.fromPeer) {
+      // The ACK owed goes before the ERROR, while the peer still reads: it learns what arrived (PROTOCOL.md 7.5).
+      if (this.attached) this.acks.flush();
+      this.sendLink({ type: MsgType.ERROR, code: error.wireCode, message: error.message });
+    }
     this.finish(error);
   }
 
   private finish(error: Error | null): void {
     if (this.closed) return;
+    // A close without an ERROR of this side's still settles the ACK owed, unless the peer ended the session: it reads nothing after its ERROR.
     if (this.attached && !(error instanceof TetherError && error.fromPeer)) this.acks.flush();
     this.closed = true;
     this.attached = false;
