@@ -42,6 +42,8 @@ export interface AgentOptions {
   admin?: string;
   host?: string;
   maxFrame?: number;
+  /** The largest flow-control window this agent takes (HELLO key 10); absent: the master's choice. */
+  window?: number;
   /** Offer to resume sessions across dropped links (default true). */
   resume?: boolean;
   /** Bytes of command output held in memory while the master cannot take it; more spills to disk. */
@@ -181,6 +183,7 @@ export class Agent extends EventEmitter {
         caps: Capability.DEFLATE | Capability.SELECTIVE_REPEAT | (resume ? Capability.RESUME : 0),
         // Small frames on a noisy line: a corrupted frame costs little to send again.
         maxFrame: this.opts.maxFrame ?? (lossy ? SERIAL_MAX_FRAME : DEFAULT_MAX_FRAME),
+        window: this.opts.window,
         timeoutMs: lossy ? SERIAL_HANDSHAKE_TIMEOUT_MS : undefined,
         resume: previous && this.sessionId ? { session: this.sessionId, nextSeq: previous.nextRecvSeq } : undefined,
       });

@@ -5,10 +5,10 @@ import { SECRET_VARIABLE, environmentSecret, holdSecret, variablesHoldingSecret 
 import './young-generation';
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { parseCommandLine, printedInfo, logLine, runMain } from '../wire/cli-support';
+import { parseCommandLine, positiveInt, printedInfo, logLine, runMain } from '../wire/cli-support';
 import { readJsonFile } from '../wire/json-file';
 import { printableStack } from '../wire/printable';
-import { DEFAULT_MAX_FRAME, MIN_MAX_FRAME, SERIAL_MAX_FRAME } from '../wire/handshake';
+import { DEFAULT_MAX_FRAME, MAX_WINDOW, MIN_MAX_FRAME, MIN_WINDOW, SERIAL_MAX_FRAME } from '../wire/handshake';
 import { UsageError, describeEndpoint, openEndpoint, parseEndpoint } from '../wire/transport';
 import { Agent } from './agent';
 import { EXIT_MS, KILL_AFTER_MS, STOP_BOUND_MS } from './stop';
@@ -34,6 +34,8 @@ Runs Buildbot build steps for a Tether master (tether-master).
                       (default 64); more spills to BASEDIR/.tether-spool
   --no-resume         do not resume sessions: a dropped link ends the commands
   --max-frame BYTES   largest frame to accept (default ${DEFAULT_MAX_FRAME}; ${SERIAL_MAX_FRAME} on serial lines)
+  --window BYTES      largest flow-control window to take, per command stream
+                      (${MIN_WINDOW} to ${MAX_WINDOW}; default: the master's choice)
   --config FILE       read options from FILE, a JSON object whose keys are the
                       long options above without the dashes, e.g.
                       {"master": "tcp://buildmaster:9991", "name": "board-01",
@@ -56,6 +58,7 @@ export const OPTIONS = {
   host: { type: 'string' },
   ca: { type: 'string' },
   'max-frame': { type: 'string' },
+  window: { type: 'string' },
   'spool-memory': { type: 'string' },
   'no-resume': { type: 'boolean' },
   config: { type: 'string' },
@@ -179,10 +182,8 @@ async function runAgent(values: OptionValues): Promise<number> {
   }
   const endpoint = parseEndpoint(values.master!);
   const secret = readSecret(values);
-  const maxFrame = values['max-frame'] === undefined ? undefined : Number(values['max-frame']);
-  if (maxFrame !== undefined && (!Number.isInteger(maxFrame) || maxFrame < MIN_MAX_FRAME)) {
-    throw new UsageError(`--max-frame must be an integer of at least ${MIN_MAX_FRAME}`);
-  }
+  const maxFrame = values['max-frame'] === undefined ? undefined : positiveInt(values['max-frame'], '--max-frame', 0, MIN_MAX_FRAME);
+  const window = values.window === undefined ? undefined : positiveInt(values.window, '--window', 0, MIN_WINDOW, MAX_WINDOW);
   const spoolMiB = values['spool-memory'] === undefined ? undefined : Number(values['spool-memory']);
   if (spoolMiB !== undefined && (!Number.isInteger(spoolMiB) || spoolMiB < 1)) {
     throw new UsageError('--spool-memory must be a whole number of MiB, at least 1');
@@ -200,6 +201,7 @@ async function runAgent(values: OptionValues): Promise<number> {
     admin: values.admin,
     host: values.host,
     maxFrame,
+    window,
     resume: !values['no-resume'],
     spoolMemory: spoolMiB === undefined ? undefined : spoolMiB * 1024 * 1024,
     commands,

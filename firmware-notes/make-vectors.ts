@@ -231,6 +231,14 @@ function specs(): Spec[] {
       message: { type: MsgType.HELLO, params: HELLO_PARAMS },
     },
     {
+      name: 'hello-window',
+      description:
+        'As "hello", from an agent that takes a window of at most 4096 bytes (key 10, section 6.3): the master grants ' +
+        'min(4096, its own). Not part of the handshake below, whose proofs cover "hello".',
+      from: 'agent', number: null,
+      message: { type: MsgType.HELLO, params: { ...HELLO_PARAMS, window: 4096 } },
+    },
+    {
       name: 'challenge',
       description:
         'Master -> agent, handshake frame. Parameters (bstr-wrapped CBOR map): version 2, master nonce 20 21 .. 3f, ' +

@@ -1,8 +1,8 @@
 /** tether-master: the command line of the master plugin. */
 import { readFileSync } from 'node:fs';
-import { parseCommandLine, printedInfo, logLine } from '../wire/cli-support';
+import { parseCommandLine, positiveInt, printedInfo, logLine } from '../wire/cli-support';
 import { DEFAULT_GRACE_SECONDS, DEFAULT_KEEPALIVE_SECONDS, DEFAULT_MAX_FRAME, DEFAULT_WINDOW, MAX_GRACE_SECONDS } from '../wire/handshake';
-import { HUB_OPTIONS, hubFromOptions, parseWorkers, positiveInt } from './hub-options';
+import { HUB_OPTIONS, hubFromOptions, parseWorkers } from './hub-options';
 import { UsageError } from '../wire/transport';
 import { DEFAULT_MAX_BACKOFF_MS, attachToBuildbot } from './buildbot-attach';
 import { buildbotUrl } from './buildbot-url';

@@ -11,7 +11,7 @@ import {
   MIN_MAX_FRAME,
   MIN_WINDOW,
 } from '../wire/handshake';
-import { splitOption } from '../wire/cli-support';
+import { positiveInt, splitOption } from '../wire/cli-support';
 import { readJsonFile } from '../wire/json-file';
 import { UsageError } from '../wire/transport';
 import { COMPRESS_CHOICES, type CompressWhere, TetherHub } from './hub';
@@ -42,15 +42,6 @@ export interface HubOptionValues {
   'max-frame'?: string;
   window?: string;
   compress?: string;
-}
-
-export function positiveInt(value: string | undefined, flag: string, fallback: number, min = 1, max = Infinity): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < min || n > max) {
-    throw new UsageError(`${flag} must be an integer ${max === Infinity ? `of at least ${min}` : `from ${min} to ${max}`}`);
-  }
-  return n;
 }
 
 function compressChoice(value: string | undefined): CompressWhere | undefined {

@@ -32,6 +32,8 @@ t.test('mistakes give one clear line and a non-zero exit, no stack trace', async
     [AGENT_BIN, ['--master', 'tcp://h:1', '--name', 'n', '--basedir', '/tmp/x'], /no secret: give --secret-file/],
     [AGENT_BIN, ['--master', 'http://h', '--name', 'n', '--basedir', '/tmp/x', '--secret', 's'], /not an address like tcp:\/\/HOST:PORT/],
     [AGENT_BIN, ['--master', 'tcp://h:1', '--name', 'n', '--basedir', '/tmp/x', '--secret-file', '/nonexistent/f'], /cannot read the secret file/],
+    [AGENT_BIN, ['--master', 'tcp://h:1', '--name', 'n', '--basedir', '/tmp/x', '--secret', 's', '--window', '512'], /--window must be an integer from 1024 to 16777216/],
+    [AGENT_BIN, ['--master', 'tcp://h:1', '--name', 'n', '--basedir', '/tmp/x', '--secret', 's', '--max-frame', '63'], /--max-frame must be an integer of at least 64/],
     [MASTER_BIN, ['--listen', 'tcp://127.0.0.1:0'], /no workers: give --worker/],
     [MASTER_BIN, ['--listen', 'tcp://127.0.0.1:0', '--worker', 'nocolon'], /--worker takes NAME:SECRET/],
     [MASTER_BIN, ['--listen', 'tcp://127.0.0.1:0', '--workers-file', '-'], /has no "workers" list/, '{}'],

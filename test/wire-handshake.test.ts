@@ -11,6 +11,7 @@ import { TetherError } from '../wire/errors';
 import { FrameReader, encodeHandshakeFrame, handshakeBody } from '../wire/framing';
 import { MAX_GRACE_SECONDS, MAX_KEEPALIVE_SECONDS, MAX_WINDOW, MIN_KEEPALIVE_SECONDS, MIN_MAX_FRAME, MIN_WINDOW, agentHandshake, masterHandshake, proof } from '../wire/handshake';
 import { TetherHub } from '../master-plugin/hub';
+import type { AgentConnection } from '../master-plugin/agent-connection';
 import { Link } from '../wire/link';
 import { type ChallengeParams, type HelloParams, type Message, MsgType, type OutgoingMessage, encodeChallengeParams, encodeMessage } from '../wire/messages';
 import { type AgentFixture, Peer, echo, fakeMaster, masterSide, socketPair, startAgent, startHub, teeProxy } from './helpers/wire-net';
@@ -320,11 +321,13 @@ t.test('handshake', async (t) => {
     await stillWorks(t);
   });
 
-  t.test('a HELLO that breaks its CDDL rule (a max frame under 64, a short nonce): BAD_MESSAGE from the hub, no CHALLENGE', async (t) => {
+  t.test('a HELLO that breaks its CDDL rule (a max frame under 64, a short nonce, a window out of range): BAD_MESSAGE from the hub, no CHALLENGE', async (t) => {
     const cases: Array<[string, Partial<HelloParams>]> = [
       ['a max frame of 63', { maxFrame: MIN_MAX_FRAME - 1 }],
       ['a max frame of 0', { maxFrame: 0 }],
       ['an 8-byte nonce', { nonce: randomBytes(8) }],
+      ['a window under 1024', { window: MIN_WINDOW - 1 }],
+      ['a window of 2^40', { window: 2 ** 40 }],
     ];
     for (const [what, over] of cases) {
       const peer = await Peer.connect(fx.port);
@@ -391,6 +394,39 @@ t.test('handshake', async (t) => {
     }
     const first = fake.peers[0];
     t.same(first.received.slice(0, 3).map((m) => m.type), [MsgType.HELLO, MsgType.PROOF, MsgType.INFO], 'HELLO, PROOF, then INFO: the agent took them');
+  });
+
+  t.test('an agent that asks for a window of 4096 (HELLO key 10) gets it; a master that grants more is refused', async (t) => {
+    const small = startAgent(fx.port, 'other', SECRETS.other, { window: 4096 });
+    try {
+      const conn = (await fx.hub.waitForAgent('other', 5000)) as AgentConnection;
+      t.equal(conn.window, 4096, 'the hub (window 262144) granted 4096');
+      const text = 'y'.repeat(20_000);
+      t.equal(await echo(conn, text), text, 'output of five windows flows, credit by credit');
+    } finally {
+      await small.stop();
+    }
+    await waitFor('the small agent to be gone', () => fx.hub.connected().length === 1, { timeoutMs: 5000, intervalMs: 5 });
+
+    const fake = await fakeMaster(
+      handler(async (peer) => {
+        const hello = (await peer.waitFor(is(MsgType.HELLO), 5000)) as Hello;
+        peer.sendLink(challengeFor(hello, SECRETS.good, { window: 262144 })); // a master of an earlier build: it ignores key 10
+      }),
+    );
+    const agent = startAgent(fake.port, 'good', SECRETS.good, { window: 4096 });
+    try {
+      await waitFor('the agent to close', () => fake.peers[0]?.isClosed, { timeoutMs: 5000, intervalMs: 5 });
+    } finally {
+      await stopAgainst(agent, fake);
+    }
+    const first = fake.peers[0];
+    t.equal((first.received[0] as Hello).params.window, 4096, 'HELLO carried key 10');
+    const error = first.received.find(is(MsgType.ERROR));
+    t.equal(errorCode(error), 6, 'ERROR 6 UNSUPPORTED_VERSION');
+    t.match((error as { message: string }).message, /^the master chose window 262144, above the 4096 this agent asked for: upgrade the master$/);
+    t.notOk(first.received.some(is(MsgType.PROOF)), 'no PROOF');
+    await stillWorks(t);
   });
 
   t.test('a link message other than HELLO first: NOT_AUTHENTICATED; an ERROR first ends it', async (t) => {

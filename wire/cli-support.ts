@@ -69,3 +69,13 @@ export function printedInfo(program: string, help: string, values: { help?: bool
   else if (values.version) process.stdout.write(`${program} ${VERSION}\n`);
   return Boolean(values.help || values.version);
 }
+
+/** An integer option from min to max (fallback when absent); else a UsageError naming the range. */
+export function positiveInt(value: string | undefined, flag: string, fallback: number, min = 1, max = Infinity): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new UsageError(`${flag} must be an integer ${max === Infinity ? `of at least ${min}` : `from ${min} to ${max}`}`);
+  }
+  return n;
+}

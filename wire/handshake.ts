@@ -189,6 +189,8 @@ export interface AgentHandshakeOptions {
   caps: number;
   maxFrame: number;
   resume?: { session: Buffer; nextSeq: number };
+  /** The largest window this agent takes (HELLO key 10, PROTOCOL.md 6.3); absent: the master's choice. */
+  window?: number;
   timeoutMs?: number;
 }
 
@@ -206,6 +208,9 @@ function unoffered(p: ChallengeParams, opts: AgentHandshakeOptions): string | nu
   if (extra !== 0) return `the master granted capability bits ${extra}, which this agent did not offer (it offered ${opts.caps}): upgrade the master`;
   if (p.maxFrame > opts.maxFrame) return `the master chose max frame ${p.maxFrame}, above the ${opts.maxFrame} this agent offered: upgrade the master`;
   if (p.maxFrame < MIN_MAX_FRAME) return `the master chose max frame ${p.maxFrame}, below the least, ${MIN_MAX_FRAME}: upgrade the master`;
+  if (opts.window !== undefined && p.window > opts.window) {
+    return `the master chose window ${p.window}, above the ${opts.window} this agent asked for: upgrade the master`;
+  }
   return null;
 }
 
@@ -223,6 +228,7 @@ async function agentSteps(link: Link, opts: AgentHandshakeOptions): Promise<Esta
     caps: opts.caps,
     maxFrame: opts.maxFrame,
     resume: opts.resume,
+    window: opts.window,
   };
   const helloBody = encodeMessage({ type: MsgType.HELLO, params: hello });
   link.sendHandshake(helloBody);
@@ -281,6 +287,9 @@ async function masterSteps(link: Link, opts: MasterHandshakeOptions): Promise<Ag
   // Its CDDL rule, as the decoder holds the nonce to 32 bytes: granting more than the agent
   // offered would only make it fail the handshake, for a reason it cannot see.
   if (h.maxFrame < MIN_MAX_FRAME) throw new TetherError('BAD_MESSAGE', `hello max frame must be at least ${MIN_MAX_FRAME}, not ${h.maxFrame}`);
+  if (h.window !== undefined && !inRange(h.window, MIN_WINDOW, MAX_WINDOW)) {
+    throw new TetherError('BAD_MESSAGE', `hello window must be from ${MIN_WINDOW} to ${MAX_WINDOW}, not ${h.window}`);
+  }
   if (h.versionMax < PROTOCOL_VERSION) {
     throw new TetherError(
       'UNSUPPORTED_VERSION',
@@ -299,7 +308,8 @@ async function masterSteps(link: Link, opts: MasterHandshakeOptions): Promise<Ag
     caps: h.caps & opts.caps,
     maxFrame: Math.min(h.maxFrame, opts.maxFrame),
     keepalive: opts.keepalive,
-    window: opts.window,
+    // The agent's bound, if it set one: what it cannot hold of one stream's data.
+    window: Math.min(opts.window, h.window ?? opts.window),
   };
   const paramsBytes = encodeChallengeParams(params);
   link.sendHandshake(encodeMessage({ type: MsgType.CHALLENGE, paramsBytes, proof: proof(secret, 'master', hello.raw, paramsBytes) }));

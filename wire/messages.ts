@@ -49,6 +49,8 @@ export interface HelloParams {
   maxFrame: number;
   /** A session the agent wants to resume, with the next sequence number it expects. */
   resume?: { session: Bytes; nextSeq: number };
+  /** The largest window the agent takes (key 10); absent: any the master chooses within the bounds. */
+  window?: number;
 }
 
 export interface ChallengeParams {
@@ -139,6 +141,7 @@ function helloMap(p: HelloParams): Map<number, unknown> {
     map.set(7, p.resume.session);
     map.set(8, p.resume.nextSeq);
   }
+  if (p.window !== undefined) map.set(10, p.window);
   return map;
 }
 
@@ -235,6 +238,7 @@ function decodeHello(f: unknown[], raw: Buffer): Message {
   if (m[7] !== undefined) {
     params.resume = { session: bytes(m[7], 'resume session', SESSION_ID_BYTES), nextSeq: uint(m[8], 'resume sequence') };
   }
+  if (m[10] !== undefined) params.window = uint(m[10], 'hello window');
   return { type: MsgType.HELLO, params, raw };
 }
 

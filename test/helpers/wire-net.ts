@@ -304,7 +304,7 @@ export interface AgentFixture {
 }
 
 /** An agent for the hub on `port`: over tcp://, or over tls:// trusting the certificate `ca`. */
-export function startAgent(port: number, name: string, secret: string, opts: { maxFrame?: number; ca?: string } = {}): AgentFixture {
+export function startAgent(port: number, name: string, secret: string, opts: { maxFrame?: number; window?: number; ca?: string } = {}): AgentFixture {
   const kind = opts.ca === undefined ? 'tcp' : 'tls';
   const logs: string[] = [];
   const ran: string[] = [];
@@ -316,6 +316,7 @@ export function startAgent(port: number, name: string, secret: string, opts: { m
     commands: testCommands(ran),
     masterLabel: `${kind}://127.0.0.1:${port}`,
     maxFrame: opts.maxFrame,
+    window: opts.window,
     maxBackoffMs: 200,
     log: (line) => logs.push(line),
     open: () => {
