@@ -145,7 +145,7 @@ t.test('npm run bench -- --quick --skip-buildbot: every section has its figures'
       'bytes', 'reps', 'tetherMBps', 'catMBps', 'ratio', 'relayMBps', 'relayRatio', 'nodeRelayMBps', 'nodeHmacRelayMBps', 'nodeFramedRelayMBps', 'agentCpuMsPerMB', 'hubCpuMsPerMB',
     ]);
     t.match(page, /\| the same relay in Node \(bench\/node-relay\.ts\), from its first byte +\| [\d.]+ MB\/s; [\d.]+ MB\/s with HMAC-SHA256/, 'the page has the Node relay row');
-    t.match(page, /\| the same Node relay, each chunk one Tether frame +\| [\d.]+ MB\/s: tag, CRC-32C and COBS[^|]*\| of the socat relay: [\d.]+×/, 'the page has the framed Node relay row');
+    t.match(page, /\| the same Node relay in Tether frames of 64 KiB +\| [\d.]+ MB\/s: tag, CRC-32C and COBS[^|]*\| of the socat relay: [\d.]+×/, 'the page has the framed Node relay row');
     positiveList(t, 'throughput: Tether ms', p.throughput.tetherMs, p.throughput.reps);
     positiveList(t, 'throughput: cat ms', p.throughput.catMs, p.throughput.reps);
     for (const prefix of ['stat', 'shell', 'local']) {
