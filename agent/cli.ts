@@ -182,8 +182,8 @@ async function runAgent(values: OptionValues): Promise<number> {
   }
   const endpoint = parseEndpoint(values.master!);
   const secret = readSecret(values);
-  const maxFrame = values['max-frame'] === undefined ? undefined : positiveInt(values['max-frame'], '--max-frame', 0, MIN_MAX_FRAME);
-  const window = values.window === undefined ? undefined : positiveInt(values.window, '--window', 0, MIN_WINDOW, MAX_WINDOW);
+  const maxFrame = positiveInt(values['max-frame'], '--max-frame', undefined, MIN_MAX_FRAME);
+  const window = positiveInt(values.window, '--window', undefined, MIN_WINDOW, MAX_WINDOW);
   const spoolMiB = values['spool-memory'] === undefined ? undefined : Number(values['spool-memory']);
   if (spoolMiB !== undefined && (!Number.isInteger(spoolMiB) || spoolMiB < 1)) {
     throw new UsageError('--spool-memory must be a whole number of MiB, at least 1');

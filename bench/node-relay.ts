@@ -27,13 +27,13 @@ import * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { FrameAuth, wireNumber } from '../wire/frame-auth';
 import { FrameReader, authenticatedParts, encodeAuthenticatedFrame } from '../wire/framing';
+import { DEFAULT_MAX_FRAME } from '../wire/handshake';
+import { PAYLOAD_HEAD_BYTES } from '../wire/messages';
 
 const RELAY_MODES = ['plain', 'hmac', 'framed'] as const;
 /** What the relay does to each chunk (bench/protocol.ts imports the type only: this file is a script). */
 export type RelayMode = (typeof RELAY_MODES)[number];
 
-/** Tether's largest body on TCP (the hub's max_frame): a 64 KiB pipe read is one frame. */
-const MAX_BODY = 65_552;
 
 const [role, portText, mode] = process.argv.slice(2) as [string, string, RelayMode];
 const port = Number(portText);
@@ -41,8 +41,8 @@ const key = Buffer.alloc(32, 7);
 // The same key both ways: the receiver checks what the sender tags.
 const auth = new FrameAuth({ agentToMaster: key, masterToAgent: key }, 'agent');
 
-/** Payload bytes per frame: a 64 KiB pipe read fits one, as in Tether. */
-const FRAME_PAYLOAD = 64 * 1024;
+/** Payload bytes per frame: as much as Tether's largest body on TCP carries (64 KiB, one pipe read). */
+const FRAME_PAYLOAD = DEFAULT_MAX_FRAME - PAYLOAD_HEAD_BYTES;
 
 /**
  * Cuts the stream into runs of FRAME_PAYLOAD bytes, as parts of the chunks
@@ -99,7 +99,7 @@ function incoming(): (chunk: Buffer) => void {
   let number = 0;
   if (mode === 'plain') return () => undefined;
   if (mode === 'hmac') return (chunk) => void auth.tag(number++, chunk);
-  const reader = new FrameReader(MAX_BODY);
+  const reader = new FrameReader(DEFAULT_MAX_FRAME);
   reader.on('frame', (frame: Buffer) => {
     const parts = authenticatedParts(frame);
     if (!parts || !auth.verify(number++, parts.body, parts.tag)) throw new Error(`frame ${number - 1} fails its CRC or tag`);

@@ -1,10 +1,10 @@
 /** What every tether-master mode shares: the hub's options, the workers, and the hub built from them. */
 import {
   DEFAULT_GRACE_SECONDS,
-  MAX_GRACE_SECONDS,
   DEFAULT_KEEPALIVE_SECONDS,
   DEFAULT_MAX_FRAME,
   DEFAULT_WINDOW,
+  MAX_GRACE_SECONDS,
   MAX_KEEPALIVE_SECONDS,
   MAX_WINDOW,
   MIN_KEEPALIVE_SECONDS,

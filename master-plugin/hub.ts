@@ -10,10 +10,10 @@ import { TetherError, describeError } from '../wire/errors';
 import {
   Capability,
   DEFAULT_GRACE_SECONDS,
-  MAX_GRACE_SECONDS,
   DEFAULT_KEEPALIVE_SECONDS,
   DEFAULT_MAX_FRAME,
   DEFAULT_WINDOW,
+  MAX_GRACE_SECONDS,
   failLink,
   masterHandshake,
   newSessionId,

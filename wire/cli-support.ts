@@ -70,8 +70,8 @@ export function printedInfo(program: string, help: string, values: { help?: bool
   return Boolean(values.help || values.version);
 }
 
-/** An integer option from min to max (fallback when absent); else a UsageError naming the range. */
-export function positiveInt(value: string | undefined, flag: string, fallback: number, min = 1, max = Infinity): number {
+/** An integer option from min to max (`fallback` when absent); else a UsageError naming the range. */
+export function positiveInt<F extends number | undefined>(value: string | undefined, flag: string, fallback: F, min = 1, max = Infinity): number | F {
   if (value === undefined) return fallback;
   const n = Number(value);
   if (!Number.isInteger(n) || n < min || n > max) {
